@@ -1,0 +1,343 @@
+//! Raw config → runtime [`Config`]: every value checked, every error collected with its
+//! position.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::{Authority, Uri};
+use ipnet::IpNet;
+
+use super::raw::{DefaultAction, Environment, RawConfig, RawServer, RawTimeouts};
+use super::yaml::{ConfigError, Located};
+use super::{Config, ServerSettings, Timeouts, TlsFiles};
+use crate::pipeline::normalize::normalize_path;
+use crate::pipeline::route::{Route, Router};
+
+/// Compiles a parsed config. `base` is the config file's directory (for relative paths).
+pub fn compile(raw: RawConfig, base: &Path, hash: String) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    if let Some(v) = &raw.version
+        && v.value != 1
+    {
+        errors.push(ConfigError::at(v.pos, "unsupported `version`: expected 1"));
+    }
+    let server = compile_server(&raw.server, base, &mut errors);
+    let routes = compile_routes(&raw, &server, &mut errors);
+    let router = match Router::build(routes.routes) {
+        Ok(router) => Some(router),
+        Err(route_errors) => {
+            for (idx, msg) in route_errors {
+                if let Some(pos) = routes.positions.get(idx) {
+                    errors.push(ConfigError::at(*pos, msg));
+                }
+            }
+            None
+        }
+    };
+    match router {
+        Some(router) if errors.is_empty() => Ok(Config {
+            server,
+            default: raw.default.unwrap_or(DefaultAction::Deny),
+            router,
+            hash,
+        }),
+        _ => {
+            errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
+            Err(errors)
+        }
+    }
+}
+
+fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -> ServerSettings {
+    let listen = socket_addr(&raw.listen, errors);
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| socket_addr(a, errors))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    if raw.admin.is_some() && listen == admin && listen.port() != 0 {
+        if let Some(a) = &raw.admin {
+            errors.push(ConfigError::at(
+                a.pos,
+                "`server.admin` must differ from `server.listen`",
+            ));
+        }
+    }
+    let upstream = upstream(&raw.upstream, errors);
+    let tls = raw.tls.as_ref().map(|t| TlsFiles {
+        cert: resolve(base, &t.cert.value),
+        key: resolve(base, &t.key.value),
+    });
+    let mut trusted_proxies = Vec::new();
+    for cidr in &raw.trusted_proxies {
+        match parse_cidr(&cidr.value) {
+            Some(net) => trusted_proxies.push(net),
+            None => errors.push(ConfigError::at(
+                cidr.pos,
+                format!(
+                    "`{}` is not a CIDR or IP address: expected e.g. 10.0.0.0/8 or 127.0.0.1",
+                    cidr.value
+                ),
+            )),
+        }
+    }
+    let default_timeouts = RawTimeouts::default();
+    let t = raw.timeouts.as_ref().unwrap_or(&default_timeouts);
+    let timeouts = Timeouts {
+        handshake: duration_or(&t.handshake, Duration::from_secs(10), errors),
+        header_read: duration_or(&t.header_read, Duration::from_secs(10), errors),
+        idle: duration_or(&t.idle, Duration::from_secs(60), errors),
+        upstream_connect: duration_or(&t.upstream_connect, Duration::from_secs(2), errors),
+        upstream_response: duration_or(&t.upstream_response, Duration::from_secs(30), errors),
+        shutdown_grace: duration_or(&t.shutdown_grace, Duration::from_secs(30), errors),
+    };
+    let max_connections = match &raw.max_connections {
+        Some(m) if m.value == 0 => {
+            errors.push(ConfigError::at(m.pos, "`max_connections` must be at least 1"));
+            1
+        }
+        Some(m) => m.value as usize,
+        None => 10_000,
+    };
+    ServerSettings {
+        listen,
+        admin,
+        upstream,
+        tls,
+        environment: raw.environment.unwrap_or(Environment::Production),
+        trusted_proxies,
+        timeouts,
+        max_connections,
+    }
+}
+
+struct CompiledRoutes {
+    routes: Vec<Route>,
+    positions: Vec<super::yaml::Pos>,
+}
+
+fn compile_routes(
+    raw: &RawConfig,
+    server: &ServerSettings,
+    errors: &mut Vec<ConfigError>,
+) -> CompiledRoutes {
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut positions = Vec::with_capacity(raw.routes.len());
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    for r in &raw.routes {
+        let name = &r.name.value;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                "route `name` must be non-empty printable ASCII without spaces",
+            ));
+        } else if names.insert(name.as_str(), ()).is_some() {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!("duplicate route name `{name}`: names must be unique"),
+            ));
+        }
+        let path = &r.matcher.path;
+        check_pattern_canonical(path, errors);
+        let methods = r.matcher.methods.as_ref().map(|list| {
+            let mut out = Vec::with_capacity(list.len());
+            for m in list {
+                match parse_method(&m.value) {
+                    Some(method) => out.push(method),
+                    None => errors.push(ConfigError::at(
+                        m.pos,
+                        format!(
+                            "`{}` is not a method: expected GET, HEAD, POST, PUT, DELETE, PATCH, \
+                             OPTIONS or TRACE",
+                            m.value
+                        ),
+                    )),
+                }
+            }
+            out
+        });
+        if let Some(m) = &methods
+            && m.is_empty()
+            && r.matcher.methods.as_ref().is_some_and(|l| l.is_empty())
+        {
+            errors.push(ConfigError::at(
+                path.pos,
+                "`methods` is empty: list at least one method or leave it out",
+            ));
+        }
+        let upstream_timeout = duration_or(
+            &r.timeout,
+            server.timeouts.upstream_response,
+            errors,
+        );
+        routes.push(Route {
+            name: Arc::from(name.as_str()),
+            pattern: path.value.clone(),
+            methods,
+            public: r.public.unwrap_or(false),
+            upstream_timeout,
+        });
+        positions.push(path.pos);
+    }
+    CompiledRoutes { routes, positions }
+}
+
+/// A pattern's literal segments must already be in canonical form, or no request could match.
+fn check_pattern_canonical(path: &Located<String>, errors: &mut Vec<ConfigError>) {
+    let probe: String = path
+        .value
+        .split('/')
+        .map(|seg| {
+            if seg == "**" || (seg.starts_with('{') && seg.ends_with('}')) {
+                "p"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    match normalize_path(&probe) {
+        Ok(canonical) if canonical == probe => {}
+        Ok(canonical) => errors.push(ConfigError::at(
+            path.pos,
+            format!(
+                "path pattern `{}` is not in canonical form (requests are matched as `{}`)",
+                path.value, canonical
+            ),
+        )),
+        Err(e) if path.value.starts_with('/') => errors.push(ConfigError::at(
+            path.pos,
+            format!("path pattern `{}` can never match: {e}", path.value),
+        )),
+        Err(_) => {} // reported by the router ("must start with `/`")
+    }
+}
+
+fn socket_addr(v: &Located<String>, errors: &mut Vec<ConfigError>) -> SocketAddr {
+    match v.value.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            errors.push(ConfigError::at(
+                v.pos,
+                format!(
+                    "`{}` is not a socket address: expected IP:PORT, e.g. 127.0.0.1:8443",
+                    v.value
+                ),
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+fn upstream(v: &Located<String>, errors: &mut Vec<ConfigError>) -> Authority {
+    let fallback = Authority::from_static("127.0.0.1:1");
+    let uri: Uri = match v.value.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            errors.push(ConfigError::at(
+                v.pos,
+                format!("`{}` is not a URL: expected http://HOST:PORT", v.value),
+            ));
+            return fallback;
+        }
+    };
+    let path_ok = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) if path_ok && !a.as_str().contains('@') => a.clone(),
+        _ => {
+            errors.push(ConfigError::at(
+                v.pos,
+                format!(
+                    "`{}`: expected http://HOST:PORT with no path, query or user info \
+                     (fortress talks plain HTTP/1.1 to the app beside it)",
+                    v.value
+                ),
+            ));
+            fallback
+        }
+    }
+}
+
+fn duration_or(
+    v: &Option<Located<String>>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match v {
+        None => default,
+        Some(v) => match parse_duration(&v.value) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                errors.push(ConfigError::at(
+                    v.pos,
+                    format!(
+                        "`{}` is not a duration: expected a positive number with a unit \
+                         (ms, s, m, h), e.g. 500ms or 30s",
+                        v.value
+                    ),
+                ));
+                default
+            }
+        },
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn parse_method(s: &str) -> Option<Method> {
+    const ALLOWED: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+    ];
+    ALLOWED
+        .contains(&s)
+        .then(|| Method::from_bytes(s.as_bytes()).ok())
+        .flatten()
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 sec", "1d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

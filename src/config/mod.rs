@@ -1,0 +1,183 @@
+//! The config file: process settings and policy in one YAML document.
+//!
+//! `raw.rs` mirrors the YAML, `yaml.rs` loads it strictly with positions, `compile.rs` checks
+//! every value and builds the runtime [`Config`]. A [`ConfigHandle`] holds the active config
+//! behind one `ArcSwap`; requests take one snapshot each and keep it until they finish.
+
+pub mod compile;
+pub mod raw;
+pub mod yaml;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use ipnet::IpNet;
+
+pub use raw::{DefaultAction, Environment};
+pub use yaml::{ConfigError, Pos};
+
+use crate::pipeline::route::Router;
+
+/// A validated, compiled config. Immutable; replaced whole on reload.
+#[derive(Debug)]
+pub struct Config {
+    /// Process settings.
+    pub server: ServerSettings,
+    /// What unmatched requests get.
+    pub default: DefaultAction,
+    /// Route table and matchers.
+    pub router: Router,
+    /// Short SHA-256 of the file's bytes; identifies the active policy.
+    pub hash: String,
+}
+
+/// `server:` settings, compiled.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    /// Upstream `host:port`.
+    pub upstream: Authority,
+    /// TLS files, if the client listener serves TLS.
+    pub tls: Option<TlsFiles>,
+    /// Deployment environment.
+    pub environment: Environment,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Phase timeouts.
+    pub timeouts: Timeouts,
+    /// Connection cap on the client listener.
+    pub max_connections: usize,
+}
+
+/// Certificate chain and key files (absolute or relative to the working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Timeouts for each phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TLS handshake.
+    pub handshake: Duration,
+    /// Request header read.
+    pub header_read: Duration,
+    /// Idle client connection.
+    pub idle: Duration,
+    /// Upstream TCP connect.
+    pub upstream_connect: Duration,
+    /// Upstream response headers (default for routes).
+    pub upstream_response: Duration,
+    /// Drain deadline at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerSettings {
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Every error found in one config file.
+#[derive(Debug)]
+pub struct LoadError {
+    /// The file.
+    pub file: PathBuf,
+    /// The errors, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match e.pos {
+                Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.col, e.message)?,
+                None => write!(f, "{}: {}", self.file.display(), e.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl LoadError {
+    /// All errors on one line (for a single log record).
+    pub fn one_line(&self) -> String {
+        self.to_string().replace('\n', "; ")
+    }
+}
+
+/// Reads, parses and compiles a config file.
+pub fn load_file(path: &Path) -> Result<Config, LoadError> {
+    let fail = |errors| LoadError {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(vec![ConfigError::whole(format!("cannot read file: {e}"))]))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| fail(vec![ConfigError::whole("file is not valid UTF-8")]))?;
+    load_str(&text, path)
+}
+
+/// Parses and compiles config text that was read from `path`.
+pub fn load_str(text: &str, path: &Path) -> Result<Config, LoadError> {
+    let fail = |errors| LoadError {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let raw: raw::RawConfig = yaml::from_str(text).map_err(fail)?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    compile::compile(raw, base, short_hash(text.as_bytes())).map_err(fail)
+}
+
+/// The JSON Schema of the config file, generated from the raw types.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(raw::RawConfig);
+    serde_json::to_string_pretty(&schema).unwrap_or_else(|_| "{}".into())
+}
+
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The active config, swapped atomically on reload.
+#[derive(Debug)]
+pub struct ConfigHandle(ArcSwap<Config>);
+
+impl ConfigHandle {
+    /// Wraps the first config.
+    pub fn new(config: Config) -> Self {
+        Self(ArcSwap::from_pointee(config))
+    }
+
+    /// One load per request; the `Arc` keeps this version alive until the response ends.
+    pub fn snapshot(&self) -> Arc<Config> {
+        self.0.load_full()
+    }
+
+    /// Installs a new config, returning the old one.
+    pub fn replace(&self, next: Config) -> Arc<Config> {
+        self.0.swap(Arc::new(next))
+    }
+}

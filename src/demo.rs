@@ -1,0 +1,145 @@
+//! `fortress demo`: an embedded example app behind fortress with `policies/demo.yaml`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::{Fortress, StartError, config};
+
+/// The demo policy, embedded so `fortress demo` works from any directory.
+pub const DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
+
+/// Starts the demo app and fortress in front of it.
+pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Fortress, StartError> {
+    let app = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?;
+    let app_addr = app.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
+    tokio::spawn(serve_app(app));
+    let mut config = config::load_str(DEMO_POLICY, Path::new("policies/demo.yaml"))?;
+    config.server.upstream = http::uri::Authority::try_from(app_addr.to_string().as_str())
+        .map_err(|e| StartError::Tls(format!("demo upstream address: {e}")))?;
+    config.server.listen = listen;
+    config.server.admin = admin;
+    Fortress::start_with(config, None).await
+}
+
+/// What the demo prints once it is listening.
+pub fn banner(f: &Fortress) -> String {
+    let p = f.client_addr;
+    let a = f.admin_addr;
+    format!(
+        "fortress demo is running (Ctrl-C to stop)\n\
+         \n  proxy: http://{p}\n  admin: http://{a}\n\n\
+         Try:\n\
+         \x20 curl -i http://{p}/health                              # public route, forwarded\n\
+         \x20 curl -i http://{p}/api/orgs/acme/reports/q3            # GET route with a path parameter\n\
+         \x20 curl -i -X POST http://{p}/api/ask                     # NDJSON stream, line by line\n\
+         \x20 curl -i http://{p}/api/orgs/acme/../../etc/passwd --path-as-is   # 400: escapes the root\n\
+         \x20 curl -i http://{p}/api/a%2Fb                           # 400: encoded slash\n\
+         \x20 curl -i http://{p}/nope                                # 404: default deny, app never called\n\
+         \x20 curl -s http://{a}/metrics | grep fortress_requests_total\n\
+         \x20 curl -i http://{a}/readyz\n"
+    )
+}
+
+async fn serve_app(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let seen = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    if req.method() == Method::POST && path == "/api/ask" {
+        let trace = seen("x-request-id");
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            for kind in ["thinking", "technical_view", "data", "data", "business_view", "end"] {
+                let line = format!("{{\"type\":\"{kind}\",\"trace_id\":\"{trace}\"}}\n");
+                if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let body = StreamBody::new(tokio_stream(rx)).boxed();
+        let mut r = Response::new(body);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok(r);
+    }
+    let (status, body) = if path == "/health" {
+        (StatusCode::OK, r#"{"status":"ok"}"#.to_string())
+    } else {
+        let json = serde_json::json!({
+            "app": "fortress demo upstream",
+            "method": req.method().as_str(),
+            "path": path,
+            "x-forwarded-for": seen("x-forwarded-for"),
+            "x-forwarded-proto": seen("x-forwarded-proto"),
+            "x-request-id": seen("x-request-id"),
+        });
+        (StatusCode::OK, json.to_string())
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+/// Adapts an mpsc receiver into a `Stream` for `StreamBody`.
+fn tokio_stream<T>(rx: mpsc::Receiver<T>) -> ReceiverStream<T> {
+    ReceiverStream(rx)
+}
+
+/// Minimal `Stream` over an mpsc receiver.
+pub struct ReceiverStream<T>(mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,147 @@
+//! Fortress: a sidecar reverse proxy that enforces governance in front of an unmodified HTTP
+//! application. See README.md for operating it and DESIGN notes in `docs/`.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use config::Config;
+use server::Listener;
+use state::{AppState, State};
+
+/// Why fortress could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is invalid.
+    #[error("{0}")]
+    Config(#[from] config::LoadError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error("{0}")]
+    Tls(String),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running fortress instance.
+pub struct Fortress {
+    /// Bound client listener address.
+    pub client_addr: SocketAddr,
+    /// Bound admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (config handle, metrics).
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<bool>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Fortress {
+    /// Loads the config file and starts serving (with file watching and hot reload).
+    pub async fn start(config_path: &Path) -> Result<Self, StartError> {
+        let config = config::load_file(config_path)?;
+        Self::start_with(config, Some(config_path.to_path_buf())).await
+    }
+
+    /// Starts serving an already compiled config. Without a path, reload is unavailable.
+    pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let metrics = metrics::Metrics::new()?;
+        metrics.set_policy(&config.hash);
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(server::tls::CertStore::load(files).map_err(StartError::Tls)?)),
+            None => None,
+        };
+        let client = bind(config.server.listen).await?;
+        let admin = bind(config.server.admin).await?;
+        let client_addr = client.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, source: e })?;
+        let admin_addr = admin.local_addr().map_err(|e| StartError::Bind { addr: config.server.admin, source: e })?;
+        let (reload, reload_rx) = match &config_path {
+            Some(_) => {
+                let (h, rx) = reload::channel();
+                (h, Some(rx))
+            }
+            None => (reload::ReloadHandle::disabled(), None),
+        };
+        let watcher = config_path
+            .as_deref()
+            .and_then(|p| reload::watch(p, config.server.tls.as_ref(), reload.clone()));
+        let forwarder = proxy::Forwarder::new(config.server.timeouts.upstream_connect);
+        let state: AppState = Arc::new(State {
+            config: config::ConfigHandle::new(config),
+            metrics,
+            forwarder,
+            ids: pipeline::ids::IdGen::new(),
+            reload,
+            tls,
+            config_path,
+        });
+        let (stop, drain, alive) = server::drain_pair();
+        if let Some(rx) = reload_rx {
+            tokio::spawn(reload::run(state.clone(), rx, drain_stop(&stop)));
+        }
+        let client_loop = tokio::spawn(server::accept_loop(client, Listener::Client, state.clone(), drain.clone()));
+        let admin_loop = tokio::spawn(server::accept_loop(admin, Listener::Admin, state.clone(), drain));
+        let drain_state = state.clone();
+        let task = tokio::spawn(async move {
+            let _ = client_loop.await;
+            let _ = admin_loop.await;
+            let grace = drain_state.config.snapshot().server.timeouts.shutdown_grace;
+            server::wait_drained(alive, grace).await
+        });
+        info!(client = %client_addr, admin = %admin_addr, "fortress listening");
+        Ok(Self {
+            client_addr,
+            admin_addr,
+            state,
+            stop,
+            task,
+            _watcher: watcher,
+        })
+    }
+
+    /// Stops accepting and starts draining in-flight requests.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until every connection is closed or the grace period ran out. Returns whether
+    /// the drain completed in time.
+    pub async fn wait(self) -> bool {
+        self.task.await.unwrap_or(false)
+    }
+}
+
+fn drain_stop(stop: &watch::Sender<bool>) -> watch::Receiver<bool> {
+    stop.subscribe()
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}

@@ -1,0 +1,191 @@
+//! Prometheus metrics owned by one fortress instance (no global registry, so tests can run
+//! several fortresses in one process). Every name is prefixed `fortress_`.
+
+use http::Method;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metrics of one instance, with fixed-label handles resolved up front.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    upstream_latency: Histogram,
+    upstream_errors: IntCounterVec,
+    /// `fortress_policy_reload_total{result="ok"}`.
+    pub reload_ok: IntCounter,
+    /// `fortress_policy_reload_total{result="error"}`.
+    pub reload_error: IntCounter,
+    policy_info: IntGaugeVec,
+    /// `fortress_open_connections`.
+    pub open_connections: IntGauge,
+    /// `fortress_connections_rejected_total` (connection cap reached).
+    pub connections_rejected: IntCounter,
+    /// `fortress_tls_handshake_errors_total` (failures and timeouts).
+    pub tls_handshake_errors: IntCounter,
+    /// `fortress_tls_cert_reload_total{result="ok"}`.
+    pub cert_reload_ok: IntCounter,
+    /// `fortress_tls_cert_reload_total{result="error"}`.
+    pub cert_reload_error: IntCounter,
+}
+
+impl Metrics {
+    /// Builds the registry and registers every metric.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("fortress".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests by route, method, status class and decision.",
+            ),
+            &["route", "method", "status", "decision"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request received to response body finished, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "upstream_response_seconds",
+                "Time from forwarding a request to the upstream's response headers.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Upstream failures by kind."),
+            &["kind"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("policy_reload_total", "Config/policy reloads by result."),
+            &["result"],
+        )?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new("policy_info", "The active policy; value 1, `hash` label."),
+            &["hash"],
+        )?;
+        let open_connections =
+            IntGauge::new("open_connections", "Client connections currently open.")?;
+        let connections_rejected = IntCounter::new(
+            "connections_rejected_total",
+            "Client connections closed at once because max_connections was reached.",
+        )?;
+        let tls_handshake_errors = IntCounter::new(
+            "tls_handshake_errors_total",
+            "TLS handshakes that failed or timed out.",
+        )?;
+        let cert_reloads = IntCounterVec::new(
+            Opts::new("tls_cert_reload_total", "Certificate reloads by result."),
+            &["result"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(policy_info.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(tls_handshake_errors.clone()))?;
+        registry.register(Box::new(cert_reloads.clone()))?;
+        for kind in UPSTREAM_ERROR_KINDS {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        Ok(Self {
+            reload_ok: reloads.with_label_values(&["ok"]),
+            reload_error: reloads.with_label_values(&["error"]),
+            cert_reload_ok: cert_reloads.with_label_values(&["ok"]),
+            cert_reload_error: cert_reloads.with_label_values(&["error"]),
+            registry,
+            requests,
+            latency,
+            upstream_latency,
+            upstream_errors,
+            policy_info,
+            open_connections,
+            connections_rejected,
+            tls_handshake_errors,
+        })
+    }
+
+    /// Records a finished request.
+    pub fn observe_request(
+        &self,
+        route: &str,
+        method: &Method,
+        status: u16,
+        decision: &str,
+        seconds: f64,
+    ) {
+        self.requests
+            .with_label_values(&[route, method_label(method), status_class(status), decision])
+            .inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// Records the upstream's time to response headers.
+    pub fn observe_upstream(&self, seconds: f64) {
+        self.upstream_latency.observe(seconds);
+    }
+
+    /// Counts an upstream failure (`connect`, `timeout`, `protocol`).
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Marks `hash` as the active policy.
+    pub fn set_policy(&self, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[hash]).set(1);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec only fails on metric families that break the format, which the
+        // types above cannot produce; an empty answer would be visible to the scraper.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(s: u16) -> &'static str {
+    match s {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];

@@ -1,0 +1,104 @@
+//! Request ids: kept from trusted peers when well-formed, otherwise generated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderMap;
+
+/// Generates unique, unguessable-looking request ids without locks or syscalls per request.
+#[derive(Debug)]
+pub struct IdGen {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl IdGen {
+    /// Seeds the generator from the OS random source.
+    pub fn new() -> Self {
+        let mut seed = [0u8; 8];
+        // On failure the seed stays zero: ids remain unique (counter), only less opaque.
+        if aws_lc_rs::rand::fill(&mut seed).is_err() {
+            seed = [0; 8];
+        }
+        Self {
+            seed: u64::from_le_bytes(seed),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh 32-hex-digit id.
+    pub fn next(&self) -> Arc<str> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let a = splitmix(self.seed ^ n);
+        let b = splitmix(a ^ n.rotate_left(32));
+        Arc::from(format!("{a:016x}{b:016x}").as_str())
+    }
+}
+
+impl Default for IdGen {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The request id for a request: a valid `X-Request-ID` from a trusted peer, else a new one.
+pub fn request_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
+    if trusted {
+        let mut values = headers.get_all(X_REQUEST_ID).iter();
+        if let (Some(v), None) = (values.next(), values.next())
+            && let Ok(s) = v.to_str()
+            && is_valid_id(s)
+        {
+            return Arc::from(s);
+        }
+    }
+    ids.next()
+}
+
+/// 1–128 characters of `[A-Za-z0-9._:-]`: safe in headers, JSON and logs.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The request id header.
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let g = IdGen::new();
+        let a = g.next();
+        let b = g.next();
+        assert_ne!(a, b);
+        assert!(is_valid_id(&a) && a.len() == 32);
+    }
+
+    #[test]
+    fn incoming_id_kept_only_from_trusted_peers() {
+        let g = IdGen::new();
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(&*request_id(&h, true, &g), "abc-123");
+        assert_ne!(&*request_id(&h, false, &g), "abc-123");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id\"<>"));
+        assert_ne!(&*request_id(&h, true, &g), "bad id\"<>");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("a"));
+        h.append(X_REQUEST_ID, HeaderValue::from_static("b"));
+        assert_eq!(request_id(&h, true, &g).len(), 32, "duplicates are not trusted");
+    }
+}

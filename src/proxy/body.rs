@@ -1,0 +1,102 @@
+//! The one response body type: a fortress-made body or the upstream's body streamed through,
+//! with a [`Completion`] that records the request when the body ends or is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::pipeline::complete::Completion;
+
+/// Error type of [`ProxyBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// Response body sent to the client.
+    pub struct ProxyBody {
+        #[pin]
+        kind: Kind,
+        done: Option<Completion>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Full { data: Option<Bytes> },
+        Upstream { #[pin] inner: Incoming },
+    }
+}
+
+impl ProxyBody {
+    /// A complete body made by fortress (error JSON, admin answers).
+    pub fn full(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+            done: None,
+        }
+    }
+
+    /// The upstream's body, streamed frame by frame.
+    pub fn upstream(inner: Incoming) -> Self {
+        Self {
+            kind: Kind::Upstream { inner },
+            done: None,
+        }
+    }
+
+    /// Attaches the completion record, fired when the body ends or is dropped.
+    pub fn with_completion(mut self, done: Completion) -> Self {
+        self.done = Some(done);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = match this.kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Upstream { inner } => match inner.poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(done) = this.done.as_mut() {
+                        done.mark_upstream_body_error();
+                    }
+                    Poll::Ready(Some(Err(Box::new(e) as BoxError)))
+                }
+            },
+        };
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            // Dropping the completion records the request now rather than at connection end.
+            this.done.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { data } => data.is_none(),
+            Kind::Upstream { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Upstream { inner } => inner.size_hint(),
+        }
+    }
+}

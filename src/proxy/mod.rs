@@ -1,0 +1,83 @@
+//! Forwarding to the upstream over pooled HTTP/1.1 keep-alive connections. Bodies stream both
+//! ways; nothing is buffered whole.
+
+pub mod body;
+pub mod headers;
+
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::warn;
+
+use crate::error::Rejection;
+use crate::metrics::Metrics;
+
+/// The upstream client, shared by all requests (and kept across reloads, so is its pool).
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Forwarder {
+    /// Builds the pooled client.
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(true);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(http);
+        Self { client }
+    }
+
+    /// Sends a prepared request (absolute URI, cleaned headers) and waits for the response
+    /// headers up to `timeout`. The body streams afterwards.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        timeout: Duration,
+        metrics: &Metrics,
+        request_id: &str,
+    ) -> Result<Response<Incoming>, Rejection> {
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                metrics.observe_upstream(started.elapsed().as_secs_f64());
+                Ok(resp)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                metrics.upstream_error("connect");
+                warn!(request.id = %request_id, error = %error_chain(&e), "upstream connect failed");
+                Err(Rejection::UpstreamUnavailable)
+            }
+            Ok(Err(e)) => {
+                metrics.upstream_error("protocol");
+                warn!(request.id = %request_id, error = %error_chain(&e), "upstream request failed");
+                Err(Rejection::UpstreamFailed)
+            }
+            Err(_) => {
+                metrics.upstream_error("timeout");
+                warn!(request.id = %request_id, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+                Err(Rejection::UpstreamTimeout)
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,70 @@
+//! What fortress knows about a client connection, shared by every request on it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Facts about one client connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Requests in flight and the last time the connection was busy (for the idle timeout).
+    pub activity: ConnActivity,
+}
+
+impl ConnInfo {
+    /// A new connection, busy as of now.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            activity: ConnActivity::new(),
+        }
+    }
+}
+
+/// Tracks whether a connection is idle, without locks.
+#[derive(Debug)]
+pub struct ConnActivity {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    last_active_ms: AtomicU64,
+}
+
+impl ConnActivity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A request started on this connection.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request's response finished (or was dropped).
+    pub fn request_finished(&self) {
+        self.touch();
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the connection has been idle, or `None` while a request is in flight.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(now, Ordering::Release);
+    }
+}

@@ -1,0 +1,106 @@
+//! TLS for the client listener: rustls (TLS 1.2 and 1.3 only, ALPN `h2` + `http/1.1`) with a
+//! certificate that can be replaced while running (cert-manager rotation). New handshakes use
+//! the new certificate; established connections keep theirs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::TlsFiles;
+
+/// The serving certificate and the rustls server config built around it.
+pub struct CertStore {
+    current: Arc<CurrentCert>,
+    server_config: Arc<rustls::ServerConfig>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl CertStore {
+    /// Loads the certificate chain and key; fails with a message naming the file at fault.
+    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = load_key(files, &provider)?;
+        let current = Arc::new(CurrentCert {
+            key: ArcSwap::from_pointee(key),
+            files: ArcSwap::from_pointee(files.clone()),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            current,
+            server_config: Arc::new(config),
+            provider,
+        })
+    }
+
+    /// The rustls config for new handshakes.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config.clone()
+    }
+
+    /// Re-reads `files` (which may be new paths) and swaps the certificate in. On failure the
+    /// current certificate stays.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
+        let key = load_key(files, &self.provider)?;
+        self.current.key.store(Arc::new(key));
+        self.current.files.store(Arc::new(files.clone()));
+        Ok(())
+    }
+
+    /// The files the current certificate came from.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles::clone(&self.current.files.load())
+    }
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore").field("files", &self.files()).finish()
+    }
+}
+
+struct CurrentCert {
+    key: ArcSwap<CertifiedKey>,
+    files: ArcSwap<TlsFiles>,
+}
+
+impl fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CurrentCert")
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.key.load_full())
+    }
+}
+
+fn load_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("{}: cannot read certificate: {e}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: invalid PEM certificate: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: cannot read private key: {e}", files.key.display()))?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| {
+        format!(
+            "{} / {}: certificate and key are not usable together: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })
+}
