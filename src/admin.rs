@@ -16,9 +16,14 @@ use crate::reload::Outcome;
 use crate::state::AppState;
 
 /// Serves one admin request.
-pub async fn handle(state: AppState, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    state: AppState,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+        }
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state).await,
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let mut r = Response::new(ProxyBody::full(Bytes::from(state.metrics.render())));
@@ -51,7 +56,10 @@ async fn readyz(state: &AppState) -> Response<ProxyBody> {
     if reachable {
         json(StatusCode::OK, r#"{"status":"ready"}"#.into())
     } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#.into())
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"not_ready"}"#.into(),
+        )
     }
 }
 
@@ -75,8 +83,10 @@ async fn reload(state: &AppState) -> Response<ProxyBody> {
 fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -79,7 +79,9 @@ pub fn run() -> ExitCode {
         }
         Command::Run { config, threads } => {
             init_logging(cli.log_format);
-            block_on(threads, async move { serve(Fortress::start(&config).await).await })
+            block_on(threads, async move {
+                serve(Fortress::start(&config).await).await
+            })
         }
         Command::Demo { listen, admin } => {
             init_logging(cli.log_format);
@@ -105,7 +107,11 @@ fn check(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn serve(started: Result<Fortress, crate::StartError>) -> ExitCode {
@@ -116,7 +122,9 @@ async fn serve(started: Result<Fortress, crate::StartError>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(server::signals::forward_sighup(fortress.state.reload.clone()));
+    tokio::spawn(server::signals::forward_sighup(
+        fortress.state.reload.clone(),
+    ));
     server::signals::terminate().await;
     fortress.shutdown();
     fortress.wait().await;

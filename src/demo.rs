@@ -51,7 +51,7 @@ pub fn banner(f: &Fortress) -> String {
          \x20 curl -i http://{p}/health                              # public route, forwarded\n\
          \x20 curl -i http://{p}/api/orgs/acme/reports/q3            # GET route with a path parameter\n\
          \x20 curl -i -X POST http://{p}/api/ask                     # NDJSON stream, line by line\n\
-         \x20 curl -i http://{p}/api/orgs/acme/../../etc/passwd --path-as-is   # 400: escapes the root\n\
+         \x20 curl -i --path-as-is http://{p}/api/../../etc/passwd        # 400: escapes the root\n\
          \x20 curl -i http://{p}/api/a%2Fb                           # 400: encoded slash\n\
          \x20 curl -i http://{p}/nope                                # 404: default deny, app never called\n\
          \x20 curl -s http://{a}/metrics | grep fortress_requests_total\n\
@@ -88,7 +88,14 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
         let trace = seen("x-request-id");
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
-            for kind in ["thinking", "technical_view", "data", "data", "business_view", "end"] {
+            for kind in [
+                "thinking",
+                "technical_view",
+                "data",
+                "data",
+                "business_view",
+                "end",
+            ] {
                 let line = format!("{{\"type\":\"{kind}\",\"trace_id\":\"{trace}\"}}\n");
                 if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
                     return;

@@ -39,10 +39,14 @@ impl Rejection {
                 "method_not_allowed",
                 "method_not_allowed",
             ),
-            Rejection::UpstreamUnavailable => {
-                (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream_unavailable")
+            Rejection::UpstreamUnavailable => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream_unavailable",
+            ),
+            Rejection::UpstreamFailed => {
+                (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream_failed")
             }
-            Rejection::UpstreamFailed => (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream_failed"),
             Rejection::UpstreamTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",
@@ -74,7 +78,10 @@ pub fn json_error(
     let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -90,7 +97,12 @@ mod tests {
     #[test]
     fn status_table() {
         let rows = [
-            (Rejection::RejectTargetForm, 400, "bad_request", "target_form"),
+            (
+                Rejection::RejectTargetForm,
+                400,
+                "bad_request",
+                "target_form",
+            ),
             (
                 Rejection::RejectPath(PathError::EncodedSlash),
                 400,
@@ -98,10 +110,30 @@ mod tests {
                 "encoded_slash",
             ),
             (Rejection::DenyUnmatched, 404, "not_found", "no_route"),
-            (Rejection::DenyMethod, 405, "method_not_allowed", "method_not_allowed"),
-            (Rejection::UpstreamUnavailable, 502, "bad_gateway", "upstream_unavailable"),
-            (Rejection::UpstreamFailed, 502, "bad_gateway", "upstream_failed"),
-            (Rejection::UpstreamTimeout, 504, "gateway_timeout", "upstream_timeout"),
+            (
+                Rejection::DenyMethod,
+                405,
+                "method_not_allowed",
+                "method_not_allowed",
+            ),
+            (
+                Rejection::UpstreamUnavailable,
+                502,
+                "bad_gateway",
+                "upstream_unavailable",
+            ),
+            (
+                Rejection::UpstreamFailed,
+                502,
+                "bad_gateway",
+                "upstream_failed",
+            ),
+            (
+                Rejection::UpstreamTimeout,
+                504,
+                "gateway_timeout",
+                "upstream_timeout",
+            ),
         ];
         for (rejection, status, error, reason) in rows {
             let (s, e, r) = rejection.status();

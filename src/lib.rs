@@ -69,17 +69,28 @@ impl Fortress {
     }
 
     /// Starts serving an already compiled config. Without a path, reload is unavailable.
-    pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+    pub async fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
         let metrics = metrics::Metrics::new()?;
         metrics.set_policy(&config.hash);
         let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(server::tls::CertStore::load(files).map_err(StartError::Tls)?)),
+            Some(files) => Some(Arc::new(
+                server::tls::CertStore::load(files).map_err(StartError::Tls)?,
+            )),
             None => None,
         };
         let client = bind(config.server.listen).await?;
         let admin = bind(config.server.admin).await?;
-        let client_addr = client.local_addr().map_err(|e| StartError::Bind { addr: config.server.listen, source: e })?;
-        let admin_addr = admin.local_addr().map_err(|e| StartError::Bind { addr: config.server.admin, source: e })?;
+        let client_addr = client.local_addr().map_err(|e| StartError::Bind {
+            addr: config.server.listen,
+            source: e,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|e| StartError::Bind {
+            addr: config.server.admin,
+            source: e,
+        })?;
         let (reload, reload_rx) = match &config_path {
             Some(_) => {
                 let (h, rx) = reload::channel();
@@ -104,8 +115,18 @@ impl Fortress {
         if let Some(rx) = reload_rx {
             tokio::spawn(reload::run(state.clone(), rx, drain_stop(&stop)));
         }
-        let client_loop = tokio::spawn(server::accept_loop(client, Listener::Client, state.clone(), drain.clone()));
-        let admin_loop = tokio::spawn(server::accept_loop(admin, Listener::Admin, state.clone(), drain));
+        let client_loop = tokio::spawn(server::accept_loop(
+            client,
+            Listener::Client,
+            state.clone(),
+            drain.clone(),
+        ));
+        let admin_loop = tokio::spawn(server::accept_loop(
+            admin,
+            Listener::Admin,
+            state.clone(),
+            drain,
+        ));
         let drain_state = state.clone();
         let task = tokio::spawn(async move {
             let _ = client_loop.await;

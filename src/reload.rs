@@ -83,20 +83,26 @@ pub fn channel() -> (ReloadHandle, mpsc::Receiver<Trigger>) {
 }
 
 /// Watches the directories of the config file and of the TLS files.
-pub fn watch(config_path: &Path, tls: Option<&TlsFiles>, handle: ReloadHandle) -> Option<RecommendedWatcher> {
+pub fn watch(
+    config_path: &Path,
+    tls: Option<&TlsFiles>,
+    handle: ReloadHandle,
+) -> Option<RecommendedWatcher> {
     let mut dirs = BTreeSet::new();
     dirs.insert(parent(config_path));
     if let Some(t) = tls {
         dirs.insert(parent(&t.cert));
         dirs.insert(parent(&t.key));
     }
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res
-            && !matches!(event.kind, EventKind::Access(_))
-        {
-            handle.request(Trigger::FileChanged);
-        }
-    }) {
+    let mut watcher = match notify::recommended_watcher(
+        move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res
+                && !matches!(event.kind, EventKind::Access(_))
+            {
+                handle.request(Trigger::FileChanged);
+            }
+        },
+    ) {
         Ok(w) => w,
         Err(e) => {
             warn!(error = %e, "file watching unavailable; reload with SIGHUP or POST /admin/reload");
@@ -112,14 +118,12 @@ pub fn watch(config_path: &Path, tls: Option<&TlsFiles>, handle: ReloadHandle) -
 }
 
 /// The reload task: runs until `stop` turns true.
-pub async fn run(state: AppState, mut rx: mpsc::Receiver<Trigger>, mut stop: watch::Receiver<bool>) {
-    let mut certs = state
-        .config
-        .snapshot()
-        .server
-        .tls
-        .as_ref()
-        .map(fingerprint);
+pub async fn run(
+    state: AppState,
+    mut rx: mpsc::Receiver<Trigger>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut certs = state.config.snapshot().server.tls.as_ref().map(fingerprint);
     loop {
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -157,8 +161,18 @@ fn reload_config(state: &AppState, force: bool) -> Outcome {
     let current = state.config.snapshot();
     let text = match std::fs::read(path).map(String::from_utf8) {
         Ok(Ok(t)) => t,
-        Ok(Err(_)) => return refuse(state, vec![format!("{}: file is not valid UTF-8", path.display())]),
-        Err(e) => return refuse(state, vec![format!("{}: cannot read file: {e}", path.display())]),
+        Ok(Err(_)) => {
+            return refuse(
+                state,
+                vec![format!("{}: file is not valid UTF-8", path.display())],
+            );
+        }
+        Err(e) => {
+            return refuse(
+                state,
+                vec![format!("{}: cannot read file: {e}", path.display())],
+            );
+        }
     };
     if !force && config::short_hash(text.as_bytes()) == current.hash {
         return Outcome::Applied {
@@ -186,7 +200,8 @@ fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
 }
 
 fn reload_certs(state: &AppState, seen: &mut Option<Vec<u8>>) {
-    let (Some(store), Some(files)) = (&state.tls, state.config.snapshot().server.tls.clone()) else {
+    let (Some(store), Some(files)) = (&state.tls, state.config.snapshot().server.tls.clone())
+    else {
         return;
     };
     let now = fingerprint(&files);

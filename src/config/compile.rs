@@ -97,7 +97,10 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
     };
     let max_connections = match &raw.max_connections {
         Some(m) if m.value == 0 => {
-            errors.push(ConfigError::at(m.pos, "`max_connections` must be at least 1"));
+            errors.push(ConfigError::at(
+                m.pos,
+                "`max_connections` must be at least 1",
+            ));
             1
         }
         Some(m) => m.value as usize,
@@ -169,11 +172,7 @@ fn compile_routes(
                 "`methods` is empty: list at least one method or leave it out",
             ));
         }
-        let upstream_timeout = duration_or(
-            &r.timeout,
-            server.timeouts.upstream_response,
-            errors,
-        );
+        let upstream_timeout = duration_or(&r.timeout, server.timeouts.upstream_response, errors);
         routes.push(Route {
             name: Arc::from(name.as_str()),
             pattern: path.value.clone(),

@@ -106,7 +106,14 @@ impl fmt::Display for LoadError {
                 f.write_str("\n")?;
             }
             match e.pos {
-                Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.col, e.message)?,
+                Some(p) => write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.file.display(),
+                    p.line,
+                    p.col,
+                    e.message
+                )?,
                 None => write!(f, "{}: {}", self.file.display(), e.message)?,
             }
         }

@@ -287,7 +287,9 @@ impl Node {
         }
         match &self.kind {
             Kind::Seq(items) => items.iter().any(|n| n.contains(id)),
-            Kind::Map(entries) => entries.iter().any(|(k, v)| k.contains(id) || v.contains(id)),
+            Kind::Map(entries) => entries
+                .iter()
+                .any(|(k, v)| k.contains(id) || v.contains(id)),
             _ => false,
         }
     }
@@ -513,7 +515,9 @@ impl<'de> Deserializer<'de> for &Node {
                 let de: de::value::StrDeserializer<'_, DeError> = s.as_str().into_deserializer();
                 visitor.visit_enum(de).map_err(|e| e.place(self))
             }
-            _ => Err(<DeError as de::Error>::invalid_type(self.unexpected(), &"a string").place(self)),
+            _ => Err(
+                <DeError as de::Error>::invalid_type(self.unexpected(), &"a string").place(self),
+            ),
         }
     }
 
@@ -559,7 +563,10 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_> {
             None => Ok(None),
         }
     }
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
         match self.value.take() {
             Some(v) => seed.deserialize(v).map_err(|e| e.place(v)),
             None => Err(de::Error::custom("value without a key")),
@@ -584,7 +591,9 @@ impl<'de> de::SeqAccess<'de> for LocatedAccess<'_> {
             1 => seed
                 .deserialize(self.node.pos.line.into_deserializer())
                 .map(Some),
-            2 => seed.deserialize(self.node.pos.col.into_deserializer()).map(Some),
+            2 => seed
+                .deserialize(self.node.pos.col.into_deserializer())
+                .map(Some),
             3 => seed.deserialize(self.node).map(Some),
             _ => Ok(None),
         }
@@ -645,12 +654,24 @@ mod tests {
         let errs = from_str::<Outer>(text).expect_err("invalid");
         let lines = render(&errs);
         assert_eq!(lines.len(), 6, "{lines:#?}");
-        assert!(lines[0].starts_with("4:5: unknown key `colour`"), "{lines:#?}");
+        assert!(
+            lines[0].starts_with("4:5: unknown key `colour`"),
+            "{lines:#?}"
+        );
         assert!(lines[1].starts_with("6:11: invalid value"), "{lines:#?}");
         assert!(lines[2].starts_with("8:11: invalid type"), "{lines:#?}");
-        assert!(lines[3].starts_with("9:7: unknown value `sideways`"), "{lines:#?}");
-        assert!(lines[4].starts_with("10:1: unknown key `extra`"), "{lines:#?}");
-        assert_eq!(lines[5], "11:1: duplicate key `title`: each key may appear only once");
+        assert!(
+            lines[3].starts_with("9:7: unknown value `sideways`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[4].starts_with("10:1: unknown key `extra`"),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[5],
+            "11:1: duplicate key `title`: each key may appear only once"
+        );
     }
 
     #[test]
@@ -668,8 +689,16 @@ mod tests {
         let errs = from_str::<Outer>("items:\n  - port: 1\n").expect_err("missing");
         let lines = render(&errs);
         assert_eq!(lines.len(), 2, "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("missing required key `title`")));
-        assert!(lines.iter().any(|l| l.contains("missing required key `name`")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("missing required key `title`"))
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("missing required key `name`"))
+        );
     }
 
     #[test]

@@ -26,7 +26,12 @@ pub struct Completion {
 
 impl Completion {
     /// Starts tracking a request (the connection counts it as in flight until drop).
-    pub fn start(state: AppState, conn: Arc<ConnInfo>, method: Method, request_id: Arc<str>) -> Self {
+    pub fn start(
+        state: AppState,
+        conn: Arc<ConnInfo>,
+        method: Method,
+        request_id: Arc<str>,
+    ) -> Self {
         conn.activity.request_started();
         Self {
             state,
@@ -84,7 +89,7 @@ impl Drop for Completion {
             decision = self.decision,
             reason = self.reason,
             client.ip = %self.conn.peer.ip(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             upstream_body_error = self.upstream_body_error,
             "request finished"
         );

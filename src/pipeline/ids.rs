@@ -59,8 +59,7 @@ pub fn request_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
@@ -99,6 +98,10 @@ mod tests {
         assert_ne!(&*request_id(&h, true, &g), "bad id\"<>");
         h.insert(X_REQUEST_ID, HeaderValue::from_static("a"));
         h.append(X_REQUEST_ID, HeaderValue::from_static("b"));
-        assert_eq!(request_id(&h, true, &g).len(), 32, "duplicates are not trusted");
+        assert_eq!(
+            request_id(&h, true, &g).len(),
+            32,
+            "duplicates are not trusted"
+        );
     }
 }

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Method, Request, Response, Version, header};
 use hyper::body::Incoming;
-use tracing::info;
 
 use crate::config::{Config, DefaultAction};
 use crate::error::Rejection;
@@ -48,7 +47,8 @@ pub async fn handle(
         req.method().clone(),
         request_id.clone(),
     );
-    let result = decide_and_forward(&state, &config, &conn, trusted, &request_id, req, &mut done).await;
+    let result =
+        decide_and_forward(&state, &config, &conn, trusted, &request_id, req, &mut done).await;
     let mut resp = match result {
         Ok(resp) => {
             done.set_outcome(resp.status().as_u16(), "allow", "");
@@ -56,9 +56,12 @@ pub async fn handle(
         }
         Err(rejection) => {
             let (status, _, reason) = rejection.status();
-            let decision = if status.is_server_error() { "error" } else { "deny" };
+            let decision = if status.is_server_error() {
+                "error"
+            } else {
+                "deny"
+            };
             done.set_outcome(status.as_u16(), decision, reason);
-            info!(request.id = %request_id, reason, status = status.as_u16(), "request refused");
             rejection.into_response(&request_id)
         }
     };
@@ -82,7 +85,8 @@ async fn decide_and_forward(
     // authority as pseudo-headers, so only HTTP/1.x is checked for them.
     // A cheap (reference-counted) clone, so the canonical path can borrow from it.
     let uri = req.uri().clone();
-    let absolute = req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
+    let absolute =
+        req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
     if absolute || req.method() == Method::CONNECT || uri.path() == "*" {
         return Err(Rejection::RejectTargetForm);
     }
@@ -123,11 +127,12 @@ fn prepare(
     canonical: &str,
 ) -> Result<Request<Incoming>, Rejection> {
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let path_and_query = match parts.uri.query() {
         Some(q) => {
             let mut s = String::with_capacity(canonical.len() + 1 + q.len());

@@ -156,7 +156,11 @@ fn to_matchit(pattern: &str) -> Result<Vec<String>, String> {
                 return Err("`**` may only be the last segment of a path pattern".into());
             }
             let prefix = out.clone();
-            let bare = if prefix.is_empty() { "/".to_string() } else { prefix.clone() };
+            let bare = if prefix.is_empty() {
+                "/".to_string()
+            } else {
+                prefix.clone()
+            };
             let mut list = vec![format!("{prefix}/{{*rest}}"), bare];
             if !prefix.is_empty() {
                 list.push(format!("{prefix}/"));
@@ -166,9 +170,7 @@ fn to_matchit(pattern: &str) -> Result<Vec<String>, String> {
         out.push('/');
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && name != "rest";
             if !valid {
                 return Err(format!(
@@ -208,7 +210,10 @@ fn overlap_message(other: &Route, tree: usize) -> String {
          or give them different methods",
         other.name,
         other.pattern,
-        TREE_METHODS.get(tree).map(|m| m.as_str()).unwrap_or("other methods"),
+        TREE_METHODS
+            .get(tree)
+            .map(|m| m.as_str())
+            .unwrap_or("other methods"),
     )
 }
 
@@ -269,7 +274,11 @@ mod tests {
     fn most_specific_pattern_wins() {
         let r = Router::build(vec![
             route("all-api", "/api/**", None),
-            route("reports", "/api/orgs/{org_id}/reports/**", Some(vec![Method::GET])),
+            route(
+                "reports",
+                "/api/orgs/{org_id}/reports/**",
+                Some(vec![Method::GET]),
+            ),
             route("exact", "/api/orgs/acme/reports/summary", None),
             route("health", "/health", None),
             route("api-root", "/api", None),
@@ -278,7 +287,10 @@ mod tests {
         assert_eq!(name(&r, Method::GET, "/api/orgs/7/reports/x/y"), "reports");
         assert_eq!(name(&r, Method::GET, "/api/orgs/7/reports"), "reports");
         assert_eq!(name(&r, Method::POST, "/api/orgs/7/reports/x"), "all-api");
-        assert_eq!(name(&r, Method::GET, "/api/orgs/acme/reports/summary"), "exact");
+        assert_eq!(
+            name(&r, Method::GET, "/api/orgs/acme/reports/summary"),
+            "exact"
+        );
         assert_eq!(name(&r, Method::GET, "/api"), "api-root");
         assert_eq!(name(&r, Method::GET, "/api/"), "all-api");
         assert_eq!(name(&r, Method::GET, "/health"), "health");
@@ -299,7 +311,10 @@ mod tests {
     fn method_not_allowed_is_distinguished() {
         let r = Router::build(vec![route("r", "/x", Some(vec![Method::GET]))]).expect("valid");
         assert_eq!(name(&r, Method::DELETE, "/x"), "405");
-        assert_eq!(name(&r, Method::from_bytes(b"PURGE").expect("m"), "/x"), "405");
+        assert_eq!(
+            name(&r, Method::from_bytes(b"PURGE").expect("m"), "/x"),
+            "405"
+        );
     }
 
     #[test]
@@ -331,7 +346,15 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for p in ["x", "/a/**/b", "/a/{}", "/a/{b-c}", "/a/x{y}", "/a//b", "/a/{x}/{x}"] {
+        for p in [
+            "x",
+            "/a/**/b",
+            "/a/{}",
+            "/a/{b-c}",
+            "/a/x{y}",
+            "/a//b",
+            "/a/{x}/{x}",
+        ] {
             assert!(
                 Router::build(vec![route("r", p, None)]).is_err(),
                 "{p} should be refused"

@@ -78,7 +78,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
     if !client.trusted {
         headers.remove(FORWARDED);
     }
-    set(headers, HeaderName::from_static(X_REQUEST_ID), client.request_id);
+    set(
+        headers,
+        HeaderName::from_static(X_REQUEST_ID),
+        client.request_id,
+    );
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -142,7 +146,10 @@ mod tests {
     #[test]
     fn strips_fixed_and_connection_listed_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret , keep-alive"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret , keep-alive"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

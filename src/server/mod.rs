@@ -53,7 +53,9 @@ pub fn drain_pair() -> (watch::Sender<bool>, Drain, mpsc::Receiver<()>) {
 /// Accepts connections until `drain.stop` turns true, then drops the listener (new
 /// connections are refused at once) and returns. Connection tasks keep `drain` alive.
 pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState, drain: Drain) {
-    let cap = Arc::new(Semaphore::new(state.config.snapshot().server.max_connections));
+    let cap = Arc::new(Semaphore::new(
+        state.config.snapshot().server.max_connections,
+    ));
     let mut stop = drain.stop.clone();
     loop {
         let accepted = tokio::select! {
@@ -106,7 +108,14 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
     match state.tls.clone() {
         None => {
             let info = Arc::new(ConnInfo::new(peer, false));
-            serve_http(TokioIo::new(tcp), info, Listener::Client, state.clone(), drain).await;
+            serve_http(
+                TokioIo::new(tcp),
+                info,
+                Listener::Client,
+                state.clone(),
+                drain,
+            )
+            .await;
         }
         Some(store) => {
             let timeout = state.config.snapshot().server.timeouts.handshake;
@@ -114,8 +123,14 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let info = Arc::new(ConnInfo::new(peer, true));
-                    serve_http(TokioIo::new(tls), info, Listener::Client, state.clone(), drain)
-                        .await;
+                    serve_http(
+                        TokioIo::new(tls),
+                        info,
+                        Listener::Client,
+                        state.clone(),
+                        drain,
+                    )
+                    .await;
                 }
                 Ok(Err(e)) => {
                     state.metrics.tls_handshake_errors.inc();
@@ -143,8 +158,13 @@ fn scopeguard(state: &AppState) -> OpenConn {
     OpenConn(state.clone())
 }
 
-async fn serve_http<I>(io: TokioIo<I>, info: Arc<ConnInfo>, kind: Listener, state: AppState, drain: Drain)
-where
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    info: Arc<ConnInfo>,
+    kind: Listener,
+    state: AppState,
+    drain: Drain,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = state.config.snapshot().server.clone();
@@ -225,7 +245,10 @@ pub async fn wait_drained(mut alive: mpsc::Receiver<()>, grace: Duration) -> boo
             true
         }
         Err(_) => {
-            warn!(grace_ms = grace.as_millis() as u64, "drain deadline reached; closing remaining connections");
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "drain deadline reached; closing remaining connections"
+            );
             false
         }
     }

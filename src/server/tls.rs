@@ -65,7 +65,9 @@ impl CertStore {
 
 impl fmt::Debug for CertStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertStore").field("files", &self.files()).finish()
+        f.debug_struct("CertStore")
+            .field("files", &self.files())
+            .finish()
     }
 }
 
