@@ -149,9 +149,21 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, LoadError> {
         file: path.to_path_buf(),
         errors,
     };
-    let raw: raw::RawConfig = yaml::from_str(text).map_err(fail)?;
+    // Errors from parsing and from compiling what did parse are reported together.
+    let (raw, mut errors) = yaml::from_str_partial::<raw::RawConfig>(text);
+    let Some(raw) = raw else {
+        return Err(fail(errors));
+    };
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    compile::compile(raw, base, short_hash(text.as_bytes())).map_err(fail)
+    match compile::compile(raw, base, short_hash(text.as_bytes())) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(fail(errors)),
+        Err(more) => {
+            errors.extend(more);
+            yaml::sort(&mut errors);
+            Err(fail(errors))
+        }
+    }
 }
 
 /// The JSON Schema of the config file, generated from the raw types.

@@ -116,10 +116,23 @@ impl<T: JsonSchema> JsonSchema for Located<T> {
 
 /// Parses `text` into `T`, returning every error found (sorted by position).
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Vec<ConfigError>> {
+    match from_str_partial(text) {
+        (Some(value), errors) if errors.is_empty() => Ok(value),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Parses `text` into `T` as far as possible: the errors found, and (when the rest of the
+/// document still forms a `T`) the value built from what was valid, so that later checks can
+/// report their errors in the same run.
+pub fn from_str_partial<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<ConfigError>) {
     if text.len() > MAX_CONFIG_BYTES {
-        return Err(vec![ConfigError::whole(format!(
-            "file is larger than {MAX_CONFIG_BYTES} bytes"
-        ))]);
+        return (
+            None,
+            vec![ConfigError::whole(format!(
+                "file is larger than {MAX_CONFIG_BYTES} bytes"
+            ))],
+        );
     }
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -139,7 +152,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Vec<ConfigError>> 
             });
             // The parser's own message, without the source snippet (it may echo secrets).
             let message = parser_message(&e);
-            return Err(vec![ConfigError { pos, message }]);
+            return (None, vec![ConfigError { pos, message }]);
         }
     };
     let mut root = Node::from_spanned(root);
@@ -150,8 +163,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Vec<ConfigError>> 
     let mut removed: HashSet<(u32, String)> = HashSet::new();
     loop {
         match T::deserialize(&root) {
-            Ok(value) if errors.is_empty() => return Ok(value),
-            Ok(_) => break,
+            Ok(value) => {
+                sort(&mut errors);
+                return (Some(value), errors);
+            }
             Err(e) => {
                 let spurious = e
                     .missing_field
@@ -172,9 +187,14 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Vec<ConfigError>> 
             }
         }
     }
+    sort(&mut errors);
+    (None, errors)
+}
+
+/// Sorts errors by position and removes repeats.
+pub fn sort(errors: &mut Vec<ConfigError>) {
     errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
     errors.dedup();
-    Err(errors)
 }
 
 fn clamp(v: u64) -> u32 {
