@@ -13,10 +13,16 @@ fn table(n: usize) -> Router {
     let mut routes = Vec::with_capacity(n);
     for i in 0..n {
         let (pattern, methods) = match i % 4 {
-            0 => (format!("/svc{i}/orgs/{{org_id}}/reports/**"), Some(vec![Method::GET])),
+            0 => (
+                format!("/svc{i}/orgs/{{org_id}}/reports/**"),
+                Some(vec![Method::GET]),
+            ),
             1 => (format!("/svc{i}/items/{{id}}"), None),
             2 => (format!("/svc{i}/health"), None),
-            _ => (format!("/svc{i}/admin/**"), Some(vec![Method::POST, Method::GET])),
+            _ => (
+                format!("/svc{i}/admin/**"),
+                Some(vec![Method::POST, Method::GET]),
+            ),
         };
         routes.push(Route {
             name: format!("r{i}").into(),
@@ -47,15 +53,20 @@ fn bench(c: &mut Criterion) {
         });
         // A path that needs rewriting (encoded unreserved chars, duplicate slash, dot segment).
         let messy = format!("/svc{target}//orgs/%61cme/./reports/2026/q3");
-        group.bench_with_input(BenchmarkId::new("routes-messy-path", n), &messy, |b, path| {
-            b.iter(|| {
-                let canonical = normalize_path(black_box(path)).unwrap_or_else(|e| panic!("{e}"));
-                match router.lookup(&Method::GET, &canonical) {
-                    Lookup::Found { route, .. } => black_box(route.name.len()),
-                    _ => panic!("no match"),
-                }
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("routes-messy-path", n),
+            &messy,
+            |b, path| {
+                b.iter(|| {
+                    let canonical =
+                        normalize_path(black_box(path)).unwrap_or_else(|e| panic!("{e}"));
+                    match router.lookup(&Method::GET, &canonical) {
+                        Lookup::Found { route, .. } => black_box(route.name.len()),
+                        _ => panic!("no match"),
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }

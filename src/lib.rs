@@ -113,7 +113,7 @@ impl Fortress {
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
-            tokio::spawn(reload::run(state.clone(), rx, drain_stop(&stop)));
+            tokio::spawn(reload::run(state.clone(), rx, stop.subscribe()));
         }
         let client_loop = tokio::spawn(server::accept_loop(
             client,
@@ -155,10 +155,6 @@ impl Fortress {
     pub async fn wait(self) -> bool {
         self.task.await.unwrap_or(false)
     }
-}
-
-fn drain_stop(stop: &watch::Sender<bool>) -> watch::Receiver<bool> {
-    stop.subscribe()
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -112,7 +112,10 @@ fn check_refuses_missing_file_and_yaml_bombs() {
     let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..15 {
         let p = i - 1;
-        yaml.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{p}"); 10].join(", ")));
+        yaml.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{p}"); 10].join(", ")
+        ));
     }
     std::fs::write(&bomb, yaml).expect("write");
     let out = fortress(&["check", bomb.to_str().expect("utf8")]);

@@ -219,7 +219,10 @@ fn assert_positioned_errors(path: &Path, errors: &[&str]) {
     let expected = [(7, 3, "`bogus`"), (9, 11, "`5 parsecs`")];
     for (e, (line, col, mentions)) in errors.iter().zip(expected) {
         let prefix = format!("{}:{line}:{col}: ", path.display());
-        assert!(e.starts_with(&prefix), "{e:?} does not start with {prefix:?}");
+        assert!(
+            e.starts_with(&prefix),
+            "{e:?} does not start with {prefix:?}"
+        );
         assert!(e.contains(mentions), "{e:?} does not mention {mentions}");
     }
 }

@@ -223,6 +223,9 @@ async fn sigterm_cuts_in_flight_stream_after_shutdown_grace_and_exits_zero() {
             }
         }
     }
-    assert!(cut, "the body ended cleanly although the upstream never finished");
+    assert!(
+        cut,
+        "the body ended cleanly although the upstream never finished"
+    );
     assert_eq!(got, LINES[0].as_bytes());
 }

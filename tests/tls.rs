@@ -219,7 +219,10 @@ async fn http2_over_tls_proxies_to_http1_upstream() {
     let h = &seen[0].headers;
     assert_eq!(h["host"], authority.as_str());
     assert_eq!(h["x-forwarded-host"], authority.as_str());
-    assert_eq!(h["x-forwarded-proto"], "https", "TLS wins over the client's claim");
+    assert_eq!(
+        h["x-forwarded-proto"], "https",
+        "TLS wins over the client's claim"
+    );
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-request-id"], rid.as_str());
 
@@ -257,7 +260,11 @@ async fn http1_over_tls_with_alpn_http11() {
         );
     }
     let seen = up.requests();
-    assert_eq!(seen.len(), 2, "both requests on one keep-alive TLS connection");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both requests on one keep-alive TLS connection"
+    );
     for s in &seen {
         assert_eq!(s.headers["host"], "app.example");
         assert_eq!(s.headers["x-forwarded-host"], "app.example");
@@ -320,7 +327,11 @@ async fn old_tls_versions_and_plain_http_fail_the_handshake_and_are_counted() {
     assert_eq!((status, version), (200, Version::HTTP_2));
     assert_eq!(body, Bytes::from_static(b"upstream saw GET /after"));
     assert_eq!(metric(admin, HANDSHAKE_ERRORS).await, Some(3.0));
-    assert_eq!(up.hits(), 1, "nothing from the refused connections reached the upstream");
+    assert_eq!(
+        up.hits(),
+        1,
+        "nothing from the refused connections reached the upstream"
+    );
 }
 
 #[tokio::test]

@@ -59,13 +59,14 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         .as_ref()
         .map(|a| socket_addr(a, errors))
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
-    if raw.admin.is_some() && listen == admin && listen.port() != 0 {
-        if let Some(a) = &raw.admin {
-            errors.push(ConfigError::at(
-                a.pos,
-                "`server.admin` must differ from `server.listen`",
-            ));
-        }
+    if let Some(a) = &raw.admin
+        && listen == admin
+        && listen.port() != 0
+    {
+        errors.push(ConfigError::at(
+            a.pos,
+            "`server.admin` must differ from `server.listen`",
+        ));
     }
     let upstream = upstream(&raw.upstream, errors);
     let tls = raw.tls.as_ref().map(|t| TlsFiles {

@@ -5,7 +5,6 @@ pub mod conn;
 pub mod signals;
 pub mod tls;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,9 +251,4 @@ pub async fn wait_drained(mut alive: mpsc::Receiver<()>, grace: Duration) -> boo
             false
         }
     }
-}
-
-/// Completes when `fut` completes; a small helper for callers that select on shutdown.
-pub async fn until<F: Future<Output = ()>>(fut: F) {
-    fut.await
 }

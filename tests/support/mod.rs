@@ -274,10 +274,7 @@ pub fn parse_response(buf: &[u8]) -> RawResponse {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = data.windows(2).position(|w| w == b"\r\n") {
         let size_str = String::from_utf8_lossy(&data[..nl]);
         let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("0").trim(), 16)
             .unwrap_or(0);
