@@ -80,7 +80,8 @@ pub fn run() -> ExitCode {
         Command::Run { config, threads } => {
             init_logging(cli.log_format);
             block_on(threads, async move {
-                serve(Fortress::start(&config).await).await
+                let hup = server::signals::sighup();
+                serve(Fortress::start(&config).await, hup).await
             })
         }
         Command::Demo { listen, admin } => {
@@ -90,7 +91,7 @@ pub fn run() -> ExitCode {
                 if let Ok(f) = &started {
                     println!("{}", demo::banner(f));
                 }
-                serve(started).await
+                serve(started, None).await
             })
         }
     }
@@ -114,7 +115,10 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn serve(started: Result<Fortress, crate::StartError>) -> ExitCode {
+async fn serve(
+    started: Result<Fortress, crate::StartError>,
+    hup: Option<tokio::signal::unix::Signal>,
+) -> ExitCode {
     let fortress = match started {
         Ok(f) => f,
         Err(e) => {
@@ -122,9 +126,12 @@ async fn serve(started: Result<Fortress, crate::StartError>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(server::signals::forward_sighup(
-        fortress.state.reload.clone(),
-    ));
+    if let Some(hup) = hup {
+        tokio::spawn(server::signals::forward_sighup(
+            hup,
+            fortress.state.reload.clone(),
+        ));
+    }
     server::signals::terminate().await;
     fortress.shutdown();
     fortress.wait().await;

@@ -2,6 +2,7 @@
 //! application. See README.md for operating it and DESIGN notes in `docs/`.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -58,7 +59,6 @@ pub struct Fortress {
     pub state: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<bool>,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Fortress {
@@ -113,7 +113,7 @@ impl Fortress {
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
-            tokio::spawn(reload::run(state.clone(), rx, stop.subscribe()));
+            tokio::spawn(reload::run(state.clone(), rx, stop.subscribe(), watcher));
         }
         let client_loop = tokio::spawn(server::accept_loop(
             client,
@@ -141,7 +141,6 @@ impl Fortress {
             state,
             stop,
             task,
-            _watcher: watcher,
         })
     }
 

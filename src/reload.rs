@@ -83,38 +83,60 @@ pub fn channel() -> (ReloadHandle, mpsc::Receiver<Trigger>) {
 }
 
 /// Watches the directories of the config file and of the TLS files.
-pub fn watch(
-    config_path: &Path,
-    tls: Option<&TlsFiles>,
-    handle: ReloadHandle,
-) -> Option<RecommendedWatcher> {
-    let mut dirs = BTreeSet::new();
-    dirs.insert(parent(config_path));
-    if let Some(t) = tls {
-        dirs.insert(parent(&t.cert));
-        dirs.insert(parent(&t.key));
-    }
-    let mut watcher = match notify::recommended_watcher(
-        move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && !matches!(event.kind, EventKind::Access(_))
-            {
-                handle.request(Trigger::FileChanged);
-            }
-        },
-    ) {
+pub fn watch(config_path: &Path, tls: Option<&TlsFiles>, handle: ReloadHandle) -> Option<DirWatcher> {
+    let watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            handle.request(Trigger::FileChanged);
+        }
+    }) {
         Ok(w) => w,
         Err(e) => {
             warn!(error = %e, "file watching unavailable; reload with SIGHUP or POST /admin/reload");
             return None;
         }
     };
-    for dir in dirs {
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+    let mut dirs = DirWatcher {
+        watcher,
+        dirs: BTreeSet::new(),
+    };
+    dirs.add(&parent(config_path));
+    if let Some(t) = tls {
+        dirs.add_tls(t);
+    }
+    Some(dirs)
+}
+
+/// A directory watcher and the directories it watches.
+pub struct DirWatcher {
+    watcher: RecommendedWatcher,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl std::fmt::Debug for DirWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirWatcher").field("dirs", &self.dirs).finish()
+    }
+}
+
+impl DirWatcher {
+    fn add(&mut self, dir: &Path) {
+        if self.dirs.contains(dir) {
+            return;
+        }
+        match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.dirs.insert(dir.to_path_buf());
+            }
+            Err(e) => warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
         }
     }
-    Some(watcher)
+
+    fn add_tls(&mut self, tls: &TlsFiles) {
+        self.add(&parent(&tls.cert));
+        self.add(&parent(&tls.key));
+    }
 }
 
 /// The reload task: runs until `stop` turns true.
@@ -122,7 +144,11 @@ pub async fn run(
     state: AppState,
     mut rx: mpsc::Receiver<Trigger>,
     mut stop: watch::Receiver<bool>,
+    mut watcher: Option<DirWatcher>,
 ) {
+    // The hash of the last file content that was refused: a file event that sees it again is
+    // not counted again (SIGHUP and the admin API always retry).
+    let mut last_refused: Option<String> = None;
     let mut certs = state.config.snapshot().server.tls.as_ref().map(fingerprint);
     loop {
         let first = tokio::select! {
@@ -146,7 +172,10 @@ pub async fn run(
                 }
             }
         }
-        let outcome = reload_config(&state, force);
+        let outcome = reload_config(&state, force, &mut last_refused);
+        if let (Some(w), Some(tls)) = (watcher.as_mut(), &state.config.snapshot().server.tls) {
+            w.add_tls(tls);
+        }
         reload_certs(&state, &mut certs);
         for w in waiters {
             let _ = w.send(outcome.clone()); // the admin client may have gone away
@@ -154,7 +183,7 @@ pub async fn run(
     }
 }
 
-fn reload_config(state: &AppState, force: bool) -> Outcome {
+fn reload_config(state: &AppState, force: bool, last_refused: &mut Option<String>) -> Outcome {
     let Some(path) = &state.config_path else {
         return Outcome::Unavailable;
     };
@@ -174,13 +203,20 @@ fn reload_config(state: &AppState, force: bool) -> Outcome {
             );
         }
     };
-    if !force && config::short_hash(text.as_bytes()) == current.hash {
+    let hash = config::short_hash(text.as_bytes());
+    if !force && hash == current.hash {
         return Outcome::Applied {
             hash: current.hash.clone(),
         };
     }
+    if !force && last_refused.as_deref() == Some(hash.as_str()) {
+        return Outcome::Refused {
+            errors: vec!["unchanged since the last refused reload".into()],
+        };
+    }
     match config::load_str(&text, path) {
         Ok(next) => {
+            *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
             state.config.replace(next);
@@ -189,7 +225,10 @@ fn reload_config(state: &AppState, force: bool) -> Outcome {
             info!(policy.hash = %hash, path = %path.display(), "config reloaded");
             Outcome::Applied { hash }
         }
-        Err(e) => refuse(state, e.to_string().lines().map(str::to_owned).collect()),
+        Err(e) => {
+            *last_refused = Some(hash);
+            refuse(state, e.to_string().lines().map(str::to_owned).collect())
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Process signals: SIGTERM/SIGINT start the drain, SIGHUP asks for a reload.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info};
 
 use crate::reload::{ReloadHandle, Trigger};
@@ -23,12 +23,20 @@ pub async fn terminate() {
     }
 }
 
+/// Installs the SIGHUP handler. Call before the listeners announce readiness, so a supervisor
+/// that signals right away cannot kill the process (SIGHUP's default action).
+pub fn sighup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(error = %e, "cannot install SIGHUP handler; reload on SIGHUP is unavailable");
+            None
+        }
+    }
+}
+
 /// Forwards every SIGHUP to the reload task, until the process ends.
-pub async fn forward_sighup(reload: ReloadHandle) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        error!("cannot install SIGHUP handler; reload on SIGHUP is unavailable");
-        return;
-    };
+pub async fn forward_sighup(mut hup: Signal, reload: ReloadHandle) {
     while hup.recv().await.is_some() {
         info!(signal = "SIGHUP", "reload requested");
         reload.request(Trigger::Signal);
