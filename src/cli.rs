@@ -51,6 +51,39 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Mint an HS256 token for local testing (refused when the config says production).
+    Token {
+        /// Environment variable holding the HMAC secret.
+        #[arg(long, conflicts_with = "secret_file")]
+        secret_env: Option<String>,
+        /// File holding the HMAC secret.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Config file: its issuer/audience are the defaults, and production configs refuse.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Roles, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime, e.g. 15m or 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Issuer (default: the config's).
+        #[arg(long)]
+        iss: Option<String>,
+        /// Audience (default: the config's first).
+        #[arg(long)]
+        aud: Option<String>,
+        /// Token id (`jti`).
+        #[arg(long)]
+        jti: Option<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -72,6 +105,35 @@ pub fn run() -> ExitCode {
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS
+        }
+        Command::Token {
+            secret_env,
+            secret_file,
+            config,
+            sub,
+            roles,
+            tenant,
+            ttl,
+            iss,
+            aud,
+            jti,
+        } => {
+            let args = TokenArgs {
+                secret_env,
+                secret_file,
+                config,
+                spec: (sub, roles, tenant, ttl, iss, aud, jti),
+            };
+            match token(args) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fortress token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Version => {
             println!("fortress {}", env!("CARGO_PKG_VERSION"));
@@ -95,6 +157,62 @@ pub fn run() -> ExitCode {
             })
         }
     }
+}
+
+struct TokenArgs {
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    #[allow(clippy::type_complexity)]
+    spec: (
+        String,
+        Vec<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+}
+
+fn token(args: TokenArgs) -> Result<String, String> {
+    let (sub, roles, tenant, ttl, iss, aud, jti) = args.spec;
+    let (mut default_iss, mut default_aud) = (None, None);
+    if let Some(path) = &args.config {
+        let config = config::load_file(path).map_err(|e| e.one_line())?;
+        if config.server.environment == config::Environment::Production {
+            return Err(format!(
+                "{} says `environment: production`: tokens are minted for local testing only",
+                path.display()
+            ));
+        }
+        if let Some(a) = &config.auth {
+            default_iss = Some(a.authenticator.issuer.clone());
+            default_aud = a.authenticator.audiences.first().cloned();
+        }
+    }
+    let secret = match (&args.secret_env, &args.secret_file) {
+        (Some(name), _) => config::Env::var(&config::ProcessEnv, name)
+            .ok_or_else(|| format!("environment variable `{name}` is not set"))?,
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, None) => return Err("give the secret with --secret-env NAME or --secret-file PATH".into()),
+    };
+    let ttl = config::compile::parse_duration(&ttl)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{ttl}` is not a duration (e.g. 15m, 1h)"))?;
+    let spec = crate::auth::token::TokenSpec {
+        subject: sub,
+        roles,
+        tenant,
+        issuer: iss.or(default_iss).ok_or("give --iss (or --config with authentication)")?,
+        audience: aud.or(default_aud).ok_or("give --aud (or --config with authentication)")?,
+        ttl_secs: ttl.as_secs(),
+        jti,
+    };
+    crate::auth::token::mint(&spec, secret.as_bytes(), jsonwebtoken::get_current_timestamp())
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

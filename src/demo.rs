@@ -40,17 +40,39 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Fortress, St
     Fortress::start_with(config, None).await
 }
 
+/// The demo policy's inline secret (a test checks it matches `policies/demo.yaml`).
+pub const DEMO_SECRET: &str = "demo-only-secret-never-use-in-production-0123456789";
+
+/// A demo token for `sub`/`roles`/`tenant`, valid for 12 hours.
+pub fn demo_token(sub: &str, roles: &[&str], tenant: &str) -> String {
+    let spec = crate::auth::token::TokenSpec {
+        subject: sub.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        tenant: Some(tenant.into()),
+        issuer: "fortress-demo".into(),
+        audience: "fortress-demo-api".into(),
+        ttl_secs: 12 * 3600,
+        jti: None,
+    };
+    crate::auth::token::mint(&spec, DEMO_SECRET.as_bytes(), jsonwebtoken::get_current_timestamp())
+        .unwrap_or_else(|e| format!("<{e}>"))
+}
+
 /// What the demo prints once it is listening.
 pub fn banner(f: &Fortress) -> String {
     let p = f.client_addr;
     let a = f.admin_addr;
+    let analyst = demo_token("alice", &["analyst"], "acme");
     format!(
         "fortress demo is running (Ctrl-C to stop)\n\
          \n  proxy: http://{p}\n  admin: http://{a}\n\n\
+         A dev token (HS256, 12 h, sub=alice, roles=[analyst], tenant=acme):\n\
+         \x20 export TOKEN={analyst}\n\n\
          Try:\n\
          \x20 curl -i http://{p}/health                              # public route, forwarded\n\
-         \x20 curl -i http://{p}/api/orgs/acme/reports/q3            # GET route with a path parameter\n\
-         \x20 curl -i -X POST http://{p}/api/ask                     # NDJSON stream, line by line\n\
+         \x20 curl -i http://{p}/api/orgs/acme/reports/q3            # 401: no token\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/orgs/acme/reports/q3\n\
+         \x20 curl -i -N -X POST -H \"Authorization: Bearer $TOKEN\" http://{p}/api/ask   # NDJSON stream\n\
          \x20 curl -i --path-as-is http://{p}/api/../../etc/passwd        # 400: escapes the root\n\
          \x20 curl -i http://{p}/api/a%2Fb                           # 400: encoded slash\n\
          \x20 curl -i http://{p}/nope                                # 404: default deny, app never called\n\
@@ -121,6 +143,9 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
             "x-forwarded-for": seen("x-forwarded-for"),
             "x-forwarded-proto": seen("x-forwarded-proto"),
             "x-request-id": seen("x-request-id"),
+            "x-auth-subject": seen("x-auth-subject"),
+            "x-auth-roles": seen("x-auth-roles"),
+            "x-tenant-id": seen("x-tenant-id"),
         });
         (StatusCode::OK, json.to_string())
     };

@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::auth::AuthError;
 use crate::pipeline::normalize::PathError;
+use crate::pipeline::transport::TransportError;
 use crate::proxy::body::ProxyBody;
 
 /// A refusal or failure on the request path. Checks return these; only [`Rejection::status`]
@@ -12,6 +14,10 @@ use crate::proxy::body::ProxyBody;
 pub enum Rejection {
     /// The request target is not origin-form (absolute-form, `*`, authority-form).
     RejectTargetForm,
+    /// The transport rules refused the request (HTTPS, forwarded proto, credentials).
+    RejectTransport(TransportError),
+    /// No valid token.
+    Unauthenticated(AuthError),
     /// The path cannot be canonicalized safely.
     RejectPath(PathError),
     /// No route matches and the default is deny.
@@ -32,6 +38,16 @@ impl Rejection {
     pub fn status(self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Rejection::RejectTargetForm => (StatusCode::BAD_REQUEST, "bad_request", "target_form"),
+            Rejection::RejectTransport(e) => match e {
+                TransportError::MalformedForwardedProto
+                | TransportError::ConnectionNamesProtectedHeader => {
+                    (StatusCode::BAD_REQUEST, "bad_request", e.code())
+                }
+                TransportError::HttpsRequired
+                | TransportError::UntrustedForwardedProto
+                | TransportError::CredentialsOverHttp => (StatusCode::FORBIDDEN, "forbidden", e.code()),
+            },
+            Rejection::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, "unauthorized", e.code()),
             Rejection::RejectPath(e) => (StatusCode::BAD_REQUEST, "bad_request", e.code()),
             Rejection::DenyUnmatched => (StatusCode::NOT_FOUND, "not_found", "no_route"),
             Rejection::DenyMethod => (
@@ -63,7 +79,17 @@ impl Rejection {
     /// The short JSON response: `{"error":"…","reason":"…","request_id":"…"}`.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
         let (status, error, reason) = self.status();
-        json_error(status, error, reason, request_id)
+        let mut resp = json_error(status, error, reason, request_id);
+        if let Rejection::Unauthenticated(e) = self {
+            // RFC 6750: no `error` attribute when the request simply had no credentials.
+            let challenge = match e {
+                AuthError::MissingToken => r#"Bearer realm="fortress""#,
+                _ => r#"Bearer realm="fortress", error="invalid_token""#,
+            };
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        resp
     }
 }
 
@@ -139,5 +165,16 @@ mod tests {
             let (s, e, r) = rejection.status();
             assert_eq!((s.as_u16(), e, r), (status, error, reason), "{rejection:?}");
         }
+    }
+
+    #[test]
+    fn unauthenticated_carries_the_bearer_challenge() {
+        let r = Rejection::Unauthenticated(AuthError::MissingToken).into_response("rid");
+        assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="fortress""#);
+        let r = Rejection::Unauthenticated(AuthError::InvalidSignature).into_response("rid");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="fortress", error="invalid_token""#
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use config::Config;
 use server::Listener;
@@ -44,6 +44,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error("{0}")]
     Tls(String),
+    /// The JWT crypto backend failed its self-test.
+    #[error("{0}")]
+    Crypto(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -73,6 +76,7 @@ impl Fortress {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Self, StartError> {
+        auth::jwt::self_test().map_err(StartError::Crypto)?;
         let metrics = metrics::Metrics::new()?;
         metrics.set_policy(&config.hash);
         let tls = match &config.server.tls {
@@ -107,6 +111,7 @@ impl Fortress {
             metrics,
             forwarder,
             ids: pipeline::ids::IdGen::new(),
+            revocations: Arc::new(auth::revocation::MemoryRevocations::default()),
             reload,
             tls,
             config_path,
@@ -134,6 +139,12 @@ impl Fortress {
             let grace = drain_state.config.snapshot().server.timeouts.shutdown_grace;
             server::wait_drained(alive, grace).await
         });
+        {
+            let server = &state.config.snapshot().server;
+            if server.environment == config::Environment::Local && server.allow_insecure_local {
+                warn!("local relaxation: bearer tokens are accepted over plain, unvouched HTTP (server.allow_insecure_local)");
+            }
+        }
         info!(client = %client_addr, admin = %admin_addr, "fortress listening");
         Ok(Self {
             client_addr,

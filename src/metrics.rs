@@ -2,6 +2,9 @@
 //! several fortresses in one process). Every name is prefixed `fortress_`.
 
 use http::Method;
+
+use crate::auth::AuthError;
+use crate::pipeline::transport::TransportError;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -30,6 +33,8 @@ pub struct Metrics {
     pub cert_reload_ok: IntCounter,
     /// `fortress_tls_cert_reload_total{result="error"}`.
     pub cert_reload_error: IntCounter,
+    auth_failures: Vec<IntCounter>,
+    transport_refusals: Vec<IntCounter>,
 }
 
 impl Metrics {
@@ -94,6 +99,27 @@ impl Metrics {
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(tls_handshake_errors.clone()))?;
         registry.register(Box::new(cert_reloads.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("auth_failures_total", "Requests refused by authentication, by reason."),
+            &["reason"],
+        )?;
+        let transport_refusals = IntCounterVec::new(
+            Opts::new(
+                "transport_refusals_total",
+                "Requests refused by the transport rules (HTTPS, forwarded proto), by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(transport_refusals.clone()))?;
+        let auth_failures = AuthError::ALL
+            .iter()
+            .map(|e| auth_failures.with_label_values(&[e.code()]))
+            .collect();
+        let transport_refusals = TransportError::ALL
+            .iter()
+            .map(|e| transport_refusals.with_label_values(&[e.code()]))
+            .collect();
         for kind in UPSTREAM_ERROR_KINDS {
             upstream_errors.with_label_values(&[kind]);
         }
@@ -111,7 +137,27 @@ impl Metrics {
             open_connections,
             connections_rejected,
             tls_handshake_errors,
+            auth_failures,
+            transport_refusals,
         })
+    }
+
+    /// Counts an authentication failure.
+    pub fn auth_failure(&self, e: AuthError) {
+        if let Some(c) = AuthError::ALL.iter().position(|x| *x == e).and_then(|i| self.auth_failures.get(i)) {
+            c.inc();
+        }
+    }
+
+    /// Counts a transport refusal.
+    pub fn transport_refusal(&self, e: TransportError) {
+        if let Some(c) = TransportError::ALL
+            .iter()
+            .position(|x| *x == e)
+            .and_then(|i| self.transport_refusals.get(i))
+        {
+            c.inc();
+        }
     }
 
     /// Records a finished request.

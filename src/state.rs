@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::auth::revocation::Revocations;
 use crate::config::ConfigHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::ids::IdGen;
@@ -21,6 +22,8 @@ pub struct State {
     pub forwarder: Forwarder,
     /// Request id generator.
     pub ids: IdGen,
+    /// Revoked token ids (kept across reloads).
+    pub revocations: Arc<dyn Revocations>,
     /// Asks the reload task to reload.
     pub reload: ReloadHandle,
     /// The serving certificate, when the client listener is TLS.

@@ -31,13 +31,19 @@ default: maybe
 routes:
   - name: a
     match: { path: \"/a/{x}\" }
+    public: true
   - name: b
     match: { path: \"/a/{y}\", methods: [GET, FETCH] }
+    public: true
   - name: a
     match: { path: /c/** }
-    public: yes please
+    timeout: 10
+    public: true
   - name: d
     match: { path: \"/e/**/f\" }
+    public: true
+  - name: e
+    match: { path: /private }
 ";
     std::fs::write(&path, yaml).expect("write");
     let out = fortress(&["check", path.to_str().expect("utf8")]);
@@ -52,11 +58,12 @@ routes:
         format!("{p}:6:3: unknown key `colour`, expected one of: listen, admin,"),
         format!("{p}:8:18: `10 seconds` is not a duration"),
         format!("{p}:9:10: unknown value `maybe`, expected one of: deny, allow"),
-        format!("{p}:14:20: overlaps route `a` (/a/{{x}}) with equal precedence for GET"),
-        format!("{p}:14:45: `FETCH` is not a method"),
-        format!("{p}:15:11: duplicate route name `a`"),
-        format!("{p}:17:13: invalid type: string \"yes please\", expected a boolean"),
-        format!("{p}:19:20: `**` may only be the last segment"),
+        format!("{p}:15:20: overlaps route `a` (/a/{{x}}) with equal precedence for GET"),
+        format!("{p}:15:45: `FETCH` is not a method"),
+        format!("{p}:17:11: duplicate route name `a`"),
+        format!("{p}:19:14: invalid type: integer `10`, expected a string"),
+        format!("{p}:22:20: `**` may only be the last segment"),
+        format!("{p}:24:11: route `e` is not `public: true` but no `authentication` is configured"),
     ];
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), expected.len(), "{stderr}");

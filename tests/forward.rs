@@ -158,7 +158,7 @@ async fn unsafe_targets_get_400_and_never_reach_the_upstream() {
 async fn default_deny_is_404_without_upstream_call() {
     let up = Upstream::echo().await;
     let routes = "default: deny\nroutes:\n  - name: reports\n    match: { methods: [GET], path: \
-                  \"/api/orgs/{org_id}/reports/**\" }\n";
+                  \"/api/orgs/{org_id}/reports/**\" }\n    public: true\n";
     let fx = TestFortress::start(&config(up.addr, "", routes)).await;
     let r = get(fx.addr(), "/api/other").await;
     assert_eq!(r.status, 404);
@@ -328,7 +328,8 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
         }
     })
     .await;
-    let routes = "routes:\n  - name: slow\n    match: { path: \"/**\" }\n    timeout: 300ms\n";
+    let routes =
+        "routes:\n  - name: slow\n    match: { path: \"/**\" }\n    public: true\n    timeout: 300ms\n";
     let fx = TestFortress::start(&config(slow.addr, "", routes)).await;
     let r = get(fx.addr(), "/x").await;
     assert_eq!(r.status, 504);

@@ -16,11 +16,11 @@ use support::*;
 use tokio::sync::{mpsc, watch};
 
 /// Routes only `/v1/**`.
-const V1_ONLY: &str = "routes:\n  - name: v1\n    match: { path: \"/v1/**\" }\n";
+const V1_ONLY: &str = "routes:\n  - name: v1\n    match: { path: \"/v1/**\" }\n    public: true\n";
 
 /// Routes `/v1/**` and `/v2/**`.
 fn v1_v2() -> String {
-    format!("{V1_ONLY}  - name: v2\n    match: {{ path: \"/v2/**\" }}\n")
+    format!("{V1_ONLY}  - name: v2\n    match: {{ path: \"/v2/**\" }}\n    public: true\n")
 }
 
 /// Replaces `path` atomically: write a temp file next to it, then rename over it.
@@ -203,8 +203,8 @@ async fn admin_reload_applies_and_reports_the_hash() {
     assert_eq!(reloads(admin, "ok").await, 2.0);
 }
 
-/// A config with an unknown key under `server:` (line 7, col 3) and a bad duration
-/// (line 9, col 11), followed by a `/v2/**` route that must not take effect.
+/// A config with an unknown key under `server:` (line 8, col 3) and a bad duration
+/// (line 10, col 11), followed by a `/v2/**` route that must not take effect.
 fn invalid_config(upstream: SocketAddr) -> String {
     config(
         upstream,
@@ -216,7 +216,7 @@ fn invalid_config(upstream: SocketAddr) -> String {
 /// Both errors of [`invalid_config`], each `FILE:LINE:COL: message`, in file order.
 fn assert_positioned_errors(path: &Path, errors: &[&str]) {
     assert_eq!(errors.len(), 2, "{errors:#?}");
-    let expected = [(7, 3, "`bogus`"), (9, 11, "`5 parsecs`")];
+    let expected = [(8, 3, "`bogus`"), (10, 11, "`5 parsecs`")];
     for (e, (line, col, mentions)) in errors.iter().zip(expected) {
         let prefix = format!("{}:{line}:{col}: ", path.display());
         assert!(
@@ -236,8 +236,8 @@ async fn invalid_config_is_refused_with_positions_via_admin() {
     let (addr, admin) = (fx.client_addr, fx.admin_addr);
 
     let bad = invalid_config(up.addr);
-    assert_eq!(bad.lines().nth(6), Some("  bogus: true"));
-    assert_eq!(bad.lines().nth(8), Some("    idle: 5 parsecs"));
+    assert_eq!(bad.lines().nth(7), Some("  bogus: true"));
+    assert_eq!(bad.lines().nth(9), Some("    idle: 5 parsecs"));
     cfg.edit(&bad);
     let r = admin_reload(admin).await;
     assert_eq!(r.status, 422, "{}", r.text());
@@ -463,7 +463,7 @@ async fn in_flight_request_survives_a_reload() {
     let new = config(
         up.addr,
         "",
-        "routes:\n  - name: v2\n    match: { path: \"/v2/**\" }\n",
+        "routes:\n  - name: v2\n    match: { path: \"/v2/**\" }\n    public: true\n",
     );
     replace_file(&fx.config_path, &new);
     let r = admin_reload(admin).await;

@@ -3,8 +3,10 @@
 
 pub mod cache;
 pub mod jwks;
+pub mod jwt;
 
 pub mod revocation;
+pub mod token;
 
 
 use std::sync::Arc;

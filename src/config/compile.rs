@@ -13,12 +13,17 @@ use ipnet::IpNet;
 
 use super::raw::{DefaultAction, Environment, RawConfig, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
-use super::{Config, ServerSettings, Timeouts, TlsFiles};
+use super::{Config, Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
 use crate::pipeline::route::{Route, Router};
 
 /// Compiles a parsed config. `base` is the config file's directory (for relative paths).
-pub fn compile(raw: RawConfig, base: &Path, hash: String) -> Result<Config, Vec<ConfigError>> {
+pub fn compile(
+    raw: RawConfig,
+    base: &Path,
+    hash: String,
+    env: &dyn Env,
+) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     if let Some(v) = &raw.version
         && v.value != 1
@@ -26,6 +31,10 @@ pub fn compile(raw: RawConfig, base: &Path, hash: String) -> Result<Config, Vec<
         errors.push(ConfigError::at(v.pos, "unsupported `version`: expected 1"));
     }
     let server = compile_server(&raw.server, base, &mut errors);
+    let auth = raw
+        .authentication
+        .as_ref()
+        .and_then(|a| super::auth::compile(a, base, server.environment, env, &mut errors));
     let routes = compile_routes(&raw, &server, &mut errors);
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
@@ -43,6 +52,7 @@ pub fn compile(raw: RawConfig, base: &Path, hash: String) -> Result<Config, Vec<
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),
             router,
+            auth,
             hash,
         }),
         _ => {
@@ -107,13 +117,27 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         Some(m) => m.value as usize,
         None => 10_000,
     };
+    let environment = raw.environment.unwrap_or(Environment::Production);
+    let allow_insecure_local = match &raw.allow_insecure_local {
+        Some(a) if a.value && environment != Environment::Local => {
+            errors.push(ConfigError::at(
+                a.pos,
+                "`allow_insecure_local` is only allowed with `environment: local`",
+            ));
+            false
+        }
+        Some(a) => a.value,
+        None => false,
+    };
     ServerSettings {
         listen,
         admin,
         upstream,
         tls,
-        environment: raw.environment.unwrap_or(Environment::Production),
+        environment,
         trusted_proxies,
+        require_https: raw.require_https.unwrap_or(true),
+        allow_insecure_local,
         timeouts,
         max_connections,
     }
@@ -174,11 +198,21 @@ fn compile_routes(
             ));
         }
         let upstream_timeout = duration_or(&r.timeout, server.timeouts.upstream_response, errors);
+        let public = r.public.unwrap_or(false);
+        if !public && raw.authentication.is_none() {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!(
+                    "route `{name}` is not `public: true` but no `authentication` is configured: \
+                     its requests could never be authenticated"
+                ),
+            ));
+        }
         routes.push(Route {
             name: Arc::from(name.as_str()),
             pattern: path.value.clone(),
             methods,
-            public: r.public.unwrap_or(false),
+            public,
             upstream_timeout,
         });
         positions.push(path.pos);
@@ -262,7 +296,7 @@ fn upstream(v: &Located<String>, errors: &mut Vec<ConfigError>) -> Authority {
     }
 }
 
-fn duration_or(
+pub(crate) fn duration_or(
     v: &Option<Located<String>>,
     default: Duration,
     errors: &mut Vec<ConfigError>,
@@ -317,7 +351,7 @@ fn parse_method(s: &str) -> Option<Method> {
         .flatten()
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()

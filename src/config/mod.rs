@@ -4,6 +4,7 @@
 //! every value and builds the runtime [`Config`]. A [`ConfigHandle`] holds the active config
 //! behind one `ArcSwap`; requests take one snapshot each and keep it until they finish.
 
+pub mod auth;
 pub mod compile;
 pub mod raw;
 pub mod yaml;
@@ -32,6 +33,8 @@ pub struct Config {
     pub default: DefaultAction,
     /// Route table and matchers.
     pub router: Router,
+    /// JWT authentication, if configured.
+    pub auth: Option<Arc<auth::AuthSettings>>,
     /// Short SHA-256 of the file's bytes; identifies the active policy.
     pub hash: String,
 }
@@ -51,6 +54,10 @@ pub struct ServerSettings {
     pub environment: Environment,
     /// Peers whose forwarding headers are trusted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Plain-HTTP requests need a trusted proxy vouching `X-Forwarded-Proto: https`.
+    pub require_https: bool,
+    /// Local only: bearer tokens accepted over plain, unvouched HTTP.
+    pub allow_insecure_local: bool,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// Connection cap on the client listener.
@@ -130,6 +137,23 @@ impl LoadError {
     }
 }
 
+/// Where the config reads environment variables from (a trait, so tests never mutate the
+/// process environment).
+pub trait Env {
+    /// The variable's value, if set and valid UTF-8.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
 /// Reads, parses and compiles a config file.
 pub fn load_file(path: &Path) -> Result<Config, LoadError> {
     let fail = |errors| LoadError {
@@ -145,6 +169,11 @@ pub fn load_file(path: &Path) -> Result<Config, LoadError> {
 
 /// Parses and compiles config text that was read from `path`.
 pub fn load_str(text: &str, path: &Path) -> Result<Config, LoadError> {
+    load_str_with_env(text, path, &ProcessEnv)
+}
+
+/// [`load_str`] with an explicit environment.
+pub fn load_str_with_env(text: &str, path: &Path, env: &dyn Env) -> Result<Config, LoadError> {
     let fail = |errors| LoadError {
         file: path.to_path_buf(),
         errors,
@@ -155,7 +184,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, LoadError> {
         return Err(fail(errors));
     };
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    match compile::compile(raw, base, short_hash(text.as_bytes())) {
+    match compile::compile(raw, base, short_hash(text.as_bytes()), env) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(fail(errors)),
         Err(more) => {

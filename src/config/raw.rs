@@ -18,6 +18,9 @@ pub struct RawConfig {
     pub version: Option<Located<u32>>,
     /// Listeners, upstream, TLS and timeouts.
     pub server: RawServer,
+    /// JWT authentication for every route that is not `public`.
+    #[serde(default)]
+    pub authentication: Option<RawAuthentication>,
     /// What requests that match no route get: `deny` (404, default) or `allow` (forwarded).
     #[serde(default)]
     pub default: Option<DefaultAction>,
@@ -47,6 +50,13 @@ pub struct RawServer {
     /// Peers (CIDRs) whose `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Request-ID` are kept.
     #[serde(default)]
     pub trusted_proxies: Vec<Located<String>>,
+    /// Refuse plain-HTTP requests unless a trusted proxy vouches with `X-Forwarded-Proto:
+    /// https` (default true).
+    #[serde(default)]
+    pub require_https: Option<bool>,
+    /// `environment: local` only: accept bearer tokens over plain, unvouched HTTP.
+    #[serde(default)]
+    pub allow_insecure_local: Option<Located<bool>>,
     /// Timeouts for each phase of a connection and request.
     #[serde(default)]
     pub timeouts: Option<RawTimeouts>,
@@ -135,4 +145,122 @@ pub enum Environment {
     Local,
     /// Everything else: fail-closed rules apply.
     Production,
+}
+
+/// `authentication:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthentication {
+    /// JWT verification.
+    pub jwt: RawJwt,
+    /// Which claims hold the subject, roles and tenant (dotted paths allowed).
+    #[serde(default)]
+    pub claims: Option<RawClaims>,
+    /// Forward the client's `Authorization` header to the app (default true).
+    #[serde(default)]
+    pub forward_token: Option<bool>,
+    /// More client headers to strip as identity headers (besides `X-Auth-Subject`,
+    /// `X-Auth-Roles`, `X-Tenant-Id`, `X-Auth-Claims`).
+    #[serde(default)]
+    pub identity_headers: Vec<Located<String>>,
+}
+
+/// `authentication.jwt:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Required `iss`.
+    pub issuer: Located<String>,
+    /// Accepted `aud` values; a token naming any of them passes.
+    pub audiences: Vec<Located<String>>,
+    /// Allowed algorithms: HS256/384/512 (need `secret`), RS*/PS* (RSA keys), ES256/384 (EC
+    /// keys), EdDSA (Ed25519 keys). `none` can never be allowed.
+    pub algorithms: Vec<Located<String>>,
+    /// HMAC secret: `{ env: NAME }`, `{ file: PATH }`, or (local only) `{ value: "…" }`.
+    #[serde(default)]
+    pub secret: Option<RawSecret>,
+    /// Public keys from PEM files.
+    #[serde(default)]
+    pub keys: Vec<RawKeyFile>,
+    /// A JWKS key set from a file or URL.
+    #[serde(default)]
+    pub jwks: Option<RawJwks>,
+    /// Clock skew allowed for `exp`, `nbf`, `iat` (default 30s).
+    #[serde(default)]
+    pub leeway: Option<Located<String>>,
+    /// Claims that must be present (dotted paths allowed). `exp`, `iss`, `aud` and the subject
+    /// claim are always required.
+    #[serde(default)]
+    pub required_claims: Vec<Located<String>>,
+    /// Also read the token from this cookie when there is no `Authorization` header.
+    #[serde(default)]
+    pub cookie: Option<Located<String>>,
+    /// Largest token accepted, in bytes (default 8192).
+    #[serde(default)]
+    pub max_token_bytes: Option<Located<u32>>,
+    /// Verified tokens remembered (default 10000; 0 disables the cache).
+    #[serde(default)]
+    pub cache_size: Option<u32>,
+}
+
+/// An HMAC secret source; exactly one key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<Located<String>>,
+    /// File holding the secret (trailing newline ignored).
+    #[serde(default)]
+    pub file: Option<Located<String>>,
+    /// The secret itself (refused outside `environment: local`).
+    #[serde(default)]
+    pub value: Option<Located<String>>,
+}
+
+/// A PEM public key file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyFile {
+    /// PEM file with an RSA, EC (P-256/P-384) or Ed25519 public key.
+    pub file: Located<String>,
+    /// Key id; when set, only tokens with this `kid` (or none) use the key.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// `jwks:` key set.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    /// A local JWKS file.
+    #[serde(default)]
+    pub file: Option<Located<String>>,
+    /// An `https://` (or `http://`) URL.
+    #[serde(default)]
+    pub url: Option<Located<String>>,
+    /// How long a fetched set is used (default 5m).
+    #[serde(default)]
+    pub ttl: Option<Located<String>>,
+    /// Least time between fetches caused by unknown `kid`s (default 30s).
+    #[serde(default)]
+    pub min_refresh_interval: Option<Located<String>>,
+    /// Extra CA certificates (PEM) for the URL, besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<Located<String>>,
+}
+
+/// `claims:` mapping.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    /// Subject claim (default `sub`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Roles claim (default `roles`).
+    #[serde(default)]
+    pub roles: Option<String>,
+    /// Tenant claim (default `tenant`).
+    #[serde(default)]
+    pub tenant: Option<String>,
 }

@@ -8,10 +8,12 @@
 //! 5. forward: strip hop-by-hop headers, set forwarding headers, stream the body;
 //! 6. clean the response headers and attach the completion record.
 
+pub mod authn;
 pub mod complete;
 pub mod ids;
 pub mod normalize;
 pub mod route;
+pub mod transport;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,10 +23,13 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Method, Request, Response, Version, header};
 use hyper::body::Incoming;
 
+use crate::auth::{AuthError, Principal};
+use crate::config::auth::AuthSettings;
 use crate::config::{Config, DefaultAction};
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
+use crate::proxy::identity::{IdentityHeaders, inject};
 use crate::server::conn::ConnInfo;
 use crate::state::AppState;
 use complete::Completion;
@@ -80,9 +85,16 @@ async fn decide_and_forward(
     req: Request<Incoming>,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, Rejection> {
-    // Target form first: absolute-form (`GET http://x/ HTTP/1.1`), authority-form (CONNECT)
-    // and `*` would otherwise bypass path matching. HTTP/2 always carries scheme and
-    // authority as pseudo-headers, so only HTTP/1.x is checked for them.
+    // Transport first: a request that must not travel over this connection (plain HTTP where
+    // HTTPS is required, credentials over plain HTTP, `Connection` naming protected headers)
+    // is refused whatever it asks for, before its path or token is looked at.
+    if let Err(e) = transport::check(conn, trusted, req.headers(), &config.server, config.auth.as_deref()) {
+        state.metrics.transport_refusal(e);
+        return Err(Rejection::RejectTransport(e));
+    }
+    // Target form: absolute-form (`GET http://x/ HTTP/1.1`), authority-form (CONNECT) and `*`
+    // would otherwise bypass path matching. HTTP/2 always carries scheme and authority as
+    // pseudo-headers, so only HTTP/1.x is checked for them.
     // A cheap (reference-counted) clone, so the canonical path can borrow from it.
     let uri = req.uri().clone();
     let absolute =
@@ -93,10 +105,10 @@ async fn decide_and_forward(
     // The canonical path is computed once and used for matching *and* forwarding, so the
     // upstream sees exactly the path the policy judged.
     let canonical = normalize_path(uri.path()).map_err(Rejection::RejectPath)?;
-    let timeout = match config.router.lookup(req.method(), &canonical) {
+    let (timeout, public) = match config.router.lookup(req.method(), &canonical) {
         Lookup::Found { route, .. } => {
             done.set_route(route.name.clone());
-            route.upstream_timeout
+            (route.upstream_timeout, route.public)
         }
         Lookup::MethodNotAllowed if config.default == DefaultAction::Deny => {
             return Err(Rejection::DenyMethod);
@@ -104,9 +116,35 @@ async fn decide_and_forward(
         Lookup::NotFound if config.default == DefaultAction::Deny => {
             return Err(Rejection::DenyUnmatched);
         }
-        Lookup::MethodNotAllowed | Lookup::NotFound => config.server.timeouts.upstream_response,
+        // `default: allow` forwards unmatched requests, authenticated when authentication is
+        // configured (they are not `public`).
+        Lookup::MethodNotAllowed | Lookup::NotFound => {
+            (config.server.timeouts.upstream_response, config.auth.is_none())
+        }
     };
-    let upstream_req = prepare(req, config, conn, trusted, request_id, &canonical)?;
+    // Authentication after routing: only the route knows whether it is public. A route that
+    // is not public is never forwarded without a verified principal.
+    let principal = if public {
+        None
+    } else {
+        let Some(auth) = config.auth.as_deref() else {
+            // Compile refuses non-public routes without authentication; fail closed anyway.
+            return Err(Rejection::Unauthenticated(AuthError::KeysUnavailable));
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        match authn::authenticate(req.headers(), auth, &*state.revocations, now).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                state.metrics.auth_failure(e);
+                return Err(Rejection::Unauthenticated(e));
+            }
+        }
+    };
+    let identity = Identity {
+        principal: principal.as_deref(),
+        auth: config.auth.as_deref(),
+    };
+    let upstream_req = prepare(req, config, conn, trusted, request_id, &canonical, &identity)?;
     let resp = state
         .forwarder
         .send(upstream_req, timeout, &state.metrics, request_id)
@@ -125,6 +163,7 @@ fn prepare(
     trusted: bool,
     request_id: &str,
     canonical: &str,
+    identity: &Identity<'_>,
 ) -> Result<Request<Incoming>, Rejection> {
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -161,9 +200,27 @@ fn prepare(
             request_id,
         },
     );
+    // Only fortress says who the caller is: client copies of identity headers go, in every
+    // spelling, then the verified principal's values are set.
+    match identity.auth {
+        Some(a) => a.identity_headers.strip(&mut parts.headers),
+        None => IdentityHeaders::default().strip(&mut parts.headers),
+    }
+    if let Some(p) = identity.principal {
+        inject(&mut parts.headers, p);
+    }
+    if identity.auth.is_some_and(|a| !a.forward_token) {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
     // The app sees the host the client asked for (HTTP/2 clients send `:authority` only).
     if let Some(h) = host {
         parts.headers.insert(header::HOST, h);
     }
     Ok(Request::from_parts(parts, body))
+}
+
+/// Who the request is from, for the identity headers sent upstream.
+struct Identity<'a> {
+    principal: Option<&'a Principal>,
+    auth: Option<&'a AuthSettings>,
 }

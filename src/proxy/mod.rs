@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod identity;
 
 use std::time::{Duration, Instant};
 

@@ -135,12 +135,12 @@ pub fn config(upstream: SocketAddr, server_extra: &str, rest: &str) -> String {
         .collect();
     format!(
         "version: 1\nserver:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  upstream: http://{upstream}\n  \
-         environment: local\n{extra}{rest}"
+         environment: local\n  require_https: false\n{extra}{rest}"
     )
 }
 
 /// A routes block that sends everything under `/` to the upstream.
-pub const CATCH_ALL: &str = "routes:\n  - name: all\n    match: { path: \"/**\" }\n";
+pub const CATCH_ALL: &str = "routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n";
 
 /// A fortress started in-process from a config file in a temp directory.
 pub struct TestFortress {
