@@ -198,7 +198,9 @@ fn token(args: TokenArgs) -> Result<String, String> {
             .map_err(|e| format!("{}: {e}", p.display()))?
             .trim_end_matches(['\n', '\r'])
             .to_string(),
-        (None, None) => return Err("give the secret with --secret-env NAME or --secret-file PATH".into()),
+        (None, None) => {
+            return Err("give the secret with --secret-env NAME or --secret-file PATH".into());
+        }
     };
     let ttl = config::compile::parse_duration(&ttl)
         .filter(|d| !d.is_zero())
@@ -207,12 +209,20 @@ fn token(args: TokenArgs) -> Result<String, String> {
         subject: sub,
         roles,
         tenant,
-        issuer: iss.or(default_iss).ok_or("give --iss (or --config with authentication)")?,
-        audience: aud.or(default_aud).ok_or("give --aud (or --config with authentication)")?,
+        issuer: iss
+            .or(default_iss)
+            .ok_or("give --iss (or --config with authentication)")?,
+        audience: aud
+            .or(default_aud)
+            .ok_or("give --aud (or --config with authentication)")?,
         ttl_secs: ttl.as_secs(),
         jti,
     };
-    crate::auth::token::mint(&spec, secret.as_bytes(), jsonwebtoken::get_current_timestamp())
+    crate::auth::token::mint(
+        &spec,
+        secret.as_bytes(),
+        jsonwebtoken::get_current_timestamp(),
+    )
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

@@ -54,8 +54,12 @@ pub fn demo_token(sub: &str, roles: &[&str], tenant: &str) -> String {
         ttl_secs: 12 * 3600,
         jti: None,
     };
-    crate::auth::token::mint(&spec, DEMO_SECRET.as_bytes(), jsonwebtoken::get_current_timestamp())
-        .unwrap_or_else(|e| format!("<{e}>"))
+    crate::auth::token::mint(
+        &spec,
+        DEMO_SECRET.as_bytes(),
+        jsonwebtoken::get_current_timestamp(),
+    )
+    .unwrap_or_else(|e| format!("<{e}>"))
 }
 
 /// What the demo prints once it is listening.

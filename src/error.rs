@@ -45,7 +45,9 @@ impl Rejection {
                 }
                 TransportError::HttpsRequired
                 | TransportError::UntrustedForwardedProto
-                | TransportError::CredentialsOverHttp => (StatusCode::FORBIDDEN, "forbidden", e.code()),
+                | TransportError::CredentialsOverHttp => {
+                    (StatusCode::FORBIDDEN, "forbidden", e.code())
+                }
             },
             Rejection::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, "unauthorized", e.code()),
             Rejection::RejectPath(e) => (StatusCode::BAD_REQUEST, "bad_request", e.code()),
@@ -86,8 +88,10 @@ impl Rejection {
                 AuthError::MissingToken => r#"Bearer realm="fortress""#,
                 _ => r#"Bearer realm="fortress", error="invalid_token""#,
             };
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         resp
     }
@@ -170,7 +174,10 @@ mod tests {
     #[test]
     fn unauthenticated_carries_the_bearer_challenge() {
         let r = Rejection::Unauthenticated(AuthError::MissingToken).into_response("rid");
-        assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="fortress""#);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="fortress""#
+        );
         let r = Rejection::Unauthenticated(AuthError::InvalidSignature).into_response("rid");
         assert_eq!(
             r.headers()["www-authenticate"],

@@ -142,7 +142,9 @@ impl Fortress {
         {
             let server = &state.config.snapshot().server;
             if server.environment == config::Environment::Local && server.allow_insecure_local {
-                warn!("local relaxation: bearer tokens are accepted over plain, unvouched HTTP (server.allow_insecure_local)");
+                warn!(
+                    "local relaxation: bearer tokens are accepted over plain, unvouched HTTP (server.allow_insecure_local)"
+                );
             }
         }
         info!(client = %client_addr, admin = %admin_addr, "fortress listening");

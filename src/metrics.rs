@@ -100,7 +100,10 @@ impl Metrics {
         registry.register(Box::new(tls_handshake_errors.clone()))?;
         registry.register(Box::new(cert_reloads.clone()))?;
         let auth_failures = IntCounterVec::new(
-            Opts::new("auth_failures_total", "Requests refused by authentication, by reason."),
+            Opts::new(
+                "auth_failures_total",
+                "Requests refused by authentication, by reason.",
+            ),
             &["reason"],
         )?;
         let transport_refusals = IntCounterVec::new(
@@ -144,7 +147,11 @@ impl Metrics {
 
     /// Counts an authentication failure.
     pub fn auth_failure(&self, e: AuthError) {
-        if let Some(c) = AuthError::ALL.iter().position(|x| *x == e).and_then(|i| self.auth_failures.get(i)) {
+        if let Some(c) = AuthError::ALL
+            .iter()
+            .position(|x| *x == e)
+            .and_then(|i| self.auth_failures.get(i))
+        {
             c.inc();
         }
     }

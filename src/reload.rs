@@ -83,7 +83,11 @@ pub fn channel() -> (ReloadHandle, mpsc::Receiver<Trigger>) {
 }
 
 /// Watches the directories of the config file and of the TLS files.
-pub fn watch(config_path: &Path, tls: Option<&TlsFiles>, handle: ReloadHandle) -> Option<DirWatcher> {
+pub fn watch(
+    config_path: &Path,
+    tls: Option<&TlsFiles>,
+    handle: ReloadHandle,
+) -> Option<DirWatcher> {
     let watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res
             && !matches!(event.kind, EventKind::Access(_))
@@ -116,7 +120,9 @@ pub struct DirWatcher {
 
 impl std::fmt::Debug for DirWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirWatcher").field("dirs", &self.dirs).finish()
+        f.debug_struct("DirWatcher")
+            .field("dirs", &self.dirs)
+            .finish()
     }
 }
 

@@ -328,8 +328,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
         }
     })
     .await;
-    let routes =
-        "routes:\n  - name: slow\n    match: { path: \"/**\" }\n    public: true\n    timeout: 300ms\n";
+    let routes = "routes:\n  - name: slow\n    match: { path: \"/**\" }\n    public: true\n    timeout: 300ms\n";
     let fx = TestFortress::start(&config(slow.addr, "", routes)).await;
     let r = get(fx.addr(), "/x").await;
     assert_eq!(r.status, 504);

@@ -58,7 +58,9 @@ impl TokenCache {
         now: u64,
     ) {
         let key = digest(token);
-        let Some(shard) = self.shard(&key) else { return };
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
         let Ok(mut map) = shard.lock() else { return };
         if map.len() >= self.per_shard {
             map.retain(|_, e| e.valid_until >= now);
@@ -116,7 +118,10 @@ mod tests {
     fn entries_expire_and_follow_key_generation() {
         let c = TokenCache::new(100);
         c.insert("t", p("a"), 100, 1, 0);
-        assert_eq!(c.get("t", 50, 1).map(|p| p.subject.clone()), Some("a".into()));
+        assert_eq!(
+            c.get("t", 50, 1).map(|p| p.subject.clone()),
+            Some("a".into())
+        );
         assert!(c.get("t", 50, 2).is_none(), "new key set invalidates");
         c.insert("t", p("a"), 100, 1, 0);
         assert!(c.get("t", 101, 1).is_none(), "expired");
@@ -129,7 +134,11 @@ mod tests {
         for i in 0..1000 {
             c.insert(&format!("t{i}"), p("x"), 100, 1, 0);
         }
-        let total: usize = c.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum();
+        let total: usize = c
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum();
         assert!(total <= 32, "{total}");
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -68,12 +68,17 @@ pub struct Jwks {
     current: ArcSwap<KeySet>,
     fetch_lock: tokio::sync::Mutex<()>,
     last_attempt_ms: AtomicU64,
+    /// Whether the last fetch failed (then it is retried at most once per
+    /// `min_refresh_interval`, not on every request).
+    last_failed: AtomicBool,
     epoch: Instant,
 }
 
 impl std::fmt::Debug for Jwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jwks").field("settings", &self.settings).finish()
+        f.debug_struct("Jwks")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -85,8 +90,22 @@ impl Jwks {
             current: ArcSwap::from_pointee(KeySet::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
             last_attempt_ms: AtomicU64::new(u64::MAX),
+            last_failed: AtomicBool::new(false),
             epoch: Instant::now(),
         }
+    }
+
+    /// The generation of the current key set (no fetch).
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// Whether the key set is missing or older than the TTL (the next use fetches).
+    pub fn is_stale(&self) -> bool {
+        self.current
+            .load()
+            .fetched_at
+            .is_none_or(|t| t.elapsed() >= self.settings.ttl)
     }
 
     /// The key set, fetched first if it is missing or older than the TTL.
@@ -114,16 +133,20 @@ impl Jwks {
         let since = Duration::from_millis(now_ms.saturating_sub(last));
         let cur = self.current.load_full();
         if last != u64::MAX {
-            // Another request fetched while we waited for the lock.
+            // Another request fetched while we waited for the lock, or the last fetch failed
+            // (a broken endpoint is retried once per interval, not by every request).
             let fresh = cur
                 .fetched_at
                 .is_some_and(|t| t.elapsed() < self.settings.ttl);
-            if since < self.settings.min_refresh_interval && (rate_limited || fresh) {
+            let failed = self.last_failed.load(Ordering::Acquire);
+            if since < self.settings.min_refresh_interval && (rate_limited || fresh || failed) {
                 return cur;
             }
         }
         self.last_attempt_ms.store(now_ms, Ordering::Release);
-        match self.load().await {
+        let loaded = self.load().await;
+        self.last_failed.store(loaded.is_err(), Ordering::Release);
+        match loaded {
             Ok(keys) => {
                 let next = Arc::new(KeySet {
                     keys,
@@ -147,11 +170,12 @@ impl Jwks {
                 .await
                 .map(Bytes::from)
                 .map_err(|e| format!("{}: {e}", p.display()))?,
-            JwksSource::Url(uri) => {
-                tokio::time::timeout(FETCH_TIMEOUT, fetch_url(uri, self.settings.ca_file.as_ref()))
-                    .await
-                    .map_err(|_| format!("{uri}: timed out"))??
-            }
+            JwksSource::Url(uri) => tokio::time::timeout(
+                FETCH_TIMEOUT,
+                fetch_url(uri, self.settings.ca_file.as_ref()),
+            )
+            .await
+            .map_err(|_| format!("{uri}: timed out"))??,
         };
         parse(&bytes)
     }

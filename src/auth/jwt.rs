@@ -79,6 +79,18 @@ impl Authenticator {
         if token.is_empty() || token.len() > self.max_token_bytes {
             return Err(AuthError::MalformedToken);
         }
+        // Fast path: a token verified before against the current key set. A stale JWKS skips
+        // it, so the slow path refetches and keys removed from the set stop working.
+        let fresh_generation = match &self.jwks {
+            None => Some(0),
+            Some(j) if !j.is_stale() => Some(j.generation()),
+            Some(_) => None,
+        };
+        if let Some(g) = fresh_generation
+            && let Some(p) = self.cache.get(token, now, g)
+        {
+            return Ok(p);
+        }
         let alg = self.header_algorithm(token)?;
         let family = alg.family();
         let jwks = match (&self.jwks, family) {
@@ -87,10 +99,11 @@ impl Authenticator {
             }
             _ => None,
         };
-        let generation = jwks.as_ref().map_or(0, |k| k.generation);
-        if let Some(p) = self.cache.get(token, now, generation) {
-            return Ok(p);
-        }
+        let generation = match (&jwks, &self.jwks) {
+            (Some(k), _) => k.generation,
+            (None, Some(j)) => j.generation(),
+            (None, None) => 0,
+        };
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::MalformedToken)?;
         let validation = self.validation(alg);
         let claims = match family {
@@ -100,12 +113,24 @@ impl Authenticator {
             }
             _ => {
                 let mut keys = jwks;
-                let mut found = self.try_keys(token, alg, header.kid.as_deref(), keys.as_deref(), &validation);
+                let mut found = self.try_keys(
+                    token,
+                    alg,
+                    header.kid.as_deref(),
+                    keys.as_deref(),
+                    &validation,
+                );
                 if matches!(found, Err(AuthError::UnknownKid))
                     && let Some(j) = &self.jwks
                 {
                     let refreshed = j.refresh_for_unknown_kid().await;
-                    found = self.try_keys(token, alg, header.kid.as_deref(), Some(&refreshed), &validation);
+                    found = self.try_keys(
+                        token,
+                        alg,
+                        header.kid.as_deref(),
+                        Some(&refreshed),
+                        &validation,
+                    );
                     keys = Some(refreshed);
                 }
                 let claims = found?;
@@ -120,7 +145,13 @@ impl Authenticator {
         self.finish(token, claims, now, generation)
     }
 
-    fn finish(&self, token: &str, claims: Value, now: u64, generation: u64) -> Result<SharedPrincipal, AuthError> {
+    fn finish(
+        &self,
+        token: &str,
+        claims: Value,
+        now: u64,
+        generation: u64,
+    ) -> Result<SharedPrincipal, AuthError> {
         let leeway = self.leeway.as_secs();
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_u64().ok_or(AuthError::MalformedToken)?;
@@ -147,7 +178,8 @@ impl Authenticator {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header_b64)
             .map_err(|_| AuthError::MalformedToken)?;
-        let header: Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)?;
+        let header: Value =
+            serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)?;
         let name = header
             .get("alg")
             .and_then(Value::as_str)
@@ -229,7 +261,12 @@ impl Authenticator {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or(AuthError::MalformedToken))
+                // Roles travel upstream comma-joined: a role containing `,` or white space
+                // would be ambiguous there, so such a token is refused.
+                .map(|v| match v.as_str() {
+                    Some(r) if !r.is_empty() && !r.contains([',', ' ']) => Ok(r.to_owned()),
+                    _ => Err(AuthError::MalformedToken),
+                })
                 .collect::<Result<_, _>>()?,
             Some(Value::String(s)) => s
                 .split([' ', ','])
@@ -335,7 +372,10 @@ mod tests {
     #[test]
     fn dotted_lookup() {
         let v = serde_json::json!({"realm_access": {"roles": ["a"]}, "a.b": 1});
-        assert_eq!(lookup(&v, "realm_access.roles"), Some(&serde_json::json!(["a"])));
+        assert_eq!(
+            lookup(&v, "realm_access.roles"),
+            Some(&serde_json::json!(["a"]))
+        );
         assert_eq!(lookup(&v, "a.b"), Some(&serde_json::json!(1)));
         assert_eq!(lookup(&v, "missing.x"), None);
     }

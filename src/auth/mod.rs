@@ -8,7 +8,6 @@ pub mod jwt;
 pub mod revocation;
 pub mod token;
 
-
 use std::sync::Arc;
 
 /// Who a verified token says the caller is.

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
+use super::Env;
 use super::compile::{duration_or, resolve};
 use super::raw::{Environment, RawAuthentication, RawJwks, RawSecret};
 use super::yaml::{ConfigError, Located, Pos};
-use super::Env;
 use crate::auth::cache::TokenCache;
 use crate::auth::jwks::{Jwks, JwksSettings, JwksSource};
 use crate::auth::jwt::{Authenticator, ClaimMap, StaticKey};
@@ -41,12 +41,18 @@ pub fn compile(
     let mut algorithms = Vec::new();
     for a in &jwt.algorithms {
         if a.value.eq_ignore_ascii_case("none") {
-            errors.push(ConfigError::at(a.pos, "algorithm `none` can never be allowed"));
+            errors.push(ConfigError::at(
+                a.pos,
+                "algorithm `none` can never be allowed",
+            ));
             continue;
         }
         match a.value.parse::<Algorithm>() {
             Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
-            Ok(_) => errors.push(ConfigError::at(a.pos, format!("algorithm `{}` is listed twice", a.value))),
+            Ok(_) => errors.push(ConfigError::at(
+                a.pos,
+                format!("algorithm `{}` is listed twice", a.value),
+            )),
             Err(_) => errors.push(ConfigError::at(
                 a.pos,
                 format!(
@@ -58,7 +64,10 @@ pub fn compile(
         }
     }
     if jwt.algorithms.is_empty() {
-        errors.push(ConfigError::at(jwt.issuer.pos, "`algorithms` must list at least one algorithm"));
+        errors.push(ConfigError::at(
+            jwt.issuer.pos,
+            "`algorithms` must list at least one algorithm",
+        ));
     }
     let secret = jwt
         .secret
@@ -82,7 +91,10 @@ pub fn compile(
                     ),
                 )),
             },
-            Err(e) => errors.push(ConfigError::at(k.file.pos, format!("{}: cannot read: {e}", path.display()))),
+            Err(e) => errors.push(ConfigError::at(
+                k.file.pos,
+                format!("{}: cannot read: {e}", path.display()),
+            )),
         }
     }
     let jwks = jwt.jwks.as_ref().and_then(|j| jwks(j, base, errors));
@@ -101,11 +113,16 @@ pub fn compile(
                 AlgorithmFamily::Ec => "an EC public key in `keys` or a `jwks`",
                 AlgorithmFamily::Ed => "an Ed25519 public key in `keys` or a `jwks`",
             };
-            errors.push(ConfigError::at(a.pos, format!("algorithm `{}` needs {needs}", a.value)));
+            errors.push(ConfigError::at(
+                a.pos,
+                format!("algorithm `{}` needs {needs}", a.value),
+            ));
         }
     }
     if let Some(s) = &jwt.secret
-        && !algorithms.iter().any(|a| a.family() == AlgorithmFamily::Hmac)
+        && !algorithms
+            .iter()
+            .any(|a| a.family() == AlgorithmFamily::Hmac)
     {
         errors.push(ConfigError::at(
             secret_pos(s).unwrap_or(jwt.issuer.pos),
@@ -113,7 +130,10 @@ pub fn compile(
         ));
     }
     if jwt.issuer.value.is_empty() {
-        errors.push(ConfigError::at(jwt.issuer.pos, "`issuer` must not be empty"));
+        errors.push(ConfigError::at(
+            jwt.issuer.pos,
+            "`issuer` must not be empty",
+        ));
     }
     if jwt.audiences.is_empty() || jwt.audiences.iter().any(|a| a.value.is_empty()) {
         errors.push(ConfigError::at(
@@ -124,7 +144,10 @@ pub fn compile(
     let leeway = duration_or(&jwt.leeway, Duration::from_secs(30), errors);
     let max_token_bytes = match &jwt.max_token_bytes {
         Some(m) if m.value < 64 => {
-            errors.push(ConfigError::at(m.pos, "`max_token_bytes` must be at least 64"));
+            errors.push(ConfigError::at(
+                m.pos,
+                "`max_token_bytes` must be at least 64",
+            ));
             0
         }
         Some(m) => m.value as usize,
@@ -151,7 +174,11 @@ pub fn compile(
             issuer: jwt.issuer.value.clone(),
             audiences: jwt.audiences.iter().map(|a| a.value.clone()).collect(),
             leeway,
-            required_claims: jwt.required_claims.iter().map(|c| c.value.clone()).collect(),
+            required_claims: jwt
+                .required_claims
+                .iter()
+                .map(|c| c.value.clone())
+                .collect(),
             claims: ClaimMap {
                 subject: claim(|c| &c.subject, "sub"),
                 roles: claim(|c| &c.roles, "roles"),
@@ -179,7 +206,10 @@ fn secret(
     let pos = secret_pos(raw).unwrap_or_default();
     let sources = [raw.env.is_some(), raw.file.is_some(), raw.value.is_some()];
     if sources.iter().filter(|s| **s).count() != 1 {
-        errors.push(ConfigError::at(pos, "`secret` needs exactly one of `env`, `file` or `value`"));
+        errors.push(ConfigError::at(
+            pos,
+            "`secret` needs exactly one of `env`, `file` or `value`",
+        ));
         return None;
     }
     let (value, at): (String, Pos) = if let Some(name) = &raw.env {
@@ -198,7 +228,10 @@ fn secret(
         match std::fs::read_to_string(&path) {
             Ok(v) => (v.trim_end_matches(['\n', '\r']).to_string(), file.pos),
             Err(e) => {
-                errors.push(ConfigError::at(file.pos, format!("{}: cannot read: {e}", path.display())));
+                errors.push(ConfigError::at(
+                    file.pos,
+                    format!("{}: cannot read: {e}", path.display()),
+                ));
                 return None;
             }
         }
@@ -221,8 +254,14 @@ fn secret(
             ));
             return None;
         }
-        if INSECURE_SECRETS.iter().any(|s| value.eq_ignore_ascii_case(s)) {
-            errors.push(ConfigError::at(at, "the secret is a well-known default; generate a random one"));
+        if INSECURE_SECRETS
+            .iter()
+            .any(|s| value.eq_ignore_ascii_case(s))
+        {
+            errors.push(ConfigError::at(
+                at,
+                "the secret is a well-known default; generate a random one",
+            ));
             return None;
         }
     } else if value.is_empty() {
@@ -257,7 +296,9 @@ fn jwks(raw: &RawJwks, base: &Path, errors: &mut Vec<ConfigError>) -> Option<Arc
     let source = match (&raw.file, &raw.url) {
         (Some(f), None) => JwksSource::File(resolve(base, &f.value)),
         (None, Some(u)) => match u.value.parse::<http::Uri>() {
-            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
                 JwksSource::Url(uri)
             }
             _ => {
@@ -278,7 +319,8 @@ fn jwks(raw: &RawJwks, base: &Path, errors: &mut Vec<ConfigError>) -> Option<Arc
         }
     };
     let ttl = duration_or(&raw.ttl, Duration::from_secs(300), errors);
-    let min_refresh_interval = duration_or(&raw.min_refresh_interval, Duration::from_secs(30), errors);
+    let min_refresh_interval =
+        duration_or(&raw.min_refresh_interval, Duration::from_secs(30), errors);
     Some(Arc::new(Jwks::new(JwksSettings {
         source,
         ttl,

@@ -73,9 +73,18 @@ mod tests {
 
     #[test]
     fn extraction() {
-        assert_eq!(extract(&h(&[("authorization", "Bearer abc")]), None), Ok("abc"));
-        assert_eq!(extract(&h(&[("authorization", "bearer abc")]), None), Ok("abc"));
-        assert_eq!(extract(&h(&[("authorization", "BEARER  abc ")]), None), Ok("abc"));
+        assert_eq!(
+            extract(&h(&[("authorization", "Bearer abc")]), None),
+            Ok("abc")
+        );
+        assert_eq!(
+            extract(&h(&[("authorization", "bearer abc")]), None),
+            Ok("abc")
+        );
+        assert_eq!(
+            extract(&h(&[("authorization", "BEARER  abc ")]), None),
+            Ok("abc")
+        );
         assert_eq!(
             extract(&h(&[("authorization", "Basic abc")]), None),
             Err(AuthError::MalformedToken)
@@ -85,7 +94,10 @@ mod tests {
             Err(AuthError::MalformedToken)
         );
         assert_eq!(
-            extract(&h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]), None),
+            extract(
+                &h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+                None
+            ),
             Err(AuthError::MalformedToken)
         );
         assert_eq!(extract(&h(&[]), None), Err(AuthError::MissingToken));

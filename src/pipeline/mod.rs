@@ -88,7 +88,13 @@ async fn decide_and_forward(
     // Transport first: a request that must not travel over this connection (plain HTTP where
     // HTTPS is required, credentials over plain HTTP, `Connection` naming protected headers)
     // is refused whatever it asks for, before its path or token is looked at.
-    if let Err(e) = transport::check(conn, trusted, req.headers(), &config.server, config.auth.as_deref()) {
+    if let Err(e) = transport::check(
+        conn,
+        trusted,
+        req.headers(),
+        &config.server,
+        config.auth.as_deref(),
+    ) {
         state.metrics.transport_refusal(e);
         return Err(Rejection::RejectTransport(e));
     }
@@ -118,9 +124,10 @@ async fn decide_and_forward(
         }
         // `default: allow` forwards unmatched requests, authenticated when authentication is
         // configured (they are not `public`).
-        Lookup::MethodNotAllowed | Lookup::NotFound => {
-            (config.server.timeouts.upstream_response, config.auth.is_none())
-        }
+        Lookup::MethodNotAllowed | Lookup::NotFound => (
+            config.server.timeouts.upstream_response,
+            config.auth.is_none(),
+        ),
     };
     // Authentication after routing: only the route knows whether it is public. A route that
     // is not public is never forwarded without a verified principal.
@@ -144,7 +151,9 @@ async fn decide_and_forward(
         principal: principal.as_deref(),
         auth: config.auth.as_deref(),
     };
-    let upstream_req = prepare(req, config, conn, trusted, request_id, &canonical, &identity)?;
+    let upstream_req = prepare(
+        req, config, conn, trusted, request_id, &canonical, &identity,
+    )?;
     let resp = state
         .forwarder
         .send(upstream_req, timeout, &state.metrics, request_id)

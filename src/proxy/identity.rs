@@ -15,7 +15,10 @@ pub struct IdentityHeaders {
 impl Default for IdentityHeaders {
     fn default() -> Self {
         Self {
-            names: DEFAULT_IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect(),
+            names: DEFAULT_IDENTITY_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -36,7 +39,7 @@ impl IdentityHeaders {
     /// Whether `name` is (a spelling of) an identity header.
     pub fn contains(&self, name: &str) -> bool {
         let n = normalize(name);
-        self.names.iter().any(|x| *x == n)
+        self.names.contains(&n)
     }
 
     /// Removes every client-supplied identity header.
@@ -71,7 +74,13 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 fn normalize(name: &str) -> String {
     name.bytes()
-        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
         .collect()
 }
 
@@ -81,8 +90,12 @@ pub const X_AUTH_SUBJECT: &str = "x-auth-subject";
 pub const X_AUTH_ROLES: &str = "x-auth-roles";
 /// Tenant header set by fortress.
 pub const X_TENANT_ID: &str = "x-tenant-id";
-const DEFAULT_IDENTITY_HEADERS: [&str; 4] =
-    ["x-auth-subject", "x-auth-roles", "x-tenant-id", "x-auth-claims"];
+const DEFAULT_IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-subject",
+    "x-auth-roles",
+    "x-tenant-id",
+    "x-auth-claims",
+];
 
 #[cfg(test)]
 mod tests {

@@ -140,7 +140,8 @@ pub fn config(upstream: SocketAddr, server_extra: &str, rest: &str) -> String {
 }
 
 /// A routes block that sends everything under `/` to the upstream.
-pub const CATCH_ALL: &str = "routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n";
+pub const CATCH_ALL: &str =
+    "routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n";
 
 /// A fortress started in-process from a config file in a temp directory.
 pub struct TestFortress {
@@ -220,6 +221,38 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
         .await
         .expect("response within 20s")
         .expect("read");
+    parse_response(&buf)
+}
+
+/// Sends raw bytes and reads one response with a `Content-Length` body, without waiting for
+/// the server to close the connection (for requests that cannot say `Connection: close`).
+pub async fn raw_one(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let r = parse_response(&buf);
+                let len: usize = r
+                    .header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .expect("content-length");
+                if buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("response within 20s");
     parse_response(&buf)
 }
 

@@ -1,0 +1,164 @@
+//! The admin listener: health, readiness, JSON errors and the Prometheus exposition.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Request;
+use support::*;
+
+fn assert_json(r: &RawResponse, status: u16, body: serde_json::Value) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.json(), body);
+}
+
+/// A port with nothing listening on it.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// The value of the one sample whose line starts with `prefix` (labels included).
+fn sample(text: &str, prefix: &str) -> Option<String> {
+    let mut found = text
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .map(|l| l[prefix.len() + 1..].to_owned());
+    let first = found.next();
+    assert_eq!(found.next(), None, "{prefix} appears twice");
+    first
+}
+
+#[tokio::test]
+async fn health_readiness_and_json_errors() {
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
+    let admin = fx.admin();
+
+    assert_json(
+        &get(admin, "/healthz").await,
+        200,
+        serde_json::json!({"status": "ok"}),
+    );
+    assert_json(
+        &get(admin, "/readyz").await,
+        200,
+        serde_json::json!({"status": "ready"}),
+    );
+    let r = raw(
+        admin,
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_json(
+        &r,
+        405,
+        serde_json::json!({"error": "method_not_allowed", "reason": "method_not_allowed", "request_id": "-"}),
+    );
+    assert_json(
+        &get(admin, "/nope").await,
+        404,
+        serde_json::json!({"error": "not_found", "reason": "no_route", "request_id": "-"}),
+    );
+    // The admin listener does not proxy anything.
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_upstream_is_down() {
+    let fx = TestFortress::start(&config(closed_port(), "", CATCH_ALL)).await;
+    assert_json(
+        &get(fx.admin(), "/readyz").await,
+        503,
+        serde_json::json!({"status": "not_ready"}),
+    );
+    // Liveness does not depend on the upstream.
+    assert_json(
+        &get(fx.admin(), "/healthz").await,
+        200,
+        serde_json::json!({"status": "ok"}),
+    );
+}
+
+#[tokio::test]
+async fn metrics_after_one_proxied_request() {
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
+    let admin = fx.admin();
+
+    // One request on a keep-alive connection that stays open for now.
+    let mut client = h1(fx.addr()).await;
+    let req = Request::get("/x")
+        .header("host", "app.test")
+        .body(full(""))
+        .expect("request");
+    let resp = client.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "upstream saw GET /x");
+
+    // The request is recorded when its response body is finished, which may be just after
+    // the client has read it.
+    let requests =
+        r#"fortress_requests_total{decision="allow",method="GET",route="all",status="2xx"}"#;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(admin, requests).await == Some(1.0)
+        })
+        .await,
+        "{requests} never reached 1"
+    );
+
+    let r = get(admin, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    let s = |prefix: &str| sample(&text, prefix);
+    assert_eq!(s(requests).as_deref(), Some("1"));
+    assert_eq!(
+        s(r#"fortress_request_duration_seconds_count{route="all"}"#).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s("fortress_upstream_response_seconds_count").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s(r#"fortress_policy_reload_total{result="ok"}"#).as_deref(),
+        Some("0")
+    );
+    // The active policy: exactly one info series, its hash 16 lowercase hex digits, value 1,
+    // and the same hash the running config has.
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("fortress_policy_info{"))
+        .collect();
+    assert_eq!(info.len(), 1, "{info:?}");
+    let hash = info[0]
+        .strip_prefix(r#"fortress_policy_info{hash=""#)
+        .and_then(|rest| rest.strip_suffix(r#""} 1"#))
+        .unwrap_or_else(|| panic!("unexpected policy_info line {:?}", info[0]));
+    assert_eq!(hash.len(), 16, "{hash}");
+    assert!(
+        hash.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{hash}"
+    );
+    assert_eq!(hash, fx.fx.state.config.snapshot().hash);
+
+    // The client connection is the only one open; closing it brings the gauge back to 0.
+    assert_eq!(s("fortress_open_connections").as_deref(), Some("1"));
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(admin, "fortress_open_connections").await == Some(0.0)
+        })
+        .await,
+        "fortress_open_connections did not return to 0"
+    );
+}

@@ -1,0 +1,1218 @@
+//! JWT authentication end to end: a real upstream behind a real fortress, tokens signed with
+//! HS256/RS256/ES256/EdDSA (keys in `tests/keys/`), hand-crafted malformed tokens, exact 401
+//! bodies and challenges, identity headers, revocation, cookies, and JWKS rotation.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use support::*;
+
+const SECRET: &str = "fortress-authn-test-secret-0123456789-abcdef";
+const ISSUER: &str = "test-issuer";
+
+/// Absolute path of a file in `tests/keys/`.
+fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn key_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(key_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// Claims every accepting config below takes: subject `alice`, two roles, a tenant.
+fn claims() -> Value {
+    let now = now();
+    json!({
+        "sub": "alice",
+        "roles": ["reader", "writer"],
+        "tenant": "t1",
+        "iss": ISSUER,
+        "aud": "api-a",
+        "iat": now,
+        "exp": now + 600,
+    })
+}
+
+/// `claims()` with `changes` applied; a `null` value removes the claim.
+fn claims_with(changes: Value) -> Value {
+    let mut c = claims();
+    let (Value::Object(map), Value::Object(changes)) = (&mut c, changes) else {
+        panic!("objects expected");
+    };
+    for (k, v) in changes {
+        if v.is_null() {
+            map.remove(&k);
+        } else {
+            map.insert(k, v);
+        }
+    }
+    c
+}
+
+/// The signing key for `alg` (the private half of the configured keys, or the shared secret).
+fn encoding_key(alg: Algorithm) -> EncodingKey {
+    match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&key_bytes("rsa.pem")).expect("rsa key"),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&key_bytes("ec.pem")).expect("ec key"),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&key_bytes("ed25519.pem")).expect("ed key"),
+        other => panic!("no test key for {other:?}"),
+    }
+}
+
+fn sign(alg: Algorithm, claims: &Value) -> String {
+    sign_with(Header::new(alg), claims, &encoding_key(alg))
+}
+
+fn sign_kid(alg: Algorithm, kid: &str, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    sign_with(header, claims, key)
+}
+
+fn sign_with(header: Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token assembled by hand: `b64(header).b64(claims).signature`.
+fn craft(header: &Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{signature}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+/// `token` with its payload replaced by `claims` and the original header and signature kept.
+fn with_payload(token: &str, claims: &Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims.to_string().as_bytes()),
+        parts[2]
+    )
+}
+
+/// `token` with its header replaced by `header` and the payload and signature kept.
+fn with_header(token: &str, header: &Value) -> String {
+    let (_, rest) = token.split_once('.').expect("three segments");
+    format!("{}.{rest}", b64(header.to_string().as_bytes()))
+}
+
+/// `header.payload.HMAC-SHA256(secret)` over arbitrary (possibly invalid) segments: a
+/// correctly signed token whose content is broken.
+fn hmac_token(header_b64: &str, payload_b64: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let signing_input = format!("{header_b64}.{payload_b64}");
+    let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(tag.as_ref()))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// An upstream, a fortress in front of it, and the temp directory holding the secret.
+struct Setup {
+    up: Upstream,
+    fx: TestFortress,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Starts fortress with `authentication:` built from `jwt` (lines inside `jwt:`, secret
+    /// excluded) and `claims` (the `claims:` mapping), plus an `/api/**` route and a public
+    /// `/health`. The HMAC secret is written to a file and referenced as `secret: { file }`
+    /// when `with_secret`.
+    async fn start(jwt: &str, with_secret: bool, claims_map: &str) -> Self {
+        let up = Upstream::echo().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_path = dir.path().join("secret");
+        std::fs::write(&secret_path, format!("{SECRET}\n")).expect("write secret");
+        let mut jwt_lines = String::new();
+        for line in jwt.lines().filter(|l| !l.trim().is_empty()) {
+            jwt_lines.push_str(&format!("    {line}\n"));
+        }
+        if with_secret {
+            jwt_lines.push_str(&format!(
+                "    secret: {{ file: \"{}\" }}\n",
+                secret_path.display()
+            ));
+        }
+        let rest = format!(
+            "authentication:\n  jwt:\n{jwt_lines}  claims: {claims_map}\n\
+             routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n  \
+             - name: health\n    match: {{ path: /health }}\n    public: true\n"
+        );
+        let yaml = config(up.addr, "allow_insecure_local: true", &rest);
+        let fx = TestFortress::start(&yaml).await;
+        Self { up, fx, _dir: dir }
+    }
+
+    /// The standard setup: every algorithm family, static PEM keys, a shared secret.
+    async fn standard() -> Self {
+        Self::start(
+            &format!(
+                "issuer: {ISSUER}\n\
+                 audiences: [api-a, api-b]\n\
+                 algorithms: [HS256, RS256, ES256, EdDSA]\n\
+                 keys:\n\
+                 \x20 - {{ file: \"{}\" }}\n\
+                 \x20 - {{ file: \"{}\" }}\n\
+                 \x20 - {{ file: \"{}\" }}\n\
+                 leeway: 30s\n\
+                 required_claims: [sub, roles]",
+                key_path("rsa.pub.pem"),
+                key_path("ec.pub.pem"),
+                key_path("ed25519.pub.pem"),
+            ),
+            true,
+            DEFAULT_CLAIMS,
+        )
+        .await
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.fx.addr()
+    }
+
+    /// `GET /api/items` with `headers`.
+    async fn call(&self, headers: &[(&str, &str)]) -> RawResponse {
+        get_with(self.addr(), "/api/items", headers).await
+    }
+
+    /// `GET /api/items` with `Authorization: Bearer TOKEN`.
+    async fn call_token(&self, token: &str) -> RawResponse {
+        self.call(&[("Authorization", &bearer(token))]).await
+    }
+
+    /// Sends `token`, asserts it is refused with `reason` and never reaches the upstream.
+    async fn refused(&self, token: &str, reason: &str, case: &str) {
+        let before = self.up.hits();
+        let r = self.call_token(token).await;
+        assert_refused(&r, reason, case);
+        assert_eq!(
+            self.up.hits(),
+            before,
+            "{case}: the upstream saw a refused request"
+        );
+    }
+
+    /// Sends `token`, asserts 200 and returns the identity headers the upstream saw.
+    async fn accepted(&self, token: &str, case: &str) -> Identity {
+        let r = self.call_token(token).await;
+        self.assert_forwarded(&r, case)
+    }
+
+    fn assert_forwarded(&self, r: &RawResponse, case: &str) -> Identity {
+        assert_eq!(r.status, 200, "{case}: {}", r.text());
+        assert_eq!(r.text(), "upstream saw GET /api/items", "{case}");
+        let seen = self
+            .up
+            .requests()
+            .pop()
+            .expect("the upstream saw the request");
+        let h = |n: &str| {
+            seen.headers
+                .get(n)
+                .map(|v| v.to_str().expect("ascii").to_owned())
+        };
+        Identity {
+            subject: h("x-auth-subject"),
+            roles: h("x-auth-roles"),
+            tenant: h("x-tenant-id"),
+        }
+    }
+
+    async fn failures(&self, reason: &str) -> f64 {
+        let series = format!("fortress_auth_failures_total{{reason=\"{reason}\"}}");
+        metric(self.fx.admin(), &series)
+            .await
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
+}
+
+const DEFAULT_CLAIMS: &str = "{ subject: sub, roles: roles, tenant: tenant }";
+
+/// Identity headers the upstream received.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    subject: Option<String>,
+    roles: Option<String>,
+    tenant: Option<String>,
+}
+
+impl Identity {
+    fn of(subject: &str, roles: &str, tenant: Option<&str>) -> Self {
+        Self {
+            subject: Some(subject.to_owned()),
+            roles: Some(roles.to_owned()),
+            tenant: tenant.map(str::to_owned),
+        }
+    }
+
+    /// The identity of `claims()`.
+    fn alice() -> Self {
+        Self::of("alice", "reader,writer", Some("t1"))
+    }
+}
+
+/// Asserts a 401 with the exact JSON body and bearer challenge for `reason`.
+fn assert_refused(r: &RawResponse, reason: &str, case: &str) {
+    assert_eq!(r.status, 401, "{case}: {}", r.text());
+    let rid = r.header("x-request-id").expect("x-request-id on the 401");
+    assert!(!rid.is_empty(), "{case}");
+    assert_eq!(
+        r.text(),
+        format!(r#"{{"error":"unauthorized","reason":"{reason}","request_id":"{rid}"}}"#),
+        "{case}"
+    );
+    let challenge = if reason == "missing_token" {
+        r#"Bearer realm="fortress""#
+    } else {
+        r#"Bearer realm="fortress", error="invalid_token""#
+    };
+    assert_eq!(r.header("www-authenticate"), Some(challenge), "{case}");
+    let challenges = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "www-authenticate")
+        .count();
+    assert_eq!(challenges, 1, "{case}: one challenge");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{case}");
+}
+
+enum Expect {
+    Accept,
+    Refuse(&'static str),
+}
+
+#[tokio::test]
+async fn token_table() {
+    let s = Setup::standard().await;
+    let now = now();
+    let rsa_pub = key_bytes("rsa.pub.pem");
+    let hs = |c: Value| sign(Algorithm::HS256, &c);
+    let none_token = |alg: &str| craft(&json!({"alg": alg, "typ": "JWT"}), &claims(), "");
+    let good_rs = sign(Algorithm::RS256, &claims());
+    let good_hs = sign(Algorithm::HS256, &claims());
+    let rs_header = good_rs.split('.').next().expect("header").to_owned();
+    let rs_payload = good_rs.split('.').nth(1).expect("payload").to_owned();
+    let hs_header = good_hs.split('.').next().expect("header").to_owned();
+    let hs_payload = good_hs.split('.').nth(1).expect("payload").to_owned();
+    let rsa2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2 key");
+
+    let cases: Vec<(&str, String, Expect)> = vec![
+        // Every algorithm family, each with its own key.
+        ("valid HS256", good_hs.clone(), Expect::Accept),
+        ("valid RS256", good_rs.clone(), Expect::Accept),
+        (
+            "valid ES256",
+            sign(Algorithm::ES256, &claims()),
+            Expect::Accept,
+        ),
+        (
+            "valid EdDSA",
+            sign(Algorithm::EdDSA, &claims()),
+            Expect::Accept,
+        ),
+        // `alg: none` in every spelling, unsigned.
+        (
+            "alg none",
+            none_token("none"),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg None",
+            none_token("None"),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg NONE",
+            none_token("NONE"),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg nOnE",
+            none_token("nOnE"),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg none with a copied signature",
+            format!(
+                "{}.{rs_payload}.{}",
+                b64(br#"{"alg":"none"}"#),
+                good_rs.rsplit('.').next().expect("sig")
+            ),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg RS384 (not in the allowlist)",
+            sign_with(
+                Header::new(Algorithm::RS384),
+                &claims(),
+                &encoding_key(Algorithm::RS256),
+            ),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        (
+            "alg that does not exist",
+            with_header(&good_hs, &json!({"alg": "HS257", "typ": "JWT"})),
+            Expect::Refuse("disallowed_algorithm"),
+        ),
+        // Key confusion: HMAC keyed with the RSA public key. HS256 is allowed here, but only
+        // with the configured secret, so the signature is simply wrong.
+        (
+            "HS256 keyed with the RSA public key PEM",
+            sign_with(
+                Header::new(Algorithm::HS256),
+                &claims(),
+                &EncodingKey::from_secret(&rsa_pub),
+            ),
+            Expect::Refuse("invalid_signature"),
+        ),
+        // An RSA signature relabelled as ES256 / EdDSA / HS256.
+        (
+            "RS256 signature relabelled ES256",
+            with_header(&good_rs, &json!({"alg": "ES256", "typ": "JWT"})),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "RS256 signature relabelled EdDSA",
+            with_header(&good_rs, &json!({"alg": "EdDSA", "typ": "JWT"})),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "RS256 signature relabelled HS256",
+            with_header(&good_rs, &json!({"alg": "HS256", "typ": "JWT"})),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "RS256 signed by a key that is not configured",
+            sign_with(Header::new(Algorithm::RS256), &claims(), &rsa2),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "HS256 signed with another secret",
+            sign_with(
+                Header::new(Algorithm::HS256),
+                &claims(),
+                &EncodingKey::from_secret(b"another-secret-another-secret-0123456789"),
+            ),
+            Expect::Refuse("invalid_signature"),
+        ),
+        // Tampering: a new payload under the original signature.
+        (
+            "tampered payload (RS256)",
+            with_payload(&good_rs, &claims_with(json!({"sub": "mallory"}))),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "tampered payload (HS256)",
+            with_payload(&good_hs, &claims_with(json!({"roles": ["admin"]}))),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "empty signature (RS256)",
+            format!("{rs_header}.{rs_payload}."),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "empty signature (HS256)",
+            format!("{hs_header}.{hs_payload}."),
+            Expect::Refuse("invalid_signature"),
+        ),
+        // Time claims, with a 30s leeway.
+        (
+            "expired 1h ago",
+            hs(claims_with(json!({"iat": now - 7200, "exp": now - 3600}))),
+            Expect::Refuse("token_expired"),
+        ),
+        (
+            "expired 10s ago (inside the leeway)",
+            hs(claims_with(json!({"iat": now - 600, "exp": now - 10}))),
+            Expect::Accept,
+        ),
+        (
+            "expired 60s ago (beyond the leeway)",
+            hs(claims_with(json!({"iat": now - 600, "exp": now - 60}))),
+            Expect::Refuse("token_expired"),
+        ),
+        (
+            "expired 1h ago (RS256)",
+            sign(
+                Algorithm::RS256,
+                &claims_with(json!({"iat": now - 7200, "exp": now - 3600})),
+            ),
+            Expect::Refuse("token_expired"),
+        ),
+        (
+            "nbf 1h ahead",
+            hs(claims_with(json!({"nbf": now + 3600}))),
+            Expect::Refuse("token_not_yet_valid"),
+        ),
+        (
+            "nbf 10s ahead (inside the leeway)",
+            hs(claims_with(json!({"nbf": now + 10}))),
+            Expect::Accept,
+        ),
+        (
+            "iat 1h ahead",
+            hs(claims_with(json!({"iat": now + 3600, "exp": now + 7200}))),
+            Expect::Refuse("token_not_yet_valid"),
+        ),
+        (
+            "iat 10s ahead (inside the leeway)",
+            hs(claims_with(json!({"iat": now + 10}))),
+            Expect::Accept,
+        ),
+        // Issuer and audience.
+        (
+            "wrong iss",
+            hs(claims_with(json!({"iss": "someone-else"}))),
+            Expect::Refuse("invalid_issuer"),
+        ),
+        (
+            "aud string naming the second audience",
+            hs(claims_with(json!({"aud": "api-b"}))),
+            Expect::Accept,
+        ),
+        (
+            "aud list with one match",
+            hs(claims_with(json!({"aud": ["other", "api-b"]}))),
+            Expect::Accept,
+        ),
+        (
+            "aud string matching none",
+            hs(claims_with(json!({"aud": "other"}))),
+            Expect::Refuse("invalid_audience"),
+        ),
+        (
+            "aud list matching none",
+            hs(claims_with(json!({"aud": ["x", "y"]}))),
+            Expect::Refuse("invalid_audience"),
+        ),
+        // Required claims.
+        (
+            "missing exp",
+            hs(claims_with(json!({"exp": null}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "missing iss",
+            hs(claims_with(json!({"iss": null}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "missing aud",
+            hs(claims_with(json!({"aud": null}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "missing sub",
+            hs(claims_with(json!({"sub": null}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "sub that is not a string",
+            hs(claims_with(json!({"sub": 42}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "empty sub",
+            hs(claims_with(json!({"sub": ""}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "missing roles (a required claim)",
+            sign(Algorithm::ES256, &claims_with(json!({"roles": null}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        // jsonwebtoken counts an `exp` it cannot parse as absent, so this is a missing claim.
+        (
+            "exp that is not a number",
+            hs(claims_with(json!({"exp": "tomorrow"}))),
+            Expect::Refuse("missing_claim"),
+        ),
+        (
+            "nbf that is not a number",
+            hs(claims_with(json!({"nbf": "later"}))),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "iat that is not a number",
+            hs(claims_with(json!({"iat": "now"}))),
+            Expect::Refuse("malformed_token"),
+        ),
+        // Not a JWT at all.
+        (
+            "garbage abc.def",
+            "abc.def".to_owned(),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "two segments",
+            format!("{hs_header}.{hs_payload}"),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "header is not JSON",
+            format!("{}.{hs_payload}.sig", b64(b"not json")),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "header without alg",
+            craft(&json!({"typ": "JWT"}), &claims(), "c2ln"),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "unsigned garbage payload",
+            format!("{hs_header}.!!!.c2ln"),
+            Expect::Refuse("invalid_signature"),
+        ),
+        (
+            "validly signed payload that is not base64url",
+            hmac_token(&hs_header, "!!!"),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "validly signed payload that is not JSON",
+            hmac_token(&hs_header, &b64(b"not json")),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "validly signed payload that is a JSON array",
+            hmac_token(&hs_header, &b64(b"[1,2]")),
+            Expect::Refuse("malformed_token"),
+        ),
+        (
+            "64 KiB token",
+            {
+                let filler = 64 * 1024 - hs_header.len() - ".".len() - ".c2ln".len();
+                format!("{hs_header}.{}.c2ln", "A".repeat(filler))
+            },
+            Expect::Refuse("malformed_token"),
+        ),
+    ];
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+
+    let mut expected_failures: BTreeMap<&str, u32> = BTreeMap::new();
+    for (case, token, expect) in &cases {
+        match expect {
+            Expect::Accept => {
+                let seen = s.accepted(token, case).await;
+                assert_eq!(seen, Identity::alice(), "{case}");
+            }
+            Expect::Refuse(reason) => {
+                s.refused(token, reason, case).await;
+                *expected_failures.entry(reason).or_default() += 1;
+            }
+        }
+    }
+    let accepted = cases
+        .iter()
+        .filter(|c| matches!(c.2, Expect::Accept))
+        .count();
+    assert_eq!(
+        s.up.hits(),
+        accepted,
+        "only accepted tokens reached the upstream"
+    );
+
+    // The per-reason counters match the table exactly; reasons not exercised stay at zero.
+    for reason in [
+        "missing_token",
+        "malformed_token",
+        "invalid_signature",
+        "token_expired",
+        "token_not_yet_valid",
+        "invalid_issuer",
+        "invalid_audience",
+        "missing_claim",
+        "disallowed_algorithm",
+        "unknown_kid",
+        "token_revoked",
+        "keys_unavailable",
+    ] {
+        let want = f64::from(expected_failures.get(reason).copied().unwrap_or(0));
+        assert_eq!(s.failures(reason).await, want, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn header_extraction() {
+    let s = Setup::standard().await;
+    let token = sign(Algorithm::HS256, &claims());
+
+    // No token: a challenge without `error=`.
+    let r = s.call(&[]).await;
+    assert_refused(&r, "missing_token", "no token");
+
+    // The scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = s
+            .call(&[("Authorization", &format!("{scheme} {token}"))])
+            .await;
+        assert_eq!(s.assert_forwarded(&r, scheme), Identity::alice());
+    }
+
+    let hits = s.up.hits();
+    let refused: [(&str, String); 5] = [
+        ("Basic scheme", "Basic YWxpY2U6c2VjcmV0".to_owned()),
+        ("Basic scheme carrying a JWT", format!("Basic {token}")),
+        ("scheme without a token", "Bearer".to_owned()),
+        ("token without a scheme", token.clone()),
+        ("two tokens", format!("Bearer {token} {token}")),
+    ];
+    for (case, value) in &refused {
+        let r = s.call(&[("Authorization", value)]).await;
+        assert_refused(&r, "malformed_token", case);
+    }
+
+    // Two Authorization headers, even both valid, are refused.
+    let r = raw(
+        s.addr(),
+        format!(
+            "GET /api/items HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_refused(&r, "malformed_token", "two Authorization headers");
+    assert_eq!(s.up.hits(), hits, "no refused request reached the upstream");
+
+    // A public route needs no token.
+    let r = get(s.addr(), "/health").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "upstream saw GET /health");
+    assert_eq!(r.header("www-authenticate"), None);
+
+    assert_eq!(s.failures("missing_token").await, 1.0);
+    assert_eq!(s.failures("malformed_token").await, 6.0);
+}
+
+#[tokio::test]
+async fn client_identity_headers_are_replaced() {
+    let s = Setup::standard().await;
+    let token = sign(
+        Algorithm::RS256,
+        &claims_with(json!({"sub": "bob", "roles": ["viewer"], "tenant": null})),
+    );
+    let r = s
+        .call(&[
+            ("Authorization", &bearer(&token)),
+            ("X-Auth-Subject", "admin"),
+            ("X-Auth-Roles", "admin"),
+            ("X_Tenant_Id", "other-tenant"),
+        ])
+        .await;
+    let seen = s.assert_forwarded(&r, "spoofed identity headers");
+    assert_eq!(seen, Identity::of("bob", "viewer", None));
+    let req = s.up.requests().pop().expect("request");
+    assert!(
+        !req.headers.keys().any(|k| k.as_str() == "x_tenant_id"),
+        "the underscore spelling is stripped too"
+    );
+}
+
+#[tokio::test]
+async fn key_confusion_with_only_rs256_allowed() {
+    let s = Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [RS256]\n\
+             keys: [{{ file: \"{}\" }}]",
+            key_path("rsa.pub.pem")
+        ),
+        false,
+        DEFAULT_CLAIMS,
+    )
+    .await;
+    // The classic attack: HMAC keyed with the (public) RSA key, hoping the verifier feeds the
+    // PEM to HMAC. HS256 is not allowed, so it never gets that far.
+    let forged = sign_with(
+        Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(&key_bytes("rsa.pub.pem")),
+    );
+    s.refused(
+        &forged,
+        "disallowed_algorithm",
+        "HS256 keyed with the RSA PEM",
+    )
+    .await;
+    // Same with the DER bytes of the key (another common variant).
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            String::from_utf8(key_bytes("rsa.pub.pem"))
+                .expect("utf8")
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .expect("der");
+    let forged_der = sign_with(
+        Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(&der),
+    );
+    s.refused(
+        &forged_der,
+        "disallowed_algorithm",
+        "HS256 keyed with the RSA DER",
+    )
+    .await;
+    s.refused(
+        &craft(&json!({"alg": "none"}), &claims(), ""),
+        "disallowed_algorithm",
+        "alg none",
+    )
+    .await;
+    // ES256 has no key here either.
+    s.refused(
+        &sign(Algorithm::ES256, &claims()),
+        "disallowed_algorithm",
+        "ES256 not allowed",
+    )
+    .await;
+    assert_eq!(
+        s.accepted(&sign(Algorithm::RS256, &claims()), "RS256")
+            .await,
+        Identity::alice()
+    );
+    assert_eq!(s.failures("disallowed_algorithm").await, 4.0);
+}
+
+/// A JWKS document with the RSA JWKs of `keys` (file stem, kid).
+fn jwks_json(keys: &[(&str, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(file, kid)| {
+            let mut jwk: Value =
+                serde_json::from_slice(&key_bytes(&format!("{file}.jwk.json"))).expect("jwk json");
+            jwk["kid"] = json!(kid);
+            jwk
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+#[tokio::test]
+async fn jwks_file_kids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks_json(&[("rsa", "k1")])).expect("write jwks");
+    let s = Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [RS256, ES256]\n\
+             jwks: {{ file: \"{}\" }}",
+            jwks_path.display()
+        ),
+        false,
+        DEFAULT_CLAIMS,
+    )
+    .await;
+    let rsa = encoding_key(Algorithm::RS256);
+    let rsa2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
+
+    assert_eq!(
+        s.accepted(&sign_kid(Algorithm::RS256, "k1", &claims(), &rsa), "kid k1")
+            .await,
+        Identity::alice()
+    );
+    assert_eq!(
+        s.accepted(
+            &sign(Algorithm::RS256, &claims()),
+            "no kid: every RSA key is tried"
+        )
+        .await,
+        Identity::alice()
+    );
+    s.refused(
+        &sign_kid(Algorithm::RS256, "nope", &claims(), &rsa),
+        "unknown_kid",
+        "kid nope",
+    )
+    .await;
+    s.refused(
+        &sign_kid(Algorithm::RS256, "k1", &claims(), &rsa2),
+        "invalid_signature",
+        "kid k1 signed by another key",
+    )
+    .await;
+    s.refused(
+        &sign(Algorithm::ES256, &claims()),
+        "keys_unavailable",
+        "ES256 without kid and no EC key in the set",
+    )
+    .await;
+    s.refused(
+        &sign_kid(
+            Algorithm::RS256,
+            "k1",
+            &claims_with(json!({"exp": now() - 3600})),
+            &rsa,
+        ),
+        "token_expired",
+        "kid k1, expired",
+    )
+    .await;
+    assert_eq!(s.failures("unknown_kid").await, 1.0);
+    assert_eq!(s.failures("keys_unavailable").await, 1.0);
+}
+
+#[tokio::test]
+async fn revoked_jti_is_refused_even_when_cached() {
+    let s = Setup::standard().await;
+    let token = sign(Algorithm::RS256, &claims_with(json!({"jti": "j1"})));
+    let other = sign(Algorithm::RS256, &claims_with(json!({"jti": "j2"})));
+    // Twice: the second answer comes from the verified-token cache.
+    assert_eq!(s.accepted(&token, "j1 first").await, Identity::alice());
+    assert_eq!(s.accepted(&token, "j1 cached").await, Identity::alice());
+    assert_eq!(s.accepted(&other, "j2").await, Identity::alice());
+
+    s.fx.fx.state.revocations.revoke("j1");
+    s.refused(&token, "token_revoked", "j1 revoked").await;
+    s.refused(&token, "token_revoked", "j1 revoked, again")
+        .await;
+    assert_eq!(s.accepted(&other, "j2 still fine").await, Identity::alice());
+    assert_eq!(s.failures("token_revoked").await, 2.0);
+}
+
+#[tokio::test]
+async fn cached_token_still_expires() {
+    let s = Setup::standard().await;
+    // Inside the 30s leeway now, beyond it in about 3s.
+    let now = now();
+    let token = sign(
+        Algorithm::HS256,
+        &claims_with(json!({"iat": now - 600, "exp": now - 27})),
+    );
+    assert_eq!(
+        s.accepted(&token, "inside the leeway").await,
+        Identity::alice()
+    );
+    assert_eq!(s.accepted(&token, "cached").await, Identity::alice());
+    let expired = eventually(Duration::from_secs(8), || async {
+        let r = s.call_token(&token).await;
+        r.status == 401
+    })
+    .await;
+    assert!(expired, "the cache does not extend a token's life");
+    s.refused(&token, "token_expired", "after the leeway").await;
+}
+
+#[tokio::test]
+async fn token_from_cookie() {
+    let s = Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [HS256]\ncookie: session\n\
+             required_claims: [sub]"
+        ),
+        true,
+        DEFAULT_CLAIMS,
+    )
+    .await;
+    let token = sign(Algorithm::HS256, &claims());
+    let r = s
+        .call(&[("Cookie", &format!("theme=dark; session={token}; lang=en"))])
+        .await;
+    assert_eq!(s.assert_forwarded(&r, "session cookie"), Identity::alice());
+
+    let before = s.up.hits();
+    let r = s.call(&[("Cookie", &format!("other={token}"))]).await;
+    assert_refused(&r, "missing_token", "another cookie");
+    let tampered = with_payload(&token, &claims_with(json!({"sub": "mallory"})));
+    let r = s.call(&[("Cookie", &format!("session={tampered}"))]).await;
+    assert_refused(&r, "invalid_signature", "tampered cookie");
+    assert_eq!(s.up.hits(), before);
+
+    // The Authorization header, when present, is what counts.
+    let r = s
+        .call(&[
+            ("Authorization", "Bearer abc.def"),
+            ("Cookie", &format!("session={token}")),
+        ])
+        .await;
+    assert_refused(&r, "malformed_token", "header wins over cookie");
+}
+
+#[tokio::test]
+async fn roles_as_a_space_separated_string() {
+    let s = Setup::standard().await;
+    let cases = [
+        (json!("a b"), "a,b"),
+        (json!("a,b"), "a,b"),
+        (json!("  a   b  "), "a,b"),
+        (json!(["a", "b"]), "a,b"),
+        (json!([]), ""),
+        (json!("solo"), "solo"),
+    ];
+    for (roles, want) in cases {
+        let token = sign(Algorithm::HS256, &claims_with(json!({"roles": roles})));
+        let seen = s.accepted(&token, &roles.to_string()).await;
+        assert_eq!(seen, Identity::of("alice", want, Some("t1")), "{roles}");
+    }
+    // Roles that are neither a string nor a list of strings are refused.
+    for roles in [json!(7), json!([1, 2]), json!({"a": "b"})] {
+        let token = sign(Algorithm::HS256, &claims_with(json!({"roles": roles})));
+        s.refused(&token, "malformed_token", &roles.to_string())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn dotted_claim_mapping() {
+    let s = Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [HS256]\n\
+             required_claims: [realm_access.roles]"
+        ),
+        true,
+        "{ subject: preferred_username, roles: realm_access.roles, tenant: org.id }",
+    )
+    .await;
+    let keycloak_like = claims_with(json!({
+        "sub": "0b6c-uuid",
+        "preferred_username": "carol",
+        "roles": null,
+        "tenant": null,
+        "realm_access": {"roles": ["editor", "auditor"]},
+        "org": {"id": "acme"},
+    }));
+    let seen = s
+        .accepted(&sign(Algorithm::HS256, &keycloak_like), "dotted")
+        .await;
+    assert_eq!(seen, Identity::of("carol", "editor,auditor", Some("acme")));
+
+    // A required dotted claim that is missing.
+    let no_roles = claims_with(json!({
+        "preferred_username": "carol",
+        "realm_access": {"other": 1},
+    }));
+    s.refused(
+        &sign(Algorithm::HS256, &no_roles),
+        "missing_claim",
+        "realm_access.roles missing",
+    )
+    .await;
+    // The mapped subject claim is missing (`sub` alone does not count).
+    let no_subject = claims_with(json!({"realm_access": {"roles": ["editor"]}}));
+    s.refused(
+        &sign(Algorithm::HS256, &no_subject),
+        "missing_claim",
+        "preferred_username missing",
+    )
+    .await;
+}
+
+/// A JWKS server answering with the current document; `hits()` counts fetches.
+async fn jwks_server(doc: Arc<Mutex<String>>) -> Upstream {
+    Upstream::spawn(move |_req: Request<Incoming>| {
+        let body = doc.lock().expect("lock").clone();
+        async move {
+            let mut r = Response::new(full(body));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    })
+    .await
+}
+
+async fn jwks_setup(jwks: &Upstream, ttl: &str, min_refresh: &str) -> Setup {
+    Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [RS256]\n\
+             jwks: {{ url: \"http://{}/jwks.json\", ttl: {ttl}, min_refresh_interval: {min_refresh} }}",
+            jwks.addr
+        ),
+        false,
+        DEFAULT_CLAIMS,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn jwks_rotation() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let jwks = jwks_server(doc.clone()).await;
+    let s = jwks_setup(&jwks, "500ms", "100ms").await;
+    let k1 = encoding_key(Algorithm::RS256);
+    let k2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &k1);
+    let t2 = sign_kid(Algorithm::RS256, "k2", &claims(), &k2);
+
+    assert_eq!(
+        s.accepted(&t1, "k1 before rotation").await,
+        Identity::alice()
+    );
+    assert_eq!(jwks.hits(), 1, "fetched on first use");
+
+    // Rotate: the set now holds only k2. Past min_refresh_interval, an unknown kid refetches.
+    *doc.lock().expect("lock") = jwks_json(&[("rsa2", "k2")]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        s.accepted(&t2, "k2 after rotation").await,
+        Identity::alice()
+    );
+    assert!(jwks.hits() >= 2, "refetched for the unknown kid");
+
+    // k1 is gone from the set; its cached verification does not outlive the key set.
+    let gone = eventually(Duration::from_secs(5), || async {
+        s.call_token(&t1).await.status == 401
+    })
+    .await;
+    assert!(
+        gone,
+        "the k1 token is refused once the key set no longer has k1"
+    );
+    let hits = s.up.hits();
+    s.refused(&t1, "unknown_kid", "k1 after rotation").await;
+    assert_eq!(
+        s.up.hits(),
+        hits,
+        "no k1 request reached the upstream after rotation"
+    );
+    assert_eq!(
+        s.accepted(&t2, "k2 still accepted").await,
+        Identity::alice()
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_is_rate_limited() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let jwks = jwks_server(doc).await;
+    let s = jwks_setup(&jwks, "1m", "10s").await;
+    let key = encoding_key(Algorithm::RS256);
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let tokens: Vec<String> = (0..50)
+        .map(|i| {
+            sign_kid(
+                Algorithm::RS256,
+                &format!("rnd-{salt:x}-{i}"),
+                &claims(),
+                &key,
+            )
+        })
+        .collect();
+
+    // Cold start, all at once: the first request fetches, the rest wait for it and are then
+    // held back by min_refresh_interval.
+    let addr = s.addr();
+    let mut tasks = tokio::task::JoinSet::new();
+    for token in tokens {
+        tasks.spawn(async move {
+            get_with(addr, "/api/items", &[("Authorization", &bearer(&token))]).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_refused(&r.expect("task"), "unknown_kid", "random kid");
+    }
+    let fetches = jwks.hits();
+    assert!(
+        (1..=3).contains(&fetches),
+        "{fetches} JWKS fetches for 50 unknown kids"
+    );
+    assert_eq!(s.up.hits(), 0);
+    assert_eq!(s.failures("unknown_kid").await, 50.0);
+
+    // The known kid still works, without another fetch.
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    assert_eq!(s.accepted(&t1, "k1").await, Identity::alice());
+    assert_eq!(jwks.hits(), fetches);
+}
+
+#[tokio::test]
+async fn failing_jwks_endpoint_keeps_the_last_good_set_without_hammering() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let jwks = {
+        let (failing, doc2) = (failing.clone(), doc.clone());
+        Upstream::spawn(move |_req: Request<Incoming>| {
+            let body = doc2.lock().expect("lock").clone();
+            let fail = failing.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let mut r = Response::new(full(if fail { String::new() } else { body }));
+                if fail {
+                    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                r
+            }
+        })
+        .await
+    };
+    let s = jwks_setup(&jwks, "300ms", "2s").await;
+    let key = encoding_key(Algorithm::RS256);
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    assert_eq!(s.accepted(&t1, "k1").await, Identity::alice());
+    assert_eq!(jwks.hits(), 1);
+
+    // The endpoint breaks and the TTL passes: the last good set keeps serving, and the
+    // endpoint is retried at most once per min_refresh_interval, not once per request.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let outage = std::time::Instant::now();
+    for i in 0..20 {
+        assert_eq!(
+            s.accepted(&t1, &format!("k1 while the endpoint fails #{i}"))
+                .await,
+            Identity::alice()
+        );
+        let t = sign_kid(Algorithm::RS256, &format!("rnd-{i}"), &claims(), &key);
+        s.refused(&t, "unknown_kid", "unknown kid while the endpoint fails")
+            .await;
+    }
+    let fetches = jwks.hits();
+    // One good fetch, then one failed retry per started 2s interval (the 40 requests take far
+    // less than 2s unless the machine is very busy).
+    let intervals = usize::try_from(outage.elapsed().as_secs() / 2).expect("small") + 1;
+    assert!(
+        fetches <= 1 + intervals,
+        "{fetches} JWKS fetches for 40 requests with a failing endpoint"
+    );
+
+    // The endpoint recovers with a new key: it is picked up at the next retry.
+    *doc.lock().expect("lock") = jwks_json(&[("rsa", "k1"), ("rsa2", "k2")]);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let k2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
+    let t2 = sign_kid(Algorithm::RS256, "k2", &claims(), &k2);
+    let recovered = eventually(Duration::from_secs(6), || async {
+        s.call_token(&t2).await.status == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the new key is fetched once the endpoint works again"
+    );
+    assert_eq!(
+        s.accepted(&t1, "k1 after recovery").await,
+        Identity::alice()
+    );
+}
