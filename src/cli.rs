@@ -143,17 +143,19 @@ pub fn run() -> ExitCode {
             init_logging(cli.log_format);
             block_on(threads, async move {
                 let hup = server::signals::sighup();
-                serve(Fortress::start(&config).await, hup).await
+                let term = server::signals::install_terminate();
+                serve(Fortress::start(&config).await, hup, term).await
             })
         }
         Command::Demo { listen, admin } => {
             init_logging(cli.log_format);
             block_on(None, async move {
+                let term = server::signals::install_terminate();
                 let started = demo::start(listen, admin).await;
                 if let Ok(f) = &started {
                     println!("{}", demo::banner(f));
                 }
-                serve(started, None).await
+                serve(started, None, term).await
             })
         }
     }
@@ -246,6 +248,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
 async fn serve(
     started: Result<Fortress, crate::StartError>,
     hup: Option<tokio::signal::unix::Signal>,
+    term: server::signals::Terminate,
 ) -> ExitCode {
     let fortress = match started {
         Ok(f) => f,
@@ -260,7 +263,7 @@ async fn serve(
             fortress.state.reload.clone(),
         ));
     }
-    server::signals::terminate().await;
+    server::signals::terminate(term).await;
     fortress.shutdown();
     fortress.wait().await;
     ExitCode::SUCCESS

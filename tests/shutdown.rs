@@ -234,21 +234,83 @@ async fn sigterm_cuts_in_flight_stream_after_shutdown_grace_and_exits_zero() {
     assert_eq!(got, LINES[0].as_bytes());
 }
 
-#[tokio::test]
-async fn sigterm_right_after_readiness_drains_and_exits_zero() {
+#[test]
+fn sigterm_right_after_readiness_drains_and_exits_zero() {
     // A supervisor may signal as soon as fortress says it is listening: the SIGTERM handler
     // must already be installed then, or the default action kills the process (status
-    // "signal 15", no drain). The race window is narrow, so try several times.
-    let up = Upstream::echo().await;
-    for attempt in 0..10 {
-        let (mut fp, _dir) = spawn_fortress(&up, "10s");
-        fp.signal("TERM");
-        let status = wait_exit(&mut fp.child, Duration::from_secs(10)).await;
+    // "signal 15", no drain). The window is narrow, so the readiness line is read on this
+    // thread, the signal sent without delay, and the whole repeated.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fortress.yaml");
+    let upstream: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    std::fs::write(&path, config(upstream, "", CATCH_ALL)).expect("write config");
+    for attempt in 0..20 {
+        let mut child = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn fortress"),
+        );
+        let stdout = child.0.stdout.take().expect("stdout");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut seen = Vec::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("fortress did not start: {seen:?}"))
+                .expect("read");
+            let ready = line.contains("fortress listening");
+            seen.push(line);
+            if ready {
+                break;
+            }
+        }
+        sigterm_now(&child.0);
+        // Keep reading stdout so the process never blocks on a full pipe while it drains.
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.0.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {attempt}: no exit within 10s: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        seen.extend(rest.join().expect("stdout reader"));
         assert_eq!(
             status.code(),
             Some(0),
-            "attempt {attempt}: {status:?} {:?}",
-            fp.logs()
+            "attempt {attempt}: {status:?} {seen:?}"
         );
     }
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends SIGTERM at once. `FortressProcess::signal` runs the `kill` command, whose fork and
+/// exec give fortress time to install its handler and would mostly hide the race.
+fn sigterm_now(child: &Child) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    const SIGTERM: i32 = 15;
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) has no memory effects; the pid is our own running child.
+    let rc = unsafe { kill(pid, SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
 }

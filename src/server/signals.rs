@@ -5,17 +5,26 @@ use tracing::{error, info};
 
 use crate::reload::{ReloadHandle, Trigger};
 
-/// Completes on the first SIGTERM or SIGINT.
-pub async fn terminate() {
-    let (mut term, mut int) = match (
+/// SIGTERM and SIGINT handlers, installed before readiness is announced.
+pub struct Terminate(Option<(Signal, Signal)>);
+
+/// Installs the SIGTERM/SIGINT handlers. Call before the listeners announce readiness, so a
+/// supervisor that signals right away gets a drain rather than the default action (death).
+pub fn install_terminate() -> Terminate {
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            error!("cannot install SIGTERM/SIGINT handlers; stopping");
-            return;
-        }
+        (Ok(t), Ok(i)) => Terminate(Some((t, i))),
+        _ => Terminate(None),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn terminate(handlers: Terminate) {
+    let Some((mut term, mut int)) = handlers.0 else {
+        error!("cannot install SIGTERM/SIGINT handlers; stopping");
+        return;
     };
     tokio::select! {
         _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
