@@ -30,6 +30,7 @@ fn table(n: usize) -> Router {
             methods,
             public: false,
             upstream_timeout: Duration::from_secs(30),
+            access: Default::default(),
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

@@ -18,6 +18,10 @@ pub enum Rejection {
     RejectTransport(TransportError),
     /// No valid token.
     Unauthenticated(AuthError),
+    /// The principal lacks a required permission.
+    DenyPermission,
+    /// The token's tenant is not the tenant the request names.
+    DenyTenant,
     /// The path cannot be canonicalized safely.
     RejectPath(PathError),
     /// No route matches and the default is deny.
@@ -50,6 +54,8 @@ impl Rejection {
                 }
             },
             Rejection::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, "unauthorized", e.code()),
+            Rejection::DenyPermission => (StatusCode::FORBIDDEN, "forbidden", "missing_permission"),
+            Rejection::DenyTenant => (StatusCode::FORBIDDEN, "forbidden", "tenant_mismatch"),
             Rejection::RejectPath(e) => (StatusCode::BAD_REQUEST, "bad_request", e.code()),
             Rejection::DenyUnmatched => (StatusCode::NOT_FOUND, "not_found", "no_route"),
             Rejection::DenyMethod => (
@@ -140,6 +146,13 @@ mod tests {
                 "encoded_slash",
             ),
             (Rejection::DenyUnmatched, 404, "not_found", "no_route"),
+            (
+                Rejection::DenyPermission,
+                403,
+                "forbidden",
+                "missing_permission",
+            ),
+            (Rejection::DenyTenant, 403, "forbidden", "tenant_mismatch"),
             (
                 Rejection::DenyMethod,
                 405,

@@ -44,9 +44,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "requests_total",
-                "Requests by route, method, status class and decision.",
+                "Requests by route, method, status class, decision and mode.",
             ),
-            &["route", "method", "status", "decision"],
+            &["route", "method", "status", "decision", "mode"],
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new(
@@ -174,10 +174,17 @@ impl Metrics {
         method: &Method,
         status: u16,
         decision: &str,
+        mode: &str,
         seconds: f64,
     ) {
         self.requests
-            .with_label_values(&[route, method_label(method), status_class(status), decision])
+            .with_label_values(&[
+                route,
+                method_label(method),
+                status_class(status),
+                decision,
+                mode,
+            ])
             .inc();
         self.latency.with_label_values(&[route]).observe(seconds);
     }

@@ -101,8 +101,7 @@ async fn metrics_after_one_proxied_request() {
 
     // The request is recorded when its response body is finished, which may be just after
     // the client has read it.
-    let requests =
-        r#"fortress_requests_total{decision="allow",method="GET",route="all",status="2xx"}"#;
+    let requests = r#"fortress_requests_total{decision="allow",method="GET",mode="enforce",route="all",status="2xx"}"#;
     assert!(
         eventually(Duration::from_secs(5), || async {
             metric(admin, requests).await == Some(1.0)

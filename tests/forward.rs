@@ -182,7 +182,7 @@ async fn default_deny_is_404_without_upstream_call() {
     assert_eq!(
         metric(
             fx.admin(),
-            r#"fortress_requests_total{decision="deny",method="GET",route="-",status="4xx"}"#
+            r#"fortress_requests_total{decision="deny",method="GET",mode="enforce",route="-",status="4xx"}"#
         )
         .await,
         Some(1.0)

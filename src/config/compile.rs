@@ -11,11 +11,11 @@ use http::Method;
 use http::uri::{Authority, Uri};
 use ipnet::IpNet;
 
-use super::raw::{DefaultAction, Environment, RawConfig, RawServer, RawTimeouts};
+use super::raw::{DefaultAction, Environment, Mode, RawConfig, RawRoute, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
 use super::{Config, Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
-use crate::pipeline::route::{Route, Router};
+use crate::pipeline::route::{Access, Route, Router, TenantRule, TenantSource};
 
 /// Compiles a parsed config. `base` is the config file's directory (for relative paths).
 pub fn compile(
@@ -35,6 +35,8 @@ pub fn compile(
         .authentication
         .as_ref()
         .and_then(|a| super::auth::compile(a, base, server.environment, env, &mut errors));
+    let rbac = super::rbac::compile(&raw.roles, &mut errors);
+    super::lint::lint(&raw, &rbac, &mut errors);
     let routes = compile_routes(&raw, &server, &mut errors);
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
@@ -51,7 +53,9 @@ pub fn compile(
         Some(router) if errors.is_empty() => Ok(Config {
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),
+            dry_run: raw.mode == Some(Mode::DryRun),
             router,
+            rbac,
             auth,
             hash,
         }),
@@ -214,10 +218,63 @@ fn compile_routes(
             methods,
             public,
             upstream_timeout,
+            access: access(r, errors),
         });
         positions.push(path.pos);
     }
     CompiledRoutes { routes, positions }
+}
+
+fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
+    let list = |l: &Option<Vec<Located<String>>>| -> Vec<String> {
+        l.iter().flatten().map(|p| p.value.clone()).collect()
+    };
+    let tenant = r.tenant.as_ref().and_then(|t| {
+        let source = match (&t.path_param, &t.header, &t.query) {
+            (Some(p), None, None) => {
+                let param = format!("{{{}}}", p.value);
+                if !r.matcher.path.value.split('/').any(|seg| seg == param) {
+                    errors.push(ConfigError::at(
+                        p.pos,
+                        format!(
+                            "`{}` is not a parameter of the path pattern `{}`",
+                            p.value, r.matcher.path.value
+                        ),
+                    ));
+                    return None;
+                }
+                TenantSource::PathParam(p.value.clone())
+            }
+            (None, Some(h), None) => match http::HeaderName::from_bytes(h.value.as_bytes()) {
+                Ok(name) => TenantSource::Header(name),
+                Err(_) => {
+                    errors.push(ConfigError::at(h.pos, format!("`{}` is not a header name", h.value)));
+                    return None;
+                }
+            },
+            (None, None, Some(q)) if !q.value.is_empty() => TenantSource::Query(q.value.clone()),
+            _ => {
+                errors.push(ConfigError::at(
+                    r.name.pos,
+                    format!(
+                        "route `{}`: `tenant` needs exactly one of `path_param`, `header` or `query`",
+                        r.name.value
+                    ),
+                ));
+                return None;
+            }
+        };
+        Some(TenantRule {
+            source,
+            cross_tenant_permission: t.cross_tenant_permission.as_ref().map(|p| p.value.clone()),
+        })
+    });
+    Access {
+        require_all: list(&r.require),
+        require_any: list(&r.require_any),
+        tenant,
+        dry_run: r.mode.map(|m| m == Mode::DryRun),
+    }
 }
 
 /// A pattern's literal segments must already be in canonical form, or no request could match.

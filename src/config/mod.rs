@@ -6,7 +6,9 @@
 
 pub mod auth;
 pub mod compile;
+pub mod lint;
 pub mod raw;
+pub mod rbac;
 pub mod yaml;
 
 use std::fmt;
@@ -31,8 +33,12 @@ pub struct Config {
     pub server: ServerSettings,
     /// What unmatched requests get.
     pub default: DefaultAction,
+    /// Global dry-run mode (routes may override).
+    pub dry_run: bool,
     /// Route table and matchers.
     pub router: Router,
+    /// Roles → permissions, expanded.
+    pub rbac: rbac::Rbac,
     /// JWT authentication, if configured.
     pub auth: Option<Arc<auth::AuthSettings>>,
     /// Short SHA-256 of the file's bytes; identifies the active policy.

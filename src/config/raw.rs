@@ -18,6 +18,16 @@ pub struct RawConfig {
     pub version: Option<Located<u32>>,
     /// Listeners, upstream, TLS and timeouts.
     pub server: RawServer,
+    /// `enforce` (default) or `dry-run`: decide and record, but forward what would be denied.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Roles and the permissions they grant (`resource:action`, `resource:*`, `*`, and
+    /// `@other_role` to include another role's permissions).
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<Located<String>>>,
+    /// Settings of the policy lint applied on every load.
+    #[serde(default)]
+    pub lint: Option<RawLint>,
     /// JWT authentication for every route that is not `public`.
     #[serde(default)]
     pub authentication: Option<RawAuthentication>,
@@ -114,6 +124,56 @@ pub struct RawRoute {
     /// Upstream response timeout for this route (overrides `server.timeouts.upstream_response`).
     #[serde(default)]
     pub timeout: Option<Located<String>>,
+    /// Permissions the caller must have, all of them.
+    #[serde(default)]
+    pub require: Option<Vec<Located<String>>>,
+    /// Permissions of which the caller must have at least one.
+    #[serde(default)]
+    pub require_any: Option<Vec<Located<String>>>,
+    /// Tenant isolation: where the request names its tenant.
+    #[serde(default)]
+    pub tenant: Option<RawTenant>,
+    /// `enforce` or `dry-run` for this route (default: the global `mode`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// `tenant:` of a route; exactly one of `path_param`, `header`, `query`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// A `{param}` of the route's path pattern.
+    #[serde(default)]
+    pub path_param: Option<Located<String>>,
+    /// A request header.
+    #[serde(default)]
+    pub header: Option<Located<String>>,
+    /// A query parameter.
+    #[serde(default)]
+    pub query: Option<Located<String>>,
+    /// Holders of this permission may cross tenants (recorded as privileged).
+    #[serde(default)]
+    pub cross_tenant_permission: Option<Located<String>>,
+}
+
+/// `lint:` settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLint {
+    /// Path segments that look privileged: a route containing one needs `require`/`require_any`
+    /// or `public: true` (default: admin, internal, debug, actuator, metrics).
+    #[serde(default)]
+    pub privileged_segments: Option<Vec<String>>,
+}
+
+/// Enforcement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Denials are enforced.
+    Enforce,
+    /// Denials are recorded as `dry_run_deny` and the request is forwarded.
+    DryRun,
 }
 
 /// `match:` of a route.

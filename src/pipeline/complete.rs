@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::Method;
 use tracing::info;
 
+use crate::auth::SharedPrincipal;
 use crate::server::conn::ConnInfo;
 use crate::state::AppState;
 
@@ -19,6 +20,9 @@ pub struct Completion {
     status: u16,
     decision: &'static str,
     reason: &'static str,
+    dry_run: bool,
+    principal: Option<SharedPrincipal>,
+    privileged: Option<&'static str>,
     request_id: Arc<str>,
     start: Instant,
     upstream_body_error: bool,
@@ -41,6 +45,9 @@ impl Completion {
             status: 0,
             decision: "allow",
             reason: "",
+            dry_run: false,
+            principal: None,
+            privileged: None,
             request_id,
             start: Instant::now(),
             upstream_body_error: false,
@@ -52,11 +59,30 @@ impl Completion {
         self.route = Some(route);
     }
 
-    /// Sets the final status and decision.
-    pub fn set_outcome(&mut self, status: u16, decision: &'static str, reason: &'static str) {
+    /// Sets the response status.
+    pub fn set_status(&mut self, status: u16) {
         self.status = status;
+    }
+
+    /// Sets the decision (`allow`, `deny`, `dry_run_deny`, `error`) and its reason code.
+    pub fn set_decision(&mut self, decision: &'static str, reason: &'static str) {
         self.decision = decision;
         self.reason = reason;
+    }
+
+    /// Records whether the route ran in dry-run mode.
+    pub fn set_mode(&mut self, dry_run: bool) {
+        self.dry_run = dry_run;
+    }
+
+    /// Records the verified principal.
+    pub fn set_principal(&mut self, principal: SharedPrincipal) {
+        self.principal = Some(principal);
+    }
+
+    /// Records a privilege that let the request through (e.g. `cross_tenant`).
+    pub fn set_privileged(&mut self, privileged: Option<&'static str>) {
+        self.privileged = privileged;
     }
 
     /// The upstream body failed mid-stream (the client saw a truncated response).
@@ -70,11 +96,13 @@ impl Drop for Completion {
         let elapsed = self.start.elapsed();
         let metrics = &self.state.metrics;
         let route = self.route.as_deref().unwrap_or(UNMATCHED);
+        let mode = if self.dry_run { "dry_run" } else { "enforce" };
         metrics.observe_request(
             route,
             &self.method,
             self.status,
             self.decision,
+            mode,
             elapsed.as_secs_f64(),
         );
         if self.upstream_body_error {
@@ -88,6 +116,10 @@ impl Drop for Completion {
             http.status = self.status,
             decision = self.decision,
             reason = self.reason,
+            mode,
+            subject = self.principal.as_ref().map_or("", |p| p.subject.as_str()),
+            tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref()).unwrap_or(""),
+            privileged = self.privileged.unwrap_or(""),
             client.ip = %self.conn.peer.ip(),
             latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             upstream_body_error = self.upstream_body_error,

@@ -2,17 +2,20 @@
 //! `error.rs` turns that into a response.
 //!
 //! 1. snapshot the config and assign the request id;
-//! 2. check the request-target form (origin-form only);
-//! 3. canonicalize the path (the same string is matched *and* forwarded);
-//! 4. match the route (or apply `default`);
-//! 5. forward: strip hop-by-hop headers, set forwarding headers, stream the body;
-//! 6. clean the response headers and attach the completion record.
+//! 2. decide ([`decide::decide`]): transport, target form and canonical path, route,
+//!    authentication, authorization, tenant — in that order, dry-run aware;
+//! 3. forward: strip hop-by-hop and client identity headers, set forwarding and identity
+//!    headers, stream the body;
+//! 4. clean the response headers and attach the completion record.
 
 pub mod authn;
+pub mod authz;
 pub mod complete;
+pub mod decide;
 pub mod ids;
 pub mod normalize;
 pub mod route;
+pub mod tenant;
 pub mod transport;
 
 use std::convert::Infallible;
@@ -20,12 +23,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use hyper::body::Incoming;
 
-use crate::auth::{AuthError, Principal};
+use crate::auth::Principal;
+use crate::config::Config;
 use crate::config::auth::AuthSettings;
-use crate::config::{Config, DefaultAction};
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
@@ -33,8 +36,7 @@ use crate::proxy::identity::{IdentityHeaders, inject};
 use crate::server::conn::ConnInfo;
 use crate::state::AppState;
 use complete::Completion;
-use normalize::normalize_path;
-use route::Lookup;
+use decide::{DecideEnv, RequestView, RouteObserver};
 
 /// Handles one client request end to end. Never fails: every error becomes a response.
 pub async fn handle(
@@ -56,7 +58,7 @@ pub async fn handle(
         decide_and_forward(&state, &config, &conn, trusted, &request_id, req, &mut done).await;
     let mut resp = match result {
         Ok(resp) => {
-            done.set_outcome(resp.status().as_u16(), "allow", "");
+            done.set_status(resp.status().as_u16());
             resp
         }
         Err(rejection) => {
@@ -66,7 +68,8 @@ pub async fn handle(
             } else {
                 "deny"
             };
-            done.set_outcome(status.as_u16(), decision, reason);
+            done.set_status(status.as_u16());
+            done.set_decision(decision, reason);
             rejection.into_response(&request_id)
         }
     };
@@ -85,78 +88,55 @@ async fn decide_and_forward(
     req: Request<Incoming>,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, Rejection> {
-    // Transport first: a request that must not travel over this connection (plain HTTP where
-    // HTTPS is required, credentials over plain HTTP, `Connection` naming protected headers)
-    // is refused whatever it asks for, before its path or token is looked at.
-    if let Err(e) = transport::check(
-        conn,
-        trusted,
-        req.headers(),
-        &config.server,
-        config.auth.as_deref(),
-    ) {
-        state.metrics.transport_refusal(e);
-        return Err(Rejection::RejectTransport(e));
-    }
-    // Target form: absolute-form (`GET http://x/ HTTP/1.1`), authority-form (CONNECT) and `*`
-    // would otherwise bypass path matching. HTTP/2 always carries scheme and authority as
-    // pseudo-headers, so only HTTP/1.x is checked for them.
-    // A cheap (reference-counted) clone, so the canonical path can borrow from it.
+    // A cheap (reference-counted) clone, so the canonical path can borrow from it while the
+    // request itself moves on to the forwarder.
     let uri = req.uri().clone();
-    let absolute =
-        req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
-    if absolute || req.method() == Method::CONNECT || uri.path() == "*" {
-        return Err(Rejection::RejectTargetForm);
+    let view = RequestView {
+        method: req.method(),
+        uri: &uri,
+        version: req.version(),
+        headers: req.headers(),
+        peer: conn.peer,
+        tls: conn.tls,
+        trusted,
+    };
+    let env = DecideEnv {
+        revocations: &*state.revocations,
+        metrics: Some(&state.metrics),
+        now: jsonwebtoken::get_current_timestamp(),
+        claims_override: None,
+    };
+    let mut observer = RouteObserver::default();
+    let decision = decide::decide(config, &view, &uri, &env, &mut observer).await;
+    // The route is known even when a later stage refuses.
+    if let Some(route) = observer.route {
+        done.set_route(route);
     }
-    // The canonical path is computed once and used for matching *and* forwarding, so the
-    // upstream sees exactly the path the policy judged.
-    let canonical = normalize_path(uri.path()).map_err(Rejection::RejectPath)?;
-    let (timeout, public) = match config.router.lookup(req.method(), &canonical) {
-        Lookup::Found { route, .. } => {
-            done.set_route(route.name.clone());
-            (route.upstream_timeout, route.public)
-        }
-        Lookup::MethodNotAllowed if config.default == DefaultAction::Deny => {
-            return Err(Rejection::DenyMethod);
-        }
-        Lookup::NotFound if config.default == DefaultAction::Deny => {
-            return Err(Rejection::DenyUnmatched);
-        }
-        // `default: allow` forwards unmatched requests, authenticated when authentication is
-        // configured (they are not `public`).
-        Lookup::MethodNotAllowed | Lookup::NotFound => (
-            config.server.timeouts.upstream_response,
-            config.auth.is_none(),
-        ),
-    };
-    // Authentication after routing: only the route knows whether it is public. A route that
-    // is not public is never forwarded without a verified principal.
-    let principal = if public {
-        None
-    } else {
-        let Some(auth) = config.auth.as_deref() else {
-            // Compile refuses non-public routes without authentication; fail closed anyway.
-            return Err(Rejection::Unauthenticated(AuthError::KeysUnavailable));
-        };
-        let now = jsonwebtoken::get_current_timestamp();
-        match authn::authenticate(req.headers(), auth, &*state.revocations, now).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                state.metrics.auth_failure(e);
-                return Err(Rejection::Unauthenticated(e));
-            }
-        }
-    };
+    let decision = decision?;
+    done.set_mode(decision.dry_run);
+    if let Some(r) = decision.dry_run_denial {
+        done.set_decision("dry_run_deny", r.reason());
+    }
+    if let Some(p) = &decision.principal {
+        done.set_principal(p.clone());
+    }
+    done.set_privileged(decision.privileged);
     let identity = Identity {
-        principal: principal.as_deref(),
+        principal: decision.principal.as_deref(),
         auth: config.auth.as_deref(),
     };
     let upstream_req = prepare(
-        req, config, conn, trusted, request_id, &canonical, &identity,
+        req,
+        config,
+        conn,
+        trusted,
+        request_id,
+        &decision.canonical,
+        &identity,
     )?;
     let resp = state
         .forwarder
-        .send(upstream_req, timeout, &state.metrics, request_id)
+        .send(upstream_req, decision.timeout, &state.metrics, request_id)
         .await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -26,6 +26,41 @@ pub struct Route {
     pub public: bool,
     /// Upstream response timeout.
     pub upstream_timeout: Duration,
+    /// Authorization, tenant and mode settings.
+    pub access: Access,
+}
+
+/// What a route requires beyond a valid token.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Permissions required, all of them.
+    pub require_all: Vec<String>,
+    /// Permissions of which one is required (empty: none).
+    pub require_any: Vec<String>,
+    /// Tenant isolation rule.
+    pub tenant: Option<TenantRule>,
+    /// `Some(true)` for dry-run, `Some(false)` for enforce, `None` for the global mode.
+    pub dry_run: Option<bool>,
+}
+
+/// Where a request names its tenant, and who may cross tenants.
+#[derive(Debug, Clone)]
+pub struct TenantRule {
+    /// The source.
+    pub source: TenantSource,
+    /// Holders of this permission may access another tenant (recorded as privileged).
+    pub cross_tenant_permission: Option<String>,
+}
+
+/// Where the tenant comes from.
+#[derive(Debug, Clone)]
+pub enum TenantSource {
+    /// A `{param}` of the path pattern.
+    PathParam(String),
+    /// A request header.
+    Header(http::HeaderName),
+    /// A query parameter.
+    Query(String),
 }
 
 /// The result of a lookup.
@@ -259,6 +294,7 @@ mod tests {
             methods,
             public: false,
             upstream_timeout: Duration::from_secs(1),
+            access: Access::default(),
         }
     }
 

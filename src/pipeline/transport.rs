@@ -7,7 +7,6 @@ use http::header::{AUTHORIZATION, CONNECTION, COOKIE};
 use crate::config::auth::AuthSettings;
 use crate::config::{Environment, ServerSettings};
 use crate::proxy::identity::IdentityHeaders;
-use crate::server::conn::ConnInfo;
 
 /// Why the transport was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +47,7 @@ impl TransportError {
 
 /// Checks the transport. Returns whether the request counts as HTTPS.
 pub fn check(
-    conn: &ConnInfo,
+    tls: bool,
     trusted: bool,
     headers: &HeaderMap,
     server: &ServerSettings,
@@ -58,7 +57,7 @@ pub fn check(
     if connection_names_protected(headers, identity) {
         return Err(TransportError::ConnectionNamesProtectedHeader);
     }
-    if conn.tls {
+    if tls {
         return Ok(true);
     }
     let mut protos = headers.get_all(X_FORWARDED_PROTO).iter();

@@ -1,0 +1,76 @@
+//! Policy lint, applied on every load and reload (so a lint error keeps the last good policy)
+//! and by `fortress check`. Each rule points at the line and column at fault.
+
+use super::raw::RawConfig;
+use super::rbac::{Rbac, check_permission};
+use super::yaml::ConfigError;
+
+/// Runs every lint rule.
+pub fn lint(raw: &RawConfig, rbac: &Rbac, errors: &mut Vec<ConfigError>) {
+    let default_segments: Vec<String> = DEFAULT_PRIVILEGED.iter().map(|s| s.to_string()).collect();
+    let privileged = raw
+        .lint
+        .as_ref()
+        .and_then(|l| l.privileged_segments.clone())
+        .unwrap_or(default_segments);
+    for r in &raw.routes {
+        let name = &r.name.value;
+        let public = r.public.unwrap_or(false);
+        let has_require = r.require.is_some() || r.require_any.is_some();
+        if public && has_require {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!(
+                    "route `{name}` is `public: true` but has `require`/`require_any`: pick one"
+                ),
+            ));
+        }
+        if !public && !has_require {
+            let path = &r.matcher.path;
+            let hit = path
+                .value
+                .split('/')
+                .find(|seg| privileged.iter().any(|p| seg.eq_ignore_ascii_case(p)));
+            if let Some(seg) = hit {
+                errors.push(ConfigError::at(
+                    path.pos,
+                    format!(
+                        "route `{name}`: path segment `{seg}` looks privileged but the route has no \
+                         `require`/`require_any`; add a permission or mark it `public: true`"
+                    ),
+                ));
+            }
+        }
+        let perms = r
+            .require
+            .iter()
+            .flatten()
+            .chain(r.require_any.iter().flatten())
+            .chain(
+                r.tenant
+                    .iter()
+                    .flat_map(|t| t.cross_tenant_permission.iter()),
+            );
+        for p in perms {
+            if let Err(msg) = check_permission(&p.value) {
+                errors.push(ConfigError::at(p.pos, msg));
+            } else if !rbac.granted_by_any(&p.value) {
+                errors.push(ConfigError::at(
+                    p.pos,
+                    format!("permission `{}` is granted by no role", p.value),
+                ));
+            }
+        }
+        if r.require_any.as_ref().is_some_and(|l| l.is_empty())
+            || r.require.as_ref().is_some_and(|l| l.is_empty())
+        {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!("route `{name}`: an empty `require`/`require_any` list grants nothing; remove it"),
+            ));
+        }
+    }
+}
+
+/// Path segments that look privileged by default.
+pub const DEFAULT_PRIVILEGED: [&str; 5] = ["admin", "internal", "debug", "actuator", "metrics"];
