@@ -7,7 +7,7 @@ use crate::pipeline::route::Access;
 
 /// Whether `principal` has every permission in `require_all` and, when `require_any` is set,
 /// at least one of those.
-pub fn check(access: &Access, principal: &Principal, rbac: &Rbac) -> Result<(), ()> {
+pub fn allows(access: &Access, principal: &Principal, rbac: &Rbac) -> bool {
     let all = access
         .require_all
         .iter()
@@ -17,5 +17,5 @@ pub fn check(access: &Access, principal: &Principal, rbac: &Rbac) -> Result<(), 
             .require_any
             .iter()
             .any(|p| rbac.allows(&principal.roles, p));
-    if all && any { Ok(()) } else { Err(()) }
+    all && any
 }

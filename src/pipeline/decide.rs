@@ -246,10 +246,13 @@ pub async fn decide<'c, 'u, O: Observer>(
             obs.skip("authz", "no permission required")
         }
         (None, _) => obs.skip("authz", "no route"),
-        (Some(a), Some(p)) => match authz::check(a, p, &config.rbac) {
-            Ok(()) => obs.pass("authz", || requirement(a)),
-            Err(()) => refuse("authz", Rejection::DenyPermission, requirement(a), obs)?,
-        },
+        (Some(a), Some(p)) => {
+            if authz::allows(a, p, &config.rbac) {
+                obs.pass("authz", || requirement(a))
+            } else {
+                refuse("authz", Rejection::DenyPermission, requirement(a), obs)?
+            }
+        }
         (Some(a), None) => refuse("authz", Rejection::DenyPermission, requirement(a), obs)?,
     }
     let mut privileged = None;
@@ -258,10 +261,10 @@ pub async fn decide<'c, 'u, O: Observer>(
         (Some(rule), Some(p), Some(params)) => {
             let query = uri.query();
             match tenant::check(rule, p, &config.rbac, params, req.headers, query) {
-                Ok(TenantPass::Matched) => obs.pass("tenant", || {
+                Some(TenantPass::Matched) => obs.pass("tenant", || {
                     format!("{} matches the token", p.tenant.as_deref().unwrap_or("-"))
                 }),
-                Ok(TenantPass::Crossed) => {
+                Some(TenantPass::Crossed) => {
                     privileged = Some("cross_tenant");
                     obs.pass("tenant", || {
                         let asked = tenant::requested(rule, params, req.headers, query);
@@ -273,7 +276,7 @@ pub async fn decide<'c, 'u, O: Observer>(
                         )
                     })
                 }
-                Err(()) => {
+                None => {
                     let asked = tenant::requested(rule, params, req.headers, query);
                     let detail = format!(
                         "token tenant {:?} vs requested {:?}",

@@ -17,7 +17,8 @@ pub enum TenantPass {
     Crossed,
 }
 
-/// Checks the rule. `params` are the route's path parameters (from the canonical path).
+/// Checks the rule; `None` means the tenants do not match (or one is missing). `params` are
+/// the route's path parameters (from the canonical path).
 pub fn check(
     rule: &TenantRule,
     principal: &Principal,
@@ -25,17 +26,15 @@ pub fn check(
     params: &matchit::Params<'_, '_>,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<TenantPass, ()> {
-    let requested = requested(rule, params, headers, query).filter(|t| !t.is_empty());
-    let (Some(requested), Some(own)) = (requested, principal.tenant.as_deref()) else {
-        return Err(());
-    };
+) -> Option<TenantPass> {
+    let requested = requested(rule, params, headers, query).filter(|t| !t.is_empty())?;
+    let own = principal.tenant.as_deref().filter(|t| !t.is_empty())?;
     if requested == own {
-        return Ok(TenantPass::Matched);
+        return Some(TenantPass::Matched);
     }
     match &rule.cross_tenant_permission {
-        Some(p) if rbac.allows(&principal.roles, p) => Ok(TenantPass::Crossed),
-        _ => Err(()),
+        Some(p) if rbac.allows(&principal.roles, p) => Some(TenantPass::Crossed),
+        _ => None,
     }
 }
 
