@@ -42,6 +42,36 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Show how a request would be decided, stage by stage (exit 0 allow, 1 deny).
+    Explain {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path (and query) as the client sends it.
+        #[arg(long)]
+        path: String,
+        /// A bearer token.
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// Claims as JSON, used instead of a verified token (signature and time not checked).
+        #[arg(long)]
+        claims: Option<String>,
+        /// Extra request header `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Client address (decides whether it is a trusted proxy).
+        #[arg(long, default_value = "127.0.0.1")]
+        peer: std::net::IpAddr,
+        /// The request arrives over plain HTTP (default: over TLS).
+        #[arg(long)]
+        plain: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an embedded demo app behind fortress with policies/demo.yaml.
     Demo {
         /// Proxy listener.
@@ -102,6 +132,27 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => check(&files),
+        Command::Explain {
+            config,
+            method,
+            path,
+            token,
+            claims,
+            headers,
+            peer,
+            plain,
+            json,
+        } => crate::explain::run(&crate::explain::ExplainRequest {
+            config,
+            method,
+            path,
+            token,
+            claims,
+            headers,
+            peer,
+            plain,
+            json,
+        }),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

@@ -67,15 +67,19 @@ pub fn banner(f: &Fortress) -> String {
     let p = f.client_addr;
     let a = f.admin_addr;
     let analyst = demo_token("alice", &["analyst"], "acme");
+    let admin = demo_token("root", &["admin"], "ops");
     format!(
         "fortress demo is running (Ctrl-C to stop)\n\
          \n  proxy: http://{p}\n  admin: http://{a}\n\n\
-         A dev token (HS256, 12 h, sub=alice, roles=[analyst], tenant=acme):\n\
-         \x20 export TOKEN={analyst}\n\n\
+         Dev tokens (HS256, 12 h):\n\
+         \x20 export TOKEN={analyst}   # sub=alice roles=[analyst] tenant=acme\n\
+         \x20 export ADMIN={admin}   # sub=root roles=[admin] tenant=ops\n\n\
          Try:\n\
          \x20 curl -i http://{p}/health                              # public route, forwarded\n\
          \x20 curl -i http://{p}/api/orgs/acme/reports/q3            # 401: no token\n\
          \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/orgs/acme/reports/q3\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/orgs/globex/reports/q3   # 403 tenant\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/admin/users              # 403 permission\n\
          \x20 curl -i -N -X POST -H \"Authorization: Bearer $TOKEN\" http://{p}/api/ask   # NDJSON stream\n\
          \x20 curl -i --path-as-is http://{p}/api/../../etc/passwd        # 400: escapes the root\n\
          \x20 curl -i http://{p}/api/a%2Fb                           # 400: encoded slash\n\

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

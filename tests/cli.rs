@@ -143,7 +143,12 @@ fn every_shipped_policy_passes_check() {
     assert!(!files.is_empty());
     let mut args = vec!["check"];
     args.extend(files.iter().map(String::as_str));
-    let out = fortress(&args);
+    // The production example reads its secret from the environment, as it would in a pod.
+    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(&args)
+        .env("JWT_SECRET_KEY", "an-example-secret-of-at-least-32-bytes!!")
+        .output()
+        .expect("run fortress");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for f in &files {
         assert!(text(&out.stdout).contains(&format!("{f}: ok")));
@@ -171,5 +176,195 @@ fn version_prints_the_version() {
     assert_eq!(
         text(&out.stdout),
         format!("fortress {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_rejects_each_lint_case_with_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lint.yaml");
+    std::fs::write(&path, LINT_YAML).expect("write");
+    let out = fortress(&["check", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let p = path.display();
+    let expected = [
+        format!("{p}:13:29: role `analyst` includes unknown role `ghost`"),
+        format!("{p}:15:12: role include cycle: loop_a -> loop_b -> loop_a"),
+        format!("{p}:20:20: route `admin-panel`: path segment `admin` looks privileged"),
+        format!("{p}:22:20: route `internal`: path segment `internal` looks privileged"),
+        format!("{p}:24:20: route `ops`: path segment `ops` looks privileged"),
+        format!("{p}:27:15: permission `reports:write` is granted by no role"),
+        format!("{p}:28:11: route `open-but-guarded` is `public: true` but has `require`"),
+        format!("{p}:35:42: overlaps route `a` (/x/{{a}}) with equal precedence for GET"),
+        format!("{p}:38:57: cross-tenant permission `tenants:cross` is granted by no role"),
+    ];
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, e) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(e.as_str()), "expected {e:?}, got {line:?}");
+    }
+    // The guarded privileged route (`/debug/vars` with `require_any`) is not reported.
+    assert!(!stderr.contains("guarded-admin"));
+}
+
+const LINT_YAML: &str = r#"server:
+  listen: 127.0.0.1:8443
+  upstream: http://127.0.0.1:8080
+  environment: local
+authentication:
+  jwt:
+    issuer: iss
+    audiences: [aud]
+    algorithms: [HS256]
+    secret: { value: "local-secret" }
+roles:
+  admin: ["admin:*"]
+  analyst: ["reports:read", "@ghost"]
+  loop_a: ["@loop_b"]
+  loop_b: ["@loop_a"]
+lint:
+  privileged_segments: [admin, internal, debug, actuator, metrics, ops]
+routes:
+  - name: admin-panel
+    match: { path: "/admin/**" }
+  - name: internal
+    match: { path: "/api/internal/jobs" }
+  - name: ops
+    match: { path: "/ops/{id}" }
+  - name: reports
+    match: { path: "/reports" }
+    require: ["reports:write"]
+  - name: open-but-guarded
+    match: { path: "/open" }
+    public: true
+    require: ["reports:read"]
+  - name: a
+    match: { methods: [GET], path: "/x/{a}" }
+  - name: b
+    match: { methods: [GET, POST], path: "/x/{b}" }
+  - name: cross
+    match: { path: "/orgs/{org}" }
+    tenant: { path_param: org, cross_tenant_permission: "tenants:cross" }
+  - name: guarded-admin
+    match: { path: "/debug/vars" }
+    require_any: ["admin:read"]
+"#;
+
+#[test]
+fn explain_shows_each_stage_and_exits_by_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(
+        &secret,
+        "demo-only-secret-never-use-in-production-0123456789",
+    )
+    .expect("write");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/demo.yaml");
+    let demo = demo.to_str().expect("utf8");
+    let out = fortress(&[
+        "token",
+        "--secret-file",
+        secret.to_str().expect("utf8"),
+        "--config",
+        demo,
+        "--sub",
+        "alice",
+        "--roles",
+        "analyst",
+        "--tenant",
+        "acme",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+
+    let allow = fortress(&[
+        "explain",
+        "--config",
+        demo,
+        "--method",
+        "GET",
+        "--path",
+        "/api/orgs/acme/reports/q3",
+        "--token",
+        &token,
+    ]);
+    assert_eq!(allow.status.code(), Some(0));
+    assert_eq!(
+        text(&allow.stdout),
+        "transport  pass     https from 127.0.0.1\n\
+         normalize  pass     /api/orgs/acme/reports/q3\n\
+         route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         authn      pass     sub=alice roles=[analyst] tenant=acme\n\
+         authz      pass     needs all of [reports:read]\n\
+         tenant     pass     acme matches the token\n\
+         decision   allow    forwarded\n"
+    );
+
+    let deny = fortress(&[
+        "explain",
+        "--config",
+        demo,
+        "--path",
+        "/api/admin/users",
+        "--token",
+        &token,
+        "--json",
+    ]);
+    assert_eq!(deny.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&deny.stdout).expect("JSON");
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["status"], 403);
+    assert_eq!(v["reason"], "missing_permission");
+    let stages: Vec<(&str, &str)> = v["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap_or(""),
+                s["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("transport", "pass"),
+            ("normalize", "pass"),
+            ("route", "pass"),
+            ("authn", "pass"),
+            ("authz", "deny")
+        ]
+    );
+
+    // A production config refuses to mint tokens.
+    let prod = dir.path().join("prod.yaml");
+    std::fs::write(
+        &prod,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/demo.yaml"))
+            .expect("read")
+            .replace("environment: local", "environment: production")
+            .replace("  allow_insecure_local: true\n", "")
+            .replace(
+                "secret: { value: \"demo-only-secret-never-use-in-production-0123456789\" }",
+                &format!("secret: {{ file: {} }}", secret.display()),
+            ),
+    )
+    .expect("write");
+    let out = fortress(&[
+        "token",
+        "--secret-file",
+        secret.to_str().expect("utf8"),
+        "--config",
+        prod.to_str().expect("utf8"),
+        "--sub",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("environment: production"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -41,16 +41,35 @@ pub fn lint(raw: &RawConfig, rbac: &Rbac, errors: &mut Vec<ConfigError>) {
                 ));
             }
         }
+        if let Some(p) = r
+            .tenant
+            .as_ref()
+            .and_then(|t| t.cross_tenant_permission.as_ref())
+        {
+            if let Err(msg) = check_permission(&p.value) {
+                errors.push(ConfigError::at(p.pos, msg));
+            } else if !rbac.granted_explicitly_by_any(&p.value) {
+                errors.push(ConfigError::at(
+                    p.pos,
+                    format!(
+                        "cross-tenant permission `{}` is granted by no role by name (`*` does \
+                         not grant crossing tenants)",
+                        p.value
+                    ),
+                ));
+            }
+        }
+        if public && r.tenant.is_some() {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!("route `{name}` is public but has a `tenant` rule, which needs a token"),
+            ));
+        }
         let perms = r
             .require
             .iter()
             .flatten()
-            .chain(r.require_any.iter().flatten())
-            .chain(
-                r.tenant
-                    .iter()
-                    .flat_map(|t| t.cross_tenant_permission.iter()),
-            );
+            .chain(r.require_any.iter().flatten());
         for p in perms {
             if let Err(msg) = check_permission(&p.value) {
                 errors.push(ConfigError::at(p.pos, msg));

@@ -30,6 +30,15 @@ impl Grants {
         }
     }
 
+    /// Whether these grants cover `required` without the `*` grant.
+    pub fn covers_explicitly(&self, required: &str) -> bool {
+        Grants {
+            all: false,
+            ..self.clone()
+        }
+        .covers(required)
+    }
+
     fn add(&mut self, perm: &str) {
         if perm == "*" {
             self.all = true;
@@ -60,6 +69,20 @@ impl Rbac {
             .iter()
             .filter_map(|r| self.roles.get(r.as_ref()))
             .any(|g| g.covers(required))
+    }
+
+    /// Like [`Rbac::allows`], but `*` does not count: for privileges that must be granted
+    /// by name (crossing tenants), so that an `admin: ["*"]` role does not cross tenants.
+    pub fn allows_explicitly<S: AsRef<str>>(&self, roles: &[S], required: &str) -> bool {
+        roles
+            .iter()
+            .filter_map(|r| self.roles.get(r.as_ref()))
+            .any(|g| g.covers_explicitly(required))
+    }
+
+    /// Whether some role grants `required` by name (for the lint).
+    pub fn granted_explicitly_by_any(&self, required: &str) -> bool {
+        self.roles.values().any(|g| g.covers_explicitly(required))
     }
 
     /// Whether some role grants `required` (for the lint).

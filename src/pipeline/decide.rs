@@ -279,9 +279,9 @@ pub async fn decide<'c, 'u, O: Observer>(
                 None => {
                     let asked = tenant::requested(rule, params, req.headers, query);
                     let detail = format!(
-                        "token tenant {:?} vs requested {:?}",
-                        p.tenant.as_deref(),
-                        asked.as_deref()
+                        "token tenant {} vs requested {}",
+                        p.tenant.as_deref().unwrap_or("<none>"),
+                        asked.as_deref().unwrap_or("<none>")
                     );
                     refuse("tenant", Rejection::DenyTenant, detail, obs)?
                 }

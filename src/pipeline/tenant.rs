@@ -33,7 +33,8 @@ pub fn check(
         return Some(TenantPass::Matched);
     }
     match &rule.cross_tenant_permission {
-        Some(p) if rbac.allows(&principal.roles, p) => Some(TenantPass::Crossed),
+        // Granted by name only: `*` (admins) does not cross tenants.
+        Some(p) if rbac.allows_explicitly(&principal.roles, p) => Some(TenantPass::Crossed),
         _ => None,
     }
 }

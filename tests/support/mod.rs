@@ -381,9 +381,14 @@ pub struct FortressProcess {
 impl FortressProcess {
     /// Starts `fortress run --config PATH` and waits for its "fortress listening" line.
     pub fn spawn(config: &Path) -> Self {
+        let config = config.to_str().expect("utf-8 path");
+        Self::spawn_args(&["run", "--config", config])
+    }
+
+    /// Starts `fortress ARGS…` and waits for its "fortress listening" line.
+    pub fn spawn_args(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fortress"))
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
