@@ -136,7 +136,7 @@ async fn allow_deny_matrix_per_role() {
     // (method, target, extra header, expected status per role in the order above)
     let org = ("X-Org-Id", "acme");
     let none = ("X-Unused", "1");
-    let matrix: [(&str, &str, (&str, &str), [u16; 6]); 8] = [
+    let matrix: [Row; 8] = [
         ("GET", "/health", none, [200, 200, 200, 200, 200, 200]),
         (
             "GET",
@@ -400,6 +400,9 @@ async fn global_dry_run_forwards_and_records_every_denial() {
     assert_eq!(r.status, 400);
     assert_eq!(up.hits(), 3);
 }
+
+/// One row of the matrix: method, target, an extra header, expected status per role.
+type Row = (&'static str, &'static str, (&'static str, &'static str), [u16; 6]);
 
 async fn metrics(admin: SocketAddr) -> String {
     get(admin, "/metrics").await.text()
