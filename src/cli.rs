@@ -43,35 +43,7 @@ pub enum Command {
     /// Print the JSON Schema of the config file.
     Schema,
     /// Show how a request would be decided, stage by stage (exit 0 allow, 1 deny).
-    Explain {
-        /// The config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Method.
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// Path (and query) as the client sends it.
-        #[arg(long)]
-        path: String,
-        /// A bearer token.
-        #[arg(long, conflicts_with = "claims")]
-        token: Option<String>,
-        /// Claims as JSON, used instead of a verified token (signature and time not checked).
-        #[arg(long)]
-        claims: Option<String>,
-        /// Extra request header `Name: value` (repeatable).
-        #[arg(long = "header", short = 'H')]
-        headers: Vec<String>,
-        /// Client address (decides whether it is a trusted proxy).
-        #[arg(long, default_value = "127.0.0.1")]
-        peer: std::net::IpAddr,
-        /// The request arrives over plain HTTP (default: over TLS).
-        #[arg(long)]
-        plain: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Explain(crate::explain::ExplainRequest),
     /// Run an embedded demo app behind fortress with policies/demo.yaml.
     Demo {
         /// Proxy listener.
@@ -132,27 +104,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => check(&files),
-        Command::Explain {
-            config,
-            method,
-            path,
-            token,
-            claims,
-            headers,
-            peer,
-            plain,
-            json,
-        } => crate::explain::run(&crate::explain::ExplainRequest {
-            config,
-            method,
-            path,
-            token,
-            claims,
-            headers,
-            peer,
-            plain,
-            json,
-        }),
+        Command::Explain(req) => crate::explain::run(&req),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS
@@ -321,11 +273,22 @@ async fn serve(
 }
 
 fn block_on<F: std::future::Future<Output = ExitCode>>(threads: Option<usize>, fut: F) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `--threads`, else tokio's own TOKIO_WORKER_THREADS, else one worker per core.
+    let threads = threads.or_else(|| {
+        config::Env::var(&config::ProcessEnv, "TOKIO_WORKER_THREADS").and_then(|v| v.parse().ok())
+    });
+    // One thread: the current-thread scheduler does the same work without the work-stealing
+    // machinery (fewer atomics and wake-ups, lower tail latency, less memory).
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
-    }
     match builder.build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {

@@ -133,7 +133,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        let body = StreamBody::new(tokio_stream(rx)).boxed();
+        let body = StreamBody::new(ReceiverStream::new(rx)).boxed();
         let mut r = Response::new(body);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -166,13 +166,15 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     Ok(r)
 }
 
-/// Adapts an mpsc receiver into a `Stream` for `StreamBody`.
-fn tokio_stream<T>(rx: mpsc::Receiver<T>) -> ReceiverStream<T> {
-    ReceiverStream(rx)
-}
-
-/// Minimal `Stream` over an mpsc receiver.
+/// Minimal `Stream` over an mpsc receiver (for `StreamBody`).
 pub struct ReceiverStream<T>(mpsc::Receiver<T>);
+
+impl<T> ReceiverStream<T> {
+    /// Wraps a receiver.
+    pub fn new(rx: mpsc::Receiver<T>) -> Self {
+        Self(rx)
+    }
+}
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;

@@ -13,26 +13,35 @@ use crate::config;
 use crate::error::Rejection;
 use crate::pipeline::decide::{self, DecideEnv, Observer, RequestView};
 
-/// What to explain.
-#[derive(Debug, Clone)]
+/// What to explain (the `fortress explain` arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExplainRequest {
-    /// Config file.
+    /// The config file.
+    #[arg(long, short)]
     pub config: PathBuf,
     /// Method.
+    #[arg(long, default_value = "GET")]
     pub method: String,
-    /// Path (and query), as the client would send it.
+    /// Path (and query) as the client sends it.
+    #[arg(long)]
     pub path: String,
     /// A bearer token.
+    #[arg(long, conflicts_with = "claims")]
     pub token: Option<String>,
-    /// Claims (JSON) to use instead of a verified token.
+    /// Claims as JSON, used instead of a verified token (signature and time not checked).
+    #[arg(long)]
     pub claims: Option<String>,
-    /// Extra headers, `Name: value`.
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
-    /// The client's address (decides whether it is a trusted proxy).
+    /// Client address (decides whether it is a trusted proxy).
+    #[arg(long, default_value = "127.0.0.1")]
     pub peer: IpAddr,
     /// The request arrives over plain HTTP (default: over TLS).
+    #[arg(long)]
     pub plain: bool,
     /// Print JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -216,120 +216,151 @@ async fn tenant_isolation_from_path_header_and_query() {
     let acme = token("a", &["ml_engineer"], Some("acme"));
     let empty = token("e", &["ml_engineer"], Some(""));
     let none = token("n", &["ml_engineer"], None);
-    let ok = |r: &RawResponse, what: &str| assert_eq!(r.status, 200, "{what}: {}", r.text());
-    let mismatch =
-        |r: &RawResponse, what: &str| assert_denied(r, 403, "forbidden", "tenant_mismatch", what);
-
-    // Path parameter.
-    ok(
-        &send(addr, "GET", "/api/orgs/acme/reports/x", Some(&acme), &[]).await,
-        "path match",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/orgs/globex/reports/x", Some(&acme), &[]).await,
-        "path mismatch",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/orgs/ACME/reports/x", Some(&acme), &[]).await,
-        "no case folding",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/orgs/acme/reports/x", Some(&empty), &[]).await,
-        "empty claim",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/orgs/acme/reports/x", Some(&none), &[]).await,
-        "missing claim",
-    );
-    // The canonical path is what is compared: %61cme is acme.
-    ok(
-        &send(addr, "GET", "/api/orgs/%61cme/reports/x", Some(&acme), &[]).await,
-        "canonical",
-    );
-
-    // Header.
-    ok(
-        &send(
-            addr,
+    const ORG: &str = "X-Org-Id";
+    // (what, method, target, token, headers, forwarded?)
+    let cases: [TenantCase; 17] = [
+        (
+            "path match",
+            "GET",
+            "/api/orgs/acme/reports/x",
+            &acme,
+            &[],
+            true,
+        ),
+        (
+            "path mismatch",
+            "GET",
+            "/api/orgs/globex/reports/x",
+            &acme,
+            &[],
+            false,
+        ),
+        (
+            "no case folding",
+            "GET",
+            "/api/orgs/ACME/reports/x",
+            &acme,
+            &[],
+            false,
+        ),
+        (
+            "empty claim",
+            "GET",
+            "/api/orgs/acme/reports/x",
+            &empty,
+            &[],
+            false,
+        ),
+        (
+            "missing claim",
+            "GET",
+            "/api/orgs/acme/reports/x",
+            &none,
+            &[],
+            false,
+        ),
+        // The canonical path is what is compared: %61cme is acme.
+        (
+            "canonical",
+            "GET",
+            "/api/orgs/%61cme/reports/x",
+            &acme,
+            &[],
+            true,
+        ),
+        (
+            "header match",
             "POST",
             "/api/ask",
-            Some(&acme),
-            &[("X-Org-Id", "acme")],
-        )
-        .await,
-        "header match",
-    );
-    mismatch(
-        &send(
-            addr,
+            &acme,
+            &[(ORG, "acme")],
+            true,
+        ),
+        (
+            "header mismatch",
             "POST",
             "/api/ask",
-            Some(&acme),
-            &[("X-Org-Id", "globex")],
-        )
-        .await,
-        "header mismatch",
-    );
-    mismatch(
-        &send(addr, "POST", "/api/ask", Some(&acme), &[]).await,
-        "header missing",
-    );
-    mismatch(
-        &send(addr, "POST", "/api/ask", Some(&acme), &[("X-Org-Id", "")]).await,
-        "header empty",
-    );
-    mismatch(
-        &send(
-            addr,
+            &acme,
+            &[(ORG, "globex")],
+            false,
+        ),
+        ("header missing", "POST", "/api/ask", &acme, &[], false),
+        (
+            "header empty",
             "POST",
             "/api/ask",
-            Some(&acme),
-            &[("X-Org-Id", "Acme")],
-        )
-        .await,
-        "header case",
-    );
-    mismatch(
-        &send(
-            addr,
+            &acme,
+            &[(ORG, "")],
+            false,
+        ),
+        (
+            "header case",
             "POST",
             "/api/ask",
-            Some(&acme),
-            &[("X-Org-Id", "acme"), ("X-Org-Id", "acme")],
-        )
-        .await,
-        "header duplicated",
-    );
-
-    // Query.
-    ok(
-        &send(addr, "GET", "/api/predictions?org=acme", Some(&acme), &[]).await,
-        "query match",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/predictions?org=globex", Some(&acme), &[]).await,
-        "query mismatch",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/predictions", Some(&acme), &[]).await,
-        "query missing",
-    );
-    mismatch(
-        &send(addr, "GET", "/api/predictions?org=", Some(&acme), &[]).await,
-        "query empty",
-    );
-    mismatch(
-        &send(
-            addr,
+            &acme,
+            &[(ORG, "Acme")],
+            false,
+        ),
+        (
+            "header twice",
+            "POST",
+            "/api/ask",
+            &acme,
+            &[(ORG, "acme"), (ORG, "acme")],
+            false,
+        ),
+        (
+            "query match",
+            "GET",
+            "/api/predictions?org=acme",
+            &acme,
+            &[],
+            true,
+        ),
+        (
+            "query mismatch",
+            "GET",
+            "/api/predictions?org=globex",
+            &acme,
+            &[],
+            false,
+        ),
+        (
+            "query missing",
+            "GET",
+            "/api/predictions",
+            &acme,
+            &[],
+            false,
+        ),
+        (
+            "query empty",
+            "GET",
+            "/api/predictions?org=",
+            &acme,
+            &[],
+            false,
+        ),
+        (
+            "query twice",
             "GET",
             "/api/predictions?org=acme&org=globex",
-            Some(&acme),
+            &acme,
             &[],
-        )
-        .await,
-        "query duplicated",
-    );
-    assert_eq!(up.hits(), 4, "only the matching requests were forwarded");
+            false,
+        ),
+    ];
+    let mut forwarded = 0;
+    for (what, method, target, tok, headers, ok) in cases {
+        let r = send(addr, method, target, Some(tok), headers).await;
+        if ok {
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            forwarded += 1;
+        } else {
+            assert_denied(&r, 403, "forbidden", "tenant_mismatch", what);
+        }
+        assert_eq!(up.hits(), forwarded, "{what}");
+    }
 }
 
 #[tokio::test]
@@ -401,8 +432,16 @@ async fn global_dry_run_forwards_and_records_every_denial() {
     assert_eq!(up.hits(), 3);
 }
 
+/// One tenant case: what, method, target, token, headers, forwarded?
+type TenantCase<'a> = (&'a str, &'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+
 /// One row of the matrix: method, target, an extra header, expected status per role.
-type Row = (&'static str, &'static str, (&'static str, &'static str), [u16; 6]);
+type Row = (
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    [u16; 6],
+);
 
 async fn metrics(admin: SocketAddr) -> String {
     get(admin, "/metrics").await.text()

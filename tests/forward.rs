@@ -251,7 +251,9 @@ async fn first_chunk_reaches_client_before_upstream_finishes() {
                     }
                 }
             });
-            Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream(frx))))
+            Response::new(BodyExt::boxed(StreamBody::new(
+                fortress::demo::ReceiverStream::new(frx),
+            )))
         }
     })
     .await;
@@ -280,19 +282,6 @@ async fn first_chunk_reaches_client_before_upstream_finishes() {
     drop(tx);
     let rest = body.collect().await.expect("rest").to_bytes();
     assert_eq!(rest, Bytes::from_static(b"second\n"));
-}
-
-/// `Stream` over an mpsc receiver.
-struct ReceiverStream<T>(mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
 }
 
 #[tokio::test]

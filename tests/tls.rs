@@ -5,7 +5,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,29 +34,6 @@ async fn start_tls(upstream: SocketAddr, certs: &TestCerts) -> (Fortress, tempfi
     .expect("write config");
     let fx = Fortress::start(&path).await.expect("fortress starts");
     (fx, dir)
-}
-
-/// Like `support::tls_stream`, but a failed handshake is an `Err`, not a panic.
-async fn try_tls(
-    addr: SocketAddr,
-    ca_pem: &str,
-    alpn: &[&[u8]],
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("add root");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    connector.connect(name, tcp).await
 }
 
 /// The leaf certificate (DER) of a PEM chain.
@@ -344,12 +320,12 @@ async fn certificate_rotation_applies_to_new_handshakes_and_keeps_old_connection
     assert_eq!(metric(admin, CERT_RELOAD_OK).await, Some(0.0));
 
     // Before: cert A is served; a client trusting only CA-B is refused.
-    let tls_a = try_tls(addr, &a.ca_pem, &[b"h2"])
+    let tls_a = try_tls_stream(addr, &a.ca_pem, &[b"h2"])
         .await
         .expect("CA-A client connects before rotation");
     assert_eq!(presented_leaf(&tls_a), leaf_der(&a.cert_pem));
     assert!(
-        try_tls(addr, &b.ca_pem, &[b"h2"]).await.is_err(),
+        try_tls_stream(addr, &b.ca_pem, &[b"h2"]).await.is_err(),
         "a CA-B client must not connect before the rotation"
     );
     let mut before = h2_over(tls_a).await;
@@ -364,7 +340,7 @@ async fn certificate_rotation_applies_to_new_handshakes_and_keeps_old_connection
     // Poll (the file watcher gives no signal) until a new handshake presents cert B.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let tls_b = loop {
-        if let Ok(tls) = try_tls(addr, &b.ca_pem, &[b"h2"]).await {
+        if let Ok(tls) = try_tls_stream(addr, &b.ca_pem, &[b"h2"]).await {
             break tls;
         }
         assert!(
@@ -384,7 +360,7 @@ async fn certificate_rotation_applies_to_new_handshakes_and_keeps_old_connection
         "cert reload counted once"
     );
     assert!(
-        try_tls(addr, &a.ca_pem, &[b"h2"]).await.is_err(),
+        try_tls_stream(addr, &a.ca_pem, &[b"h2"]).await.is_err(),
         "new handshakes must no longer present cert A"
     );
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
-use tracing::info;
 
 use crate::auth::SharedPrincipal;
 use crate::server::conn::ConnInfo;
@@ -109,22 +108,35 @@ impl Drop for Completion {
             metrics.upstream_error("protocol");
         }
         self.conn.activity.request_finished();
-        info!(
-            request.id = %self.request_id,
-            route.name = route,
-            http.method = %self.method,
-            http.status = self.status,
-            decision = self.decision,
-            reason = self.reason,
-            mode,
-            subject = self.principal.as_ref().map_or("", |p| p.subject.as_str()),
-            tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref()).unwrap_or(""),
-            privileged = self.privileged.unwrap_or(""),
-            client.ip = %self.conn.peer.ip(),
-            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            upstream_body_error = self.upstream_body_error,
-            "request finished"
-        );
+        // Allowed requests log at debug (a line per request costs throughput); refusals,
+        // dry-run denials, errors and privileged passes log at info.
+        let notable =
+            self.decision != "allow" || self.privileged.is_some() || self.upstream_body_error;
+        macro_rules! access_log {
+            ($level:ident) => {
+                tracing::$level!(
+                    request.id = %self.request_id,
+                    route.name = route,
+                    http.method = %self.method,
+                    http.status = self.status,
+                    decision = self.decision,
+                    reason = self.reason,
+                    mode,
+                    subject = self.principal.as_ref().map_or("", |p| p.subject.as_str()),
+                    tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref()).unwrap_or(""),
+                    privileged = self.privileged.unwrap_or(""),
+                    client.ip = %self.conn.peer.ip(),
+                    latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    upstream_body_error = self.upstream_body_error,
+                    "request finished"
+                )
+            };
+        }
+        if notable {
+            access_log!(info);
+        } else {
+            access_log!(debug);
+        }
     }
 }
 

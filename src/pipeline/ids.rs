@@ -31,7 +31,17 @@ impl IdGen {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let a = splitmix(self.seed ^ n);
         let b = splitmix(a ^ n.rotate_left(32));
-        Arc::from(format!("{a:016x}{b:016x}").as_str())
+        let mut buf = [0u8; 32];
+        for (i, slot) in buf.iter_mut().enumerate() {
+            let word = if i < 16 { a } else { b };
+            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+            *slot = HEX[nibble as usize];
+        }
+        // Hex digits are ASCII, so this never fails; the fallback keeps it panic-free.
+        match std::str::from_utf8(&buf) {
+            Ok(s) => Arc::from(s),
+            Err(_) => Arc::from("0"),
+        }
     }
 }
 
@@ -69,6 +79,8 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The request id header.
 pub const X_REQUEST_ID: &str = "x-request-id";

@@ -193,7 +193,7 @@ fn prepare(
     // spelling, then the verified principal's values are set.
     match identity.auth {
         Some(a) => a.identity_headers.strip(&mut parts.headers),
-        None => IdentityHeaders::default().strip(&mut parts.headers),
+        None => IdentityHeaders::builtin().strip(&mut parts.headers),
     }
     if let Some(p) = identity.principal {
         inject(&mut parts.headers, p);

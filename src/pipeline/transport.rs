@@ -103,8 +103,7 @@ fn carries_credentials(headers: &HeaderMap, auth: Option<&AuthSettings>) -> bool
 }
 
 fn connection_names_protected(headers: &HeaderMap, identity: Option<&IdentityHeaders>) -> bool {
-    let default = IdentityHeaders::default();
-    let identity = identity.unwrap_or(&default);
+    let identity = identity.unwrap_or(IdentityHeaders::builtin());
     headers
         .get_all(CONNECTION)
         .iter()

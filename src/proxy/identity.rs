@@ -24,6 +24,13 @@ impl Default for IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// The built-in set, for configs without `authentication` (shared, never reallocated).
+    pub fn builtin() -> &'static IdentityHeaders {
+        static BUILTIN: std::sync::LazyLock<IdentityHeaders> =
+            std::sync::LazyLock::new(IdentityHeaders::default);
+        &BUILTIN
+    }
+
     /// Adds an operator-configured header name.
     pub fn add(&mut self, name: &str) -> Result<(), String> {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -36,10 +43,10 @@ impl IdentityHeaders {
         Ok(())
     }
 
-    /// Whether `name` is (a spelling of) an identity header.
+    /// Whether `name` is (a spelling of) an identity header. No allocation: this runs for
+    /// every header of every request.
     pub fn contains(&self, name: &str) -> bool {
-        let n = normalize(name);
-        self.names.contains(&n)
+        self.names.iter().any(|n| same_name(n, name))
     }
 
     /// Removes every client-supplied identity header.
@@ -70,6 +77,19 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), v);
     }
+}
+
+/// `normalized` (lower case, `-`) equals `name` once folded the same way.
+fn same_name(normalized: &str, name: &str) -> bool {
+    normalized.len() == name.len()
+        && normalized.bytes().zip(name.bytes()).all(|(n, b)| {
+            let b = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+            n == b
+        })
 }
 
 fn normalize(name: &str) -> String {

@@ -463,12 +463,23 @@ impl Drop for FortressProcess {
     }
 }
 
-/// An HTTP/2 (or HTTP/1.1) client over TLS trusting `ca_pem`, with ALPN `alpn`.
+/// A TLS client connection trusting `ca_pem`, with ALPN `alpn`.
 pub async fn tls_stream(
     addr: SocketAddr,
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    try_tls_stream(addr, ca_pem, alpn)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Like [`tls_stream`], but a failed handshake is an `Err`, not a panic.
+pub async fn try_tls_stream(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -482,9 +493,9 @@ pub async fn tls_stream(
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    connector.connect(name, tcp).await
 }
 
 /// HTTP/2 client over TLS.
