@@ -31,6 +31,7 @@ fn table(n: usize) -> Router {
             public: false,
             upstream_timeout: Duration::from_secs(30),
             access: Default::default(),
+            stream: None,
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

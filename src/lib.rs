@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

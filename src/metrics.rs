@@ -35,6 +35,8 @@ pub struct Metrics {
     pub cert_reload_error: IntCounter,
     auth_failures: Vec<IntCounter>,
     transport_refusals: Vec<IntCounter>,
+    stream_violations: IntCounterVec,
+    stream_unchecked: IntCounterVec,
 }
 
 impl Metrics {
@@ -113,6 +115,22 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let stream_violations = IntCounterVec::new(
+            Opts::new(
+                "stream_violations_total",
+                "NDJSON responses ended by a stream integrity violation, by route and reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        let stream_unchecked = IntCounterVec::new(
+            Opts::new(
+                "stream_unchecked_total",
+                "Responses on stream routes passed through unchecked (non-2xx or not NDJSON).",
+            ),
+            &["route", "reason"],
+        )?;
+        registry.register(Box::new(stream_violations.clone()))?;
+        registry.register(Box::new(stream_unchecked.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(transport_refusals.clone()))?;
         let auth_failures = AuthError::ALL
@@ -142,7 +160,23 @@ impl Metrics {
             tls_handshake_errors,
             auth_failures,
             transport_refusals,
+            stream_violations,
+            stream_unchecked,
         })
+    }
+
+    /// Counts a stream integrity violation.
+    pub fn stream_violation(&self, route: &str, reason: &str) {
+        self.stream_violations
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// Counts a response on a stream route passed through unchecked (`status`, `content_type`).
+    pub fn stream_unchecked(&self, route: &str, reason: &str) {
+        self.stream_unchecked
+            .with_label_values(&[route, reason])
+            .inc();
     }
 
     /// Counts an authentication failure.

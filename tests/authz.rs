@@ -433,7 +433,14 @@ async fn global_dry_run_forwards_and_records_every_denial() {
 }
 
 /// One tenant case: what, method, target, token, headers, forwarded?
-type TenantCase<'a> = (&'a str, &'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+type TenantCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    bool,
+);
 
 /// One row of the matrix: method, target, an extra header, expected status per role.
 type Row = (

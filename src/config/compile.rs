@@ -37,7 +37,8 @@ pub fn compile(
         .and_then(|a| super::auth::compile(a, base, server.environment, env, &mut errors));
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
-    let routes = compile_routes(&raw, &server, &mut errors);
+    let streams = super::streams::compile(&raw.streams, &mut errors);
+    let routes = compile_routes(&raw, &server, &streams, &mut errors);
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
         Err(route_errors) => {
@@ -155,6 +156,7 @@ struct CompiledRoutes {
 fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
+    streams: &std::collections::HashMap<String, Arc<crate::stream::validator::StreamRules>>,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -219,6 +221,18 @@ fn compile_routes(
             public,
             upstream_timeout,
             access: access(r, errors),
+            stream: r.stream.as_ref().and_then(|s| match streams.get(&s.value) {
+                Some(rules) => Some(rules.clone()),
+                None => {
+                    if !raw.streams.contains_key(&s.value) {
+                        errors.push(ConfigError::at(
+                            s.pos,
+                            format!("unknown stream `{}`: define it under `streams:`", s.value),
+                        ));
+                    }
+                    None
+                }
+            }),
         });
         positions.push(path.pos);
     }

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod lint;
 pub mod raw;
 pub mod rbac;
+pub mod streams;
 pub mod yaml;
 
 use std::fmt;

@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// `@other_role` to include another role's permissions).
     #[serde(default)]
     pub roles: std::collections::BTreeMap<String, Vec<Located<String>>>,
+    /// NDJSON stream definitions, named; routes refer to them with `stream: NAME`.
+    #[serde(default)]
+    pub streams: std::collections::BTreeMap<String, RawStream>,
     /// Settings of the policy lint applied on every load.
     #[serde(default)]
     pub lint: Option<RawLint>,
@@ -136,6 +139,57 @@ pub struct RawRoute {
     /// `enforce` or `dry-run` for this route (default: the global `mode`).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Check the response as this NDJSON stream (a name under `streams:`).
+    #[serde(default)]
+    pub stream: Option<Located<String>>,
+}
+
+/// One NDJSON stream definition.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    /// Line types in order; types may be skipped but never go back. `error` is always allowed
+    /// and terminal.
+    pub order: Vec<Located<String>>,
+    /// Types that may repeat on consecutive lines (others at most once).
+    #[serde(default)]
+    pub repeatable: Vec<Located<String>>,
+    /// Types that must appear before the stream ends (default `[end]` when `end` is in
+    /// `order`, else none).
+    #[serde(default)]
+    pub required: Option<Vec<Located<String>>>,
+    /// Types after which nothing may follow (default `[end]` when `end` is in `order`).
+    #[serde(default)]
+    pub terminal: Option<Vec<Located<String>>>,
+    /// Name of the type field (default `type`).
+    #[serde(default)]
+    pub type_field: Option<String>,
+    /// Name of the trace id field (default `trace_id`).
+    #[serde(default)]
+    pub trace_field: Option<String>,
+    /// Every line's trace id must equal the request's trace id (default false).
+    #[serde(default)]
+    pub trace_must_match_request: Option<bool>,
+    /// Longest line, e.g. `1MiB`, `64KiB`, `4096` (default 1MiB).
+    #[serde(default)]
+    pub max_line_bytes: Option<Located<String>>,
+    /// Check SQL in `technical_view` lines against a schema access policy.
+    #[serde(default)]
+    pub sql_guard: Option<RawSqlGuard>,
+}
+
+/// `sql_guard:` of a stream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqlGuard {
+    /// Field of the `technical_view` line that holds the SQL (default `sql`).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Only read-only queries (default true).
+    #[serde(default)]
+    pub read_only: Option<bool>,
+    /// Tables the SQL may read (case-insensitive; `schema.table` allowed).
+    pub allowed_tables: Vec<String>,
 }
 
 /// `tenant:` of a route; exactly one of `path_param`, `header`, `query`.

@@ -22,7 +22,9 @@ pub struct Completion {
     dry_run: bool,
     principal: Option<SharedPrincipal>,
     privileged: Option<&'static str>,
+    stream_violation: Option<&'static str>,
     request_id: Arc<str>,
+    trace_id: Arc<str>,
     start: Instant,
     upstream_body_error: bool,
 }
@@ -34,6 +36,7 @@ impl Completion {
         conn: Arc<ConnInfo>,
         method: Method,
         request_id: Arc<str>,
+        trace_id: Arc<str>,
     ) -> Self {
         conn.activity.request_started();
         Self {
@@ -47,7 +50,9 @@ impl Completion {
             dry_run: false,
             principal: None,
             privileged: None,
+            stream_violation: None,
             request_id,
+            trace_id,
             start: Instant::now(),
             upstream_body_error: false,
         }
@@ -84,6 +89,20 @@ impl Completion {
         self.privileged = privileged;
     }
 
+    /// The NDJSON stream check refused a line; counted and logged now, once.
+    pub fn mark_stream_violation(&mut self, reason: &'static str) {
+        self.stream_violation = Some(reason);
+        let route = self.route.as_deref().unwrap_or(UNMATCHED);
+        self.state.metrics.stream_violation(route, reason);
+        tracing::warn!(
+            request.id = %self.request_id,
+            trace.id = %self.trace_id,
+            route.name = route,
+            reason,
+            "stream integrity violation; stream ended with an error line"
+        );
+    }
+
     /// The upstream body failed mid-stream (the client saw a truncated response).
     pub fn mark_upstream_body_error(&mut self) {
         self.upstream_body_error = true;
@@ -110,12 +129,15 @@ impl Drop for Completion {
         self.conn.activity.request_finished();
         // Allowed requests log at debug (a line per request costs throughput); refusals,
         // dry-run denials, errors and privileged passes log at info.
-        let notable =
-            self.decision != "allow" || self.privileged.is_some() || self.upstream_body_error;
+        let notable = self.decision != "allow"
+            || self.privileged.is_some()
+            || self.upstream_body_error
+            || self.stream_violation.is_some();
         macro_rules! access_log {
             ($level:ident) => {
                 tracing::$level!(
                     request.id = %self.request_id,
+                    trace.id = %self.trace_id,
                     route.name = route,
                     http.method = %self.method,
                     http.status = self.status,
@@ -128,6 +150,7 @@ impl Drop for Completion {
                     client.ip = %self.conn.peer.ip(),
                     latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     upstream_body_error = self.upstream_body_error,
+                    stream_violation = self.stream_violation.unwrap_or(""),
                     "request finished"
                 )
             };

@@ -65,6 +65,49 @@ pub fn request_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
     ids.next()
 }
 
+/// The W3C trace id for a request: from a trusted peer's single valid `traceparent`, else new.
+pub fn trace_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
+    if trusted {
+        let mut values = headers.get_all(TRACEPARENT).iter();
+        if let (Some(v), None) = (values.next(), values.next())
+            && let Ok(s) = v.to_str()
+            && let Some(trace) = parse_traceparent(s)
+        {
+            return Arc::from(trace);
+        }
+    }
+    ids.next()
+}
+
+/// The trace id of a valid `traceparent` (`VV-TTTT…(32)-PPPP…(16)-FF`, lower-case hex, version
+/// not `ff`, trace and parent ids not all zeros).
+pub fn parse_traceparent(s: &str) -> Option<&str> {
+    let mut parts = s.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |p: &str, n: usize| {
+        p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    ok.then_some(trace)
+}
+
+/// The `traceparent` fortress sends upstream: the request's trace id, a new span id, sampled.
+pub fn traceparent(trace_id: &str, ids: &IdGen) -> String {
+    let span = ids.next();
+    format!(
+        "00-{trace_id}-{}-01",
+        span.get(..16).unwrap_or("0000000000000001")
+    )
+}
+
 /// 1–128 characters of `[A-Za-z0-9._:-]`: safe in headers, JSON and logs.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
@@ -82,6 +125,9 @@ fn splitmix(mut z: u64) -> u64 {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// The request id header.
 pub const X_REQUEST_ID: &str = "x-request-id";
 
@@ -97,6 +143,35 @@ mod tests {
         let b = g.next();
         assert_ne!(a, b);
         assert!(is_valid_id(&a) && a.len() == 32);
+    }
+
+    #[test]
+    fn traceparent_parsing() {
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(t),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        let g = IdGen::new();
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(t));
+        assert_eq!(&*trace_id(&h, true, &g), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(
+            &*trace_id(&h, false, &g),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736", &g);
+        assert!(parse_traceparent(&tp).is_some(), "{tp}");
     }
 
     #[test]

@@ -48,14 +48,19 @@ pub async fn handle(
     let config = state.config.snapshot();
     let trusted = config.server.is_trusted(conn.peer.ip());
     let request_id = ids::request_id(req.headers(), trusted, &state.ids);
+    let trace_id = ids::trace_id(req.headers(), trusted, &state.ids);
     let mut done = Completion::start(
         state.clone(),
         conn.clone(),
         req.method().clone(),
         request_id.clone(),
+        trace_id.clone(),
     );
-    let result =
-        decide_and_forward(&state, &config, &conn, trusted, &request_id, req, &mut done).await;
+    let ids = RequestIds {
+        request_id: &request_id,
+        trace_id: &trace_id,
+    };
+    let result = decide_and_forward(&state, &config, &conn, trusted, &ids, req, &mut done).await;
     let mut resp = match result {
         Ok(resp) => {
             done.set_status(resp.status().as_u16());
@@ -84,10 +89,11 @@ async fn decide_and_forward(
     config: &Config,
     conn: &ConnInfo,
     trusted: bool,
-    request_id: &str,
+    ids: &RequestIds<'_>,
     req: Request<Incoming>,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, Rejection> {
+    let request_id = ids.request_id;
     // A cheap (reference-counted) clone, so the canonical path can borrow from it while the
     // request itself moves on to the forwarder.
     let uri = req.uri().clone();
@@ -125,12 +131,14 @@ async fn decide_and_forward(
         principal: decision.principal.as_deref(),
         auth: config.auth.as_deref(),
     };
+    let traceparent = ids::traceparent(ids.trace_id, &state.ids);
     let upstream_req = prepare(
         req,
         config,
         conn,
         trusted,
-        request_id,
+        ids,
+        &traceparent,
         &decision.canonical,
         &identity,
     )?;
@@ -140,7 +148,29 @@ async fn decide_and_forward(
         .await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    // Stream routes: a successful NDJSON response is checked line by line. Anything else is
+    // passed through unchecked, and counted.
+    let stream = decision
+        .route
+        .and_then(|r| r.stream.clone().map(|s| (r, s)));
+    let body = match stream {
+        Some((route, rules)) => {
+            if !parts.status.is_success() {
+                state.metrics.stream_unchecked(&route.name, "status");
+                ProxyBody::upstream(body)
+            } else if !crate::stream::is_ndjson(parts.headers.get(header::CONTENT_TYPE)) {
+                state.metrics.stream_unchecked(&route.name, "content_type");
+                ProxyBody::upstream(body)
+            } else {
+                // The guard may cut the body short or add a line: the length is unknown.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let guard = crate::stream::NdjsonGuard::new(body, rules, Arc::from(ids.trace_id));
+                ProxyBody::guarded(guard)
+            }
+        }
+        None => ProxyBody::upstream(body),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Rewrites a client request for the upstream: canonical path, absolute URI for the pool,
@@ -150,10 +180,12 @@ fn prepare(
     config: &Config,
     conn: &ConnInfo,
     trusted: bool,
-    request_id: &str,
+    ids: &RequestIds<'_>,
+    traceparent: &str,
     canonical: &str,
     identity: &Identity<'_>,
 ) -> Result<Request<Incoming>, Rejection> {
+    let request_id = ids.request_id;
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -201,11 +233,24 @@ fn prepare(
     if identity.auth.is_some_and(|a| !a.forward_token) {
         parts.headers.remove(header::AUTHORIZATION);
     }
+    // Trace context: the request's trace id with a new span; untrusted tracestate goes.
+    if let Ok(v) = HeaderValue::from_str(traceparent) {
+        parts.headers.insert(ids::TRACEPARENT, v);
+    }
+    if !trusted {
+        parts.headers.remove("tracestate");
+    }
     // The app sees the host the client asked for (HTTP/2 clients send `:authority` only).
     if let Some(h) = host {
         parts.headers.insert(header::HOST, h);
     }
     Ok(Request::from_parts(parts, body))
+}
+
+/// The ids of one request.
+struct RequestIds<'a> {
+    request_id: &'a str,
+    trace_id: &'a str,
 }
 
 /// Who the request is from, for the identity headers sent upstream.

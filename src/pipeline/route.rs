@@ -28,6 +28,8 @@ pub struct Route {
     pub upstream_timeout: Duration,
     /// Authorization, tenant and mode settings.
     pub access: Access,
+    /// NDJSON stream rules for the response, if the route declares `stream:`.
+    pub stream: Option<std::sync::Arc<crate::stream::validator::StreamRules>>,
 }
 
 /// What a route requires beyond a valid token.
@@ -295,6 +297,7 @@ mod tests {
             public: false,
             upstream_timeout: Duration::from_secs(1),
             access: Access::default(),
+            stream: None,
         }
     }
 

@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::pipeline::complete::Completion;
+use crate::stream::NdjsonGuard;
 
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +28,7 @@ pin_project_lite::pin_project! {
     enum Kind {
         Full { data: Option<Bytes> },
         Upstream { #[pin] inner: Incoming },
+        Guarded { guard: NdjsonGuard },
     }
 }
 
@@ -45,6 +47,14 @@ impl ProxyBody {
     pub fn upstream(inner: Incoming) -> Self {
         Self {
             kind: Kind::Upstream { inner },
+            done: None,
+        }
+    }
+
+    /// The upstream's body, checked line by line as an NDJSON stream.
+    pub fn guarded(guard: NdjsonGuard) -> Self {
+        Self {
+            kind: Kind::Guarded { guard },
             done: None,
         }
     }
@@ -78,6 +88,15 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(Box::new(e) as BoxError)))
                 }
             },
+            KindProj::Guarded { guard } => {
+                let polled = Pin::new(&mut *guard).poll_frame(cx);
+                if let Some(v) = guard.take_new_violation()
+                    && let Some(done) = this.done.as_mut()
+                {
+                    done.mark_stream_violation(v.code());
+                }
+                polled.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+            }
         };
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
             // Dropping the completion records the request now rather than at connection end.
@@ -90,6 +109,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full { data } => data.is_none(),
             Kind::Upstream { inner } => inner.is_end_stream(),
+            Kind::Guarded { guard } => guard.is_end_stream(),
         }
     }
 
@@ -99,6 +119,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Upstream { inner } => inner.size_hint(),
+            Kind::Guarded { guard } => guard.size_hint(),
         }
     }
 }

@@ -1,0 +1,154 @@
+//! NDJSON stream integrity on the response path: [`NdjsonGuard`] forwards each validated line
+//! as soon as it is complete and, on the first violation, sends one final error line, ends the
+//! response and drops the upstream connection at once.
+
+pub mod sql_guard;
+pub mod validator;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use validator::{StreamRules, Validator, Violation, error_line};
+
+/// Wraps an upstream NDJSON body with a [`Validator`].
+pub struct NdjsonGuard {
+    // Boxed so the guard is `Unpin` and the upstream can be dropped the moment it misbehaves.
+    inner: Option<Pin<Box<Incoming>>>,
+    validator: Validator,
+    request_trace_id: Arc<str>,
+    state: State,
+    violation: Option<Violation>,
+    reported: bool,
+}
+
+enum State {
+    Streaming,
+    /// The last frame to send: valid lines before the violation, then the error line.
+    Failing(Bytes),
+    Done,
+}
+
+impl NdjsonGuard {
+    /// Guards `inner` with `rules`; `request_trace_id` is the request's trace id.
+    pub fn new(inner: Incoming, rules: Arc<StreamRules>, request_trace_id: Arc<str>) -> Self {
+        Self {
+            inner: Some(Box::pin(inner)),
+            validator: Validator::new(rules, Some(request_trace_id.to_string())),
+            request_trace_id,
+            state: State::Streaming,
+            violation: None,
+            reported: false,
+        }
+    }
+
+    /// The violation, the first time it is asked for after it happened (so it is recorded
+    /// exactly once).
+    pub fn take_new_violation(&mut self) -> Option<Violation> {
+        match (self.violation, self.reported) {
+            (Some(v), false) => {
+                self.reported = true;
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    fn fail(&mut self, v: Violation, before: Bytes) {
+        // Drop the upstream body now: hyper then discards the connection instead of pooling
+        // a connection whose response was not read to the end.
+        self.inner = None;
+        self.violation = Some(v);
+        let trace = if self.request_trace_id.is_empty() {
+            self.validator.trace_id().unwrap_or("").to_owned()
+        } else {
+            self.request_trace_id.to_string()
+        };
+        let line = error_line(&trace, v);
+        let mut out = BytesMut::with_capacity(before.len() + line.len());
+        out.extend_from_slice(&before);
+        out.extend_from_slice(&line);
+        self.state = State::Failing(out.freeze());
+    }
+}
+
+impl Body for NdjsonGuard {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Failing(last) => return Poll::Ready(Some(Ok(Frame::data(last)))),
+                State::Streaming => {}
+            }
+            this.state = State::Streaming;
+            let Some(inner) = this.inner.as_mut() else {
+                this.state = State::Done;
+                continue;
+            };
+            match inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match this.validator.push(data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Err(v) => {
+                            let before = this.validator.take_before_violation();
+                            this.fail(v, before);
+                        }
+                    },
+                    // Trailers pass through unchanged.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    debug!(error = %e, "upstream body failed mid-stream");
+                    this.fail(Violation::UpstreamError, Bytes::new());
+                }
+                Poll::Ready(None) => match this.validator.finish() {
+                    Ok(()) => {
+                        this.inner = None;
+                        this.state = State::Done;
+                    }
+                    Err(v) => this.fail(v, Bytes::new()),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The guard may cut the body short or add the error line.
+        SizeHint::default()
+    }
+}
+
+/// Whether a response content type is NDJSON (`application/x-ndjson`, `application/ndjson`,
+/// `application/jsonl`, with or without parameters).
+pub fn is_ndjson(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    [
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+    ]
+    .iter()
+    .any(|t| essence.eq_ignore_ascii_case(t))
+}
