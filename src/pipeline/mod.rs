@@ -59,6 +59,7 @@ pub async fn handle(
     let ids = RequestIds {
         request_id: &request_id,
         trace_id: &trace_id,
+        traceparent: "",
     };
     let result = decide_and_forward(&state, &config, &conn, trusted, &ids, req, &mut done).await;
     let mut resp = match result {
@@ -132,13 +133,16 @@ async fn decide_and_forward(
         auth: config.auth.as_deref(),
     };
     let traceparent = ids::traceparent(ids.trace_id, &state.ids);
+    let ids = &RequestIds {
+        traceparent: &traceparent,
+        ..*ids
+    };
     let upstream_req = prepare(
         req,
         config,
         conn,
         trusted,
         ids,
-        &traceparent,
         &decision.canonical,
         &identity,
     )?;
@@ -181,7 +185,6 @@ fn prepare(
     conn: &ConnInfo,
     trusted: bool,
     ids: &RequestIds<'_>,
-    traceparent: &str,
     canonical: &str,
     identity: &Identity<'_>,
 ) -> Result<Request<Incoming>, Rejection> {
@@ -234,7 +237,7 @@ fn prepare(
         parts.headers.remove(header::AUTHORIZATION);
     }
     // Trace context: the request's trace id with a new span; untrusted tracestate goes.
-    if let Ok(v) = HeaderValue::from_str(traceparent) {
+    if let Ok(v) = HeaderValue::from_str(ids.traceparent) {
         parts.headers.insert(ids::TRACEPARENT, v);
     }
     if !trusted {
@@ -248,9 +251,12 @@ fn prepare(
 }
 
 /// The ids of one request.
+#[derive(Clone, Copy)]
 struct RequestIds<'a> {
     request_id: &'a str,
     trace_id: &'a str,
+    /// The `traceparent` sent upstream (set once the request is allowed).
+    traceparent: &'a str,
 }
 
 /// Who the request is from, for the identity headers sent upstream.
