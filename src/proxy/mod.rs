@@ -34,6 +34,10 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // Cap each pooled connection's read buffer (hyper grows it up to ~400 KiB while
+            // streaming large bodies): bodies stream through in chunks either way, and this
+            // bounds memory per upstream connection. It also caps upstream response headers.
+            .http1_max_buf_size(UPSTREAM_MAX_BUF)
             .build(http);
         Self { client }
     }
@@ -71,6 +75,9 @@ impl Forwarder {
         }
     }
 }
+
+/// Largest read buffer per upstream connection (and so largest upstream response head).
+const UPSTREAM_MAX_BUF: usize = 32 * 1024;
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
