@@ -15,6 +15,8 @@ pub mod reload;
 pub mod server;
 pub mod state;
 pub mod stream;
+#[cfg(test)]
+mod testutil;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -137,25 +137,7 @@ async fn file_change_reloads_routes() {
 
     let new = config(up.addr, "", &v1_v2());
     replace_file(&fx.config_path, &new);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            get(addr, "/v2/x").await.status == 200
-        })
-        .await,
-        "/v2/x not routed within 10s of the config change"
-    );
-    assert_routed(addr, "/v2/x").await;
-    assert_routed(addr, "/v1/x").await;
-    // The counter is bumped right after the swap; poll past that instant.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            reloads(admin, "ok").await == 1.0
-        })
-        .await
-    );
-    assert_eq!(reloads(admin, "error").await, 0.0);
-    let info = policy_info(admin).await;
-    assert_eq!(info, [(sha8(&new), "1".to_owned())], "only the new policy");
+    assert_v2_reloaded(addr, admin, &new, "the config change").await;
     assert_ne!(sha8(&new), sha8(&old));
 }
 
@@ -339,23 +321,7 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
     std::fs::remove_dir_all(root.join("..2026_01")).expect("remove old dir");
 
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            get(addr, "/v2/x").await.status == 200
-        })
-        .await,
-        "the swapped ConfigMap was not applied within 10s"
-    );
-    assert_routed(addr, "/v2/x").await;
-    assert_routed(addr, "/v1/x").await;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            reloads(admin, "ok").await == 1.0
-        })
-        .await
-    );
-    assert_eq!(reloads(admin, "error").await, 0.0);
-    assert_eq!(policy_info(admin).await, [(sha8(&new), "1".to_owned())]);
+    assert_v2_reloaded(addr, admin, &new, "the swapped ConfigMap").await;
 }
 
 /// Whether process `pid` has a handler installed for SIGHUP (`SigCgt` bit 0).
@@ -485,4 +451,31 @@ async fn in_flight_request_survives_a_reload() {
     assert_eq!(body.len(), BODY_LEN);
     assert!(body.iter().all(|b| *b == b'z'));
     assert_eq!(up.hits(), 2, "/v1/slow and /v2/other");
+}
+
+/// Waits until `/v2/x` is routed after `what`, then checks both routes, exactly one ok reload,
+/// no error, and `new` as the only active policy.
+async fn assert_v2_reloaded(addr: SocketAddr, admin: SocketAddr, new: &str, what: &str) {
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(addr, "/v2/x").await.status == 200
+        })
+        .await,
+        "/v2/x not routed within 10s of {what}"
+    );
+    assert_routed(addr, "/v2/x").await;
+    assert_routed(addr, "/v1/x").await;
+    // The counter is bumped right after the swap; poll past that instant.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reloads(admin, "ok").await == 1.0
+        })
+        .await
+    );
+    assert_eq!(reloads(admin, "error").await, 0.0);
+    assert_eq!(
+        policy_info(admin).await,
+        [(sha8(new), "1".to_owned())],
+        "only the new policy"
+    );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fortress::Fortress;
 use http::{Request, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::*;
@@ -50,19 +50,6 @@ fn presented_leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Certifica
         .expect("server presented a certificate")
         .clone()
         .into_owned()
-}
-
-/// An HTTP/2 client over an established TLS stream (ALPN must have chosen h2).
-async fn h2_over(
-    tls: tokio_rustls::client::TlsStream<TcpStream>,
-) -> hyper::client::conn::http2::SendRequest<TestBody> {
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    send
 }
 
 /// `GET https://localhost:PORT{path}` on an HTTP/2 connection: (status, version, body).

@@ -513,21 +513,7 @@ mod tests {
         }
     }
 
-    /// xorshift64*: tiny deterministic PRNG for the property test.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % u64::try_from(n).unwrap_or(1)).unwrap_or(0)
-        }
-    }
+    use crate::testutil::Rng;
 
     const PIECES: &[&str] = &[
         "/", "/", "/", "a", "b", "Z", "9", ".", "..", "%2e", "%2E", "%41", "%3a", "%3A", "%25",

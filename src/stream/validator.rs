@@ -951,21 +951,7 @@ mod tests {
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-    /// A tiny deterministic PRNG (xorshift64*), so the split tests are reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % (n.max(1) as u64)) as usize
-        }
-    }
+    use crate::testutil::Rng;
 
     fn rules() -> StreamRules {
         StreamRules {

@@ -503,7 +503,13 @@ pub async fn h2_tls(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> hyper::client::conn::http2::SendRequest<TestBody> {
-    let tls = tls_stream(addr, ca_pem, &[b"h2"]).await;
+    h2_over(tls_stream(addr, ca_pem, &[b"h2"]).await).await
+}
+
+/// An HTTP/2 client over an established TLS stream (ALPN must have chosen h2).
+pub async fn h2_over(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> hyper::client::conn::http2::SendRequest<TestBody> {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
