@@ -26,6 +26,12 @@ impl IdGen {
         }
     }
 
+    /// A fresh 64-bit id (for span ids).
+    pub fn next_u64(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        splitmix(self.seed ^ n.rotate_left(17))
+    }
+
     /// A fresh 32-hex-digit id.
     pub fn next(&self) -> Arc<str> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

@@ -237,7 +237,7 @@ fn prepare(
         parts.headers.remove(header::AUTHORIZATION);
     }
     // Trace context: the request's trace id with a new span; untrusted tracestate goes.
-    if let Ok(v) = HeaderValue::from_str(ids.traceparent) {
+    if let Ok(v) = HeaderValue::try_from(ids.traceparent.to_owned()) {
         parts.headers.insert(ids::TRACEPARENT, v);
     }
     if !trusted {

@@ -49,7 +49,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         (true, Some(prior)) => format!("{prior}, {peer_ip}"),
         _ => peer_ip,
     };
-    set(headers, X_FORWARDED_FOR, &xff);
+    set(headers, X_FORWARDED_FOR, xff);
 
     let proto = if client.tls {
         "https"
@@ -67,7 +67,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         None
     };
     match (trusted_host, client.host) {
-        (Some(h), _) => set(headers, X_FORWARDED_HOST, &h),
+        (Some(h), _) => set(headers, X_FORWARDED_HOST, h),
         (None, Some(h)) => {
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
@@ -102,8 +102,9 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     }
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
+/// Sets a header from an owned string (no second copy); an invalid value removes the header.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    match HeaderValue::try_from(value) {
         Ok(v) => {
             headers.insert(name, v);
         }
