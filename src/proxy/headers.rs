@@ -81,7 +81,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
     set(
         headers,
         HeaderName::from_static(X_REQUEST_ID),
-        client.request_id,
+        client.request_id.to_owned(),
     );
 }
 
