@@ -76,11 +76,12 @@ fn bench(c: &mut Criterion) {
         tls: false,
         trusted: true,
     };
+    let metrics = fortress::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
     // With HS256 and no JWKS nothing in decide() waits: one poll completes it.
     let mut cx = Context::from_waker(Waker::noop());
     c.bench_function("decide/route+jwt-hs256-cached+rbac+tenant", |b| {
         b.iter(|| {
-            let mut obs = RouteObserver::default();
+            let mut obs = RouteObserver::new(&metrics);
             let fut = pin!(decide::decide(
                 &config,
                 black_box(&view),

@@ -32,6 +32,7 @@ fn table(n: usize) -> Router {
             upstream_timeout: Duration::from_secs(30),
             access: Default::default(),
             stream: None,
+            metrics: Default::default(),
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

@@ -1,6 +1,8 @@
 //! Prometheus metrics owned by one fortress instance (no global registry, so tests can run
 //! several fortresses in one process). Every name is prefixed `fortress_`.
 
+use std::sync::{Arc, OnceLock};
+
 use http::Method;
 
 use crate::auth::AuthError;
@@ -37,6 +39,75 @@ pub struct Metrics {
     transport_refusals: Vec<IntCounter>,
     stream_violations: IntCounterVec,
     stream_unchecked: IntCounterVec,
+    unmatched: Arc<RouteMetrics>,
+}
+
+/// The request metrics of one route, resolved on first use: a request costs an index and an
+/// atomic add, not a label hash and a lock.
+pub struct RouteMetrics {
+    name: Arc<str>,
+    latency: Histogram,
+    requests: IntCounterVec,
+    counters: Vec<OnceLock<IntCounter>>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl RouteMetrics {
+    fn new(name: Arc<str>, requests: &IntCounterVec, latency: &HistogramVec) -> Self {
+        let slots = METHOD_LABELS.len() * STATUS_LABELS.len() * DECISIONS.len() * MODES.len();
+        Self {
+            latency: latency.with_label_values(&[&name]),
+            requests: requests.clone(),
+            counters: (0..slots).map(|_| OnceLock::new()).collect(),
+            name,
+        }
+    }
+
+    /// The route's name (the metrics label).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Records a finished request.
+    pub fn observe(
+        &self,
+        method: &Method,
+        status: u16,
+        decision: &str,
+        dry_run: bool,
+        seconds: f64,
+    ) {
+        let m = method_index(method);
+        let s = status_index(status);
+        let d = DECISIONS
+            .iter()
+            .position(|x| *x == decision)
+            .unwrap_or(DECISIONS.len() - 1);
+        let md = usize::from(dry_run);
+        let idx = ((m * STATUS_LABELS.len() + s) * DECISIONS.len() + d) * MODES.len() + md;
+        if let Some(slot) = self.counters.get(idx) {
+            slot.get_or_init(|| {
+                let label =
+                    |list: &[&'static str], i: usize| list.get(i).copied().unwrap_or("other");
+                self.requests.with_label_values(&[
+                    &*self.name,
+                    label(&METHOD_LABELS, m),
+                    label(&STATUS_LABELS, s),
+                    label(&DECISIONS, d),
+                    label(&MODES, md),
+                ])
+            })
+            .inc();
+        }
+        self.latency.observe(seconds);
+    }
 }
 
 impl Metrics {
@@ -144,7 +215,9 @@ impl Metrics {
         for kind in UPSTREAM_ERROR_KINDS {
             upstream_errors.with_label_values(&[kind]);
         }
+        let unmatched = Arc::new(RouteMetrics::new(Arc::from(UNMATCHED), &requests, &latency));
         Ok(Self {
+            unmatched,
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
             cert_reload_ok: cert_reloads.with_label_values(&["ok"]),
@@ -201,26 +274,14 @@ impl Metrics {
         }
     }
 
-    /// Records a finished request.
-    pub fn observe_request(
-        &self,
-        route: &str,
-        method: &Method,
-        status: u16,
-        decision: &str,
-        mode: &str,
-        seconds: f64,
-    ) {
-        self.requests
-            .with_label_values(&[
-                route,
-                method_label(method),
-                status_class(status),
-                decision,
-                mode,
-            ])
-            .inc();
-        self.latency.with_label_values(&[route]).observe(seconds);
+    /// The request metrics of a route (resolve once per route and keep).
+    pub fn route(&self, name: Arc<str>) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::new(name, &self.requests, &self.latency))
+    }
+
+    /// The request metrics of requests that matched no route (route label `-`).
+    pub fn unmatched(&self) -> &Arc<RouteMetrics> {
+        &self.unmatched
     }
 
     /// Records the upstream's time to response headers.
@@ -254,31 +315,39 @@ impl Metrics {
     }
 }
 
-fn method_label(m: &Method) -> &'static str {
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
     }
 }
 
-fn status_class(s: u16) -> &'static str {
+fn status_index(s: u16) -> usize {
     match s {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
+/// Route label for requests that matched no route.
+pub const UNMATCHED: &str = "-";
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
+const STATUS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const DECISIONS: [&str; 4] = ["allow", "deny", "dry_run_deny", "error"];
+const MODES: [&str; 2] = ["enforce", "dry_run"];
 const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -233,6 +233,7 @@ fn compile_routes(
                     None
                 }
             }),
+            metrics: Default::default(),
         });
         positions.push(path.pos);
     }

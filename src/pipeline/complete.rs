@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::Method;
 
 use crate::auth::SharedPrincipal;
+use crate::metrics::{RouteMetrics, UNMATCHED};
 use crate::server::conn::ConnInfo;
 use crate::state::AppState;
 
@@ -14,7 +15,7 @@ use crate::state::AppState;
 pub struct Completion {
     state: AppState,
     conn: Arc<ConnInfo>,
-    route: Option<Arc<str>>,
+    route: Option<Arc<RouteMetrics>>,
     method: Method,
     status: u16,
     decision: &'static str,
@@ -59,7 +60,7 @@ impl Completion {
     }
 
     /// Sets the matched route.
-    pub fn set_route(&mut self, route: Arc<str>) {
+    pub fn set_route(&mut self, route: Arc<RouteMetrics>) {
         self.route = Some(route);
     }
 
@@ -92,7 +93,7 @@ impl Completion {
     /// The NDJSON stream check refused a line; counted and logged now, once.
     pub fn mark_stream_violation(&mut self, reason: &'static str) {
         self.stream_violation = Some(reason);
-        let route = self.route.as_deref().unwrap_or(UNMATCHED);
+        let route = self.route.as_ref().map_or(UNMATCHED, |r| &**r.name());
         self.state.metrics.stream_violation(route, reason);
         tracing::warn!(
             request.id = %self.request_id,
@@ -113,16 +114,16 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let metrics = &self.state.metrics;
-        let route = self.route.as_deref().unwrap_or(UNMATCHED);
-        let mode = if self.dry_run { "dry_run" } else { "enforce" };
-        metrics.observe_request(
-            route,
+        let route_metrics = self.route.as_ref().unwrap_or(metrics.unmatched());
+        route_metrics.observe(
             &self.method,
             self.status,
             self.decision,
-            mode,
+            self.dry_run,
             elapsed.as_secs_f64(),
         );
+        let route = &**route_metrics.name();
+        let mode = if self.dry_run { "dry_run" } else { "enforce" };
         if self.upstream_body_error {
             metrics.upstream_error("protocol");
         }
@@ -162,6 +163,3 @@ impl Drop for Completion {
         }
     }
 }
-
-/// Route label for requests that matched no route.
-pub const UNMATCHED: &str = "-";

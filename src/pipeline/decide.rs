@@ -81,17 +81,30 @@ pub trait Observer {
     fn dry_run(&mut self, _stage: &'static str, _r: Rejection, _detail: impl FnOnce() -> String) {}
 }
 
-/// The observer of the proxy path: keeps only the matched route's name (for metrics and logs
-/// of refused requests).
-#[derive(Default)]
-pub struct RouteObserver {
-    /// The matched route's name.
-    pub route: Option<std::sync::Arc<str>>,
+/// The observer of the proxy path: keeps only the matched route's metric handles (so refused
+/// requests are counted under their route too).
+pub struct RouteObserver<'m> {
+    metrics: &'m Metrics,
+    /// The matched route's metrics (and name).
+    pub route: Option<std::sync::Arc<crate::metrics::RouteMetrics>>,
 }
 
-impl Observer for RouteObserver {
+impl<'m> RouteObserver<'m> {
+    /// An observer resolving route metrics from `metrics`.
+    pub fn new(metrics: &'m Metrics) -> Self {
+        Self {
+            metrics,
+            route: None,
+        }
+    }
+}
+
+impl Observer for RouteObserver<'_> {
     fn routed(&mut self, route: &Route) {
-        self.route = Some(route.name.clone());
+        let m = route
+            .metrics
+            .get_or_init(|| self.metrics.route(route.name.clone()));
+        self.route = Some(m.clone());
     }
 }
 

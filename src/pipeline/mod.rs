@@ -113,7 +113,7 @@ async fn decide_and_forward(
         now: jsonwebtoken::get_current_timestamp(),
         claims_override: None,
     };
-    let mut observer = RouteObserver::default();
+    let mut observer = RouteObserver::new(&state.metrics);
     let decision = decide::decide(config, &view, &uri, &env, &mut observer).await;
     // The route is known even when a later stage refuses.
     if let Some(route) = observer.route {

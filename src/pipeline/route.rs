@@ -30,6 +30,8 @@ pub struct Route {
     pub access: Access,
     /// NDJSON stream rules for the response, if the route declares `stream:`.
     pub stream: Option<std::sync::Arc<crate::stream::validator::StreamRules>>,
+    /// This route's metric handles, resolved by the first request.
+    pub metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::RouteMetrics>>,
 }
 
 /// What a route requires beyond a valid token.
@@ -298,6 +300,7 @@ mod tests {
             upstream_timeout: Duration::from_secs(1),
             access: Access::default(),
             stream: None,
+            metrics: Default::default(),
         }
     }
 
