@@ -1,6 +1,7 @@
 //! The decision: every check a request goes through before it may be forwarded, in a fixed,
 //! visible order. The proxy and `fortress explain` run this same function; explain passes an
-//! [`Observer`] that records each stage, the proxy passes [`RouteObserver`], which keeps only the route name.
+//! [`Observer`] that records each stage, the proxy passes [`RouteObserver`], which keeps only
+//! the matched route's metric handles.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
