@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fortress::auth::cache::TokenCache;
-use fortress::auth::jwt::{Authenticator, ClaimMap, StaticKey};
+use fortress::auth::jwt::{ClaimMap, JwtSettings, StaticKey, Verifier};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header};
 
 const SECRET: &[u8] = b"bench-secret-0123456789abcdef-0123456789";
 
-fn authenticator(cache_size: usize) -> Authenticator {
+fn settings() -> JwtSettings {
     let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
     let rsa_pub = std::fs::read(keys.join("rsa.pub.pem")).unwrap_or_else(|e| panic!("{e}"));
-    Authenticator {
+    JwtSettings {
         algorithms: vec![Algorithm::HS256, Algorithm::RS256],
         issuer: "bench".into(),
         audiences: vec!["api".into()],
@@ -34,7 +34,8 @@ fn authenticator(cache_size: usize) -> Authenticator {
         }],
         jwks: None,
         max_token_bytes: 8192,
-        cache: TokenCache::new(cache_size),
+        cache_size: 10_000,
+        fingerprint: 1,
     }
 }
 
@@ -62,7 +63,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify");
     for (name, tok) in [("HS256", &hs), ("RS256", &rs)] {
         for (mode, size) in [("no-cache", 0usize), ("cached", 10_000)] {
-            let auth = authenticator(size);
+            let settings = settings();
+            let cache = TokenCache::new(size);
+            let auth = Verifier {
+                settings: &settings,
+                jwks: None,
+                cache: &cache,
+            };
             group.bench_function(format!("{name}/{mode}"), |b| {
                 b.iter(|| {
                     let p = rt

@@ -7,11 +7,17 @@ use std::path::Path;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use fortress::auth::revocation::MemoryRevocations;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use fortress::config;
-use fortress::pipeline::decide::{self, DecideEnv, RequestView, RouteObserver};
-use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use fortress::metrics::Metrics;
+use fortress::pipeline::conn::ConnInfo;
+use fortress::pipeline::context::RequestContext;
+use fortress::pipeline::decide;
+use fortress::state::Snapshot;
+use fortress::store::live::Live;
+use fortress::store::{MemoryStore, StateStore};
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
 
@@ -36,7 +42,7 @@ fn policy() -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let config =
+    let policy =
         config::load_str(&policy(), Path::new("bench.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({
@@ -49,51 +55,49 @@ fn bench(c: &mut Criterion) {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("app"));
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|e| panic!("{e}")),
-    );
-    let uri: Uri = "/api/orgs/acme/reports/2026/q3?format=csv"
-        .parse()
+    let req = http::Request::get("/api/orgs/acme/reports/2026/q3?format=csv")
+        .header("host", "app")
+        .header("x-forwarded-proto", "https")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
         .unwrap_or_else(|e| panic!("{e}"));
-    let revocations = MemoryRevocations::default();
-    let env = DecideEnv {
-        revocations: &revocations,
-        metrics: None,
-        now,
-        claims_override: None,
+    let (parts, ()) = req.into_parts();
+    let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(1024));
+    let live = Live::new(store);
+    let snapshot = Arc::new(Snapshot::bind(policy, &live, &metrics));
+    let peer = "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}"));
+    let conn = Arc::new(ConnInfo::new(peer, false));
+    let context = || {
+        RequestContext::new(
+            snapshot.clone(),
+            conn.clone(),
+            None,
+            parts.method.clone(),
+            &parts.headers,
+        )
     };
-    let method = Method::GET;
-    let view = RequestView {
-        method: &method,
-        uri: &uri,
-        version: Version::HTTP_11,
-        headers: &headers,
-        peer: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
-        tls: false,
-        trusted: true,
-    };
-    let metrics = fortress::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
     // With HS256 and no JWKS nothing in decide() waits: one poll completes it.
     let mut cx = Context::from_waker(Waker::noop());
+    let mut run = |ctx: &mut RequestContext| {
+        let mut obs = ();
+        let polled = pin!(decide::decide(ctx, black_box(&parts), &mut obs)).poll(&mut cx);
+        match polled {
+            Poll::Ready(Ok(())) => black_box(ctx.route),
+            Poll::Ready(Err(r)) => panic!("denied: {r:?}"),
+            Poll::Pending => panic!("decide() waited"),
+        }
+    };
+    // The checks alone (the context is built outside the timed part).
     c.bench_function("decide/route+jwt-hs256-cached+rbac+tenant", |b| {
+        b.iter_batched_ref(context, &mut run, BatchSize::SmallInput)
+    });
+    // What the proxy does per request before forwarding: a context (ids from the CSPRNG,
+    // snapshot) and the checks.
+    c.bench_function("context+decide/route+jwt-hs256-cached+rbac+tenant", |b| {
         b.iter(|| {
-            let mut obs = RouteObserver::new(&metrics);
-            let fut = pin!(decide::decide(
-                &config,
-                black_box(&view),
-                &uri,
-                &env,
-                &mut obs
-            ));
-            match fut.poll(&mut cx) {
-                Poll::Ready(Ok(d)) => black_box(d.canonical.len()),
-                Poll::Ready(Err(r)) => panic!("denied: {r:?}"),
-                Poll::Pending => panic!("decide() waited"),
-            }
+            let mut ctx = context();
+            run(&mut ctx)
         })
     });
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fortress::pipeline::normalize::normalize_path;
-use fortress::pipeline::route::{Lookup, Route, Router};
+use fortress::policy::route::{Lookup, Route, Router};
 use http::Method;
 
 fn table(n: usize) -> Router {
@@ -32,7 +32,8 @@ fn table(n: usize) -> Router {
             upstream_timeout: Duration::from_secs(30),
             access: Default::default(),
             stream: None,
-            metrics: Default::default(),
+            params_used: Vec::new(),
+            index: 0,
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

@@ -12,8 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::error::json_error;
 use crate::proxy::body::ProxyBody;
-use crate::reload::Outcome;
-use crate::state::AppState;
+use crate::state::{AppState, Outcome};
 
 /// Serves one admin request.
 pub async fn handle(
@@ -39,8 +38,9 @@ pub async fn handle(
             "method_not_allowed",
             "method_not_allowed",
             "-",
-        ),
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-"),
+        )
+        .map(ProxyBody::full),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-").map(ProxyBody::full),
     };
     Ok(resp)
 }

@@ -192,8 +192,8 @@ fn token(args: TokenArgs) -> Result<String, String> {
             ));
         }
         if let Some(a) = &config.auth {
-            default_iss = Some(a.authenticator.issuer.clone());
-            default_aud = a.authenticator.audiences.first().cloned();
+            default_iss = Some(a.jwt.issuer.clone());
+            default_aud = a.jwt.audiences.first().cloned();
         }
     }
     let secret = match (&args.secret_env, &args.secret_file) {

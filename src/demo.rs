@@ -34,7 +34,7 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Fortress, St
     tokio::spawn(serve_app(app));
     let mut config = config::load_str(DEMO_POLICY, Path::new("policies/demo.yaml"))?;
     config.server.upstream = http::uri::Authority::try_from(app_addr.to_string().as_str())
-        .map_err(|e| StartError::Tls(format!("demo upstream address: {e}")))?;
+        .map_err(|e| StartError::Load(format!("demo upstream address: {e}")))?;
     config.server.listen = listen;
     config.server.admin = admin;
     Fortress::start_with(config, None).await

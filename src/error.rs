@@ -1,15 +1,178 @@
-//! Why fortress refused or failed a request, and the one table that turns it into a response.
+//! Every reason fortress refuses or fails a request, and the one table that turns a
+//! [`Rejection`] into a response.
+//!
+//! Reason codes come from here only: each reason enum derives its `snake_case` code and the
+//! list of its variants (`strum`), so metrics pre-register every code and a new variant cannot
+//! be left out. Two codes exist per refusal: the *detailed* reason ([`Rejection::reason`],
+//! e.g. `unknown_kid`) for logs, metrics, audit and `fortress explain`, and the *public*
+//! reason ([`Row::public_reason`], e.g. `invalid_token`) sent to clients, which never tells an
+//! attacker which check a forged token failed.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use strum::{EnumCount, EnumIter, IntoStaticStr};
 
-use crate::auth::AuthError;
-use crate::pipeline::normalize::PathError;
-use crate::pipeline::transport::TransportError;
-use crate::proxy::body::ProxyBody;
+/// Why a token was refused.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr, strum::FromRepr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum AuthError {
+    /// No token was presented.
+    MissingToken,
+    /// Not a well-formed JWT, two `Authorization` headers, wrong scheme, or too large.
+    MalformedToken,
+    /// The signature does not verify with any configured key.
+    InvalidSignature,
+    /// `exp` is in the past (beyond the leeway).
+    TokenExpired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    TokenNotYetValid,
+    /// `iss` is not the configured issuer.
+    InvalidIssuer,
+    /// `aud` names none of the configured audiences.
+    InvalidAudience,
+    /// A required claim is missing (or the subject is not a non-empty string).
+    MissingClaim,
+    /// The header's `alg` is not in the allowlist (`none` never is).
+    DisallowedAlgorithm,
+    /// The header's `kid` names no known key, even after a JWKS refresh.
+    UnknownKid,
+    /// The token (its `jti`, or its subject before a time) has been revoked.
+    TokenRevoked,
+    /// No key material is available (e.g. JWKS never fetched).
+    KeysUnavailable,
+}
 
-/// A refusal or failure on the request path. Checks return these; only [`Rejection::status`]
-/// and [`Rejection::into_response`] decide what the client sees.
+impl AuthError {
+    /// The detailed reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why the transport was refused.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr, strum::FromRepr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum TransportError {
+    /// Plain HTTP where HTTPS is required (no `X-Forwarded-Proto`, or `http`).
+    HttpsRequired,
+    /// An untrusted peer sent `X-Forwarded-Proto` (spoofing attempt).
+    UntrustedForwardedProto,
+    /// `X-Forwarded-Proto` duplicated or not `http`/`https`.
+    MalformedForwardedProto,
+    /// Credentials (Authorization header or auth cookie) over plain, unvouched HTTP.
+    CredentialsOverHttp,
+    /// `Connection` names `Authorization` or an identity header.
+    ConnectionNamesProtectedHeader,
+}
+
+impl TransportError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why a request path cannot be canonicalized safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum PathError {
+    /// The path is empty or does not start with `/`.
+    NotOriginForm,
+    /// A `%` is not followed by two hex digits.
+    BadPercentEncoding,
+    /// An encoded slash (`%2F` / `%2f`).
+    EncodedSlash,
+    /// An encoded backslash (`%5C` / `%5c`).
+    EncodedBackslash,
+    /// A raw `\`.
+    Backslash,
+    /// A raw or percent-encoded ASCII control character (`0x00`-`0x1F`, `0x7F`),
+    /// including NUL.
+    Nul,
+    /// An encoded `%` (`%25`) followed by two hex digits, e.g. `%252F`, which a
+    /// backend decoding twice would turn into a different path.
+    DoubleEncoding,
+    /// A segment that is `.` or `..` only after percent-decoding (e.g. `%2e`,
+    /// `.%2E`, `%2e%2e`).
+    EncodedDotSegment,
+    /// A `..` segment that would climb above `/`.
+    EscapesRoot,
+    /// A segment whose part before the first `;` (raw or `%3B`) is `.` or `..`
+    /// (e.g. `..;foo`, `.;x`), a Tomcat-style path-parameter trick.
+    DotSemicolon,
+    /// A raw byte `>= 0x80`; non-ASCII characters must be percent-encoded.
+    NonAscii,
+}
+
+impl PathError {
+    /// Short, stable `snake_case` code for logs, metrics and error responses.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for PathError {
+    /// Writes the same short code as [`PathError::code`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// A set of the common methods (for the `Allow` header of a 405). Copy, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Methods(u16);
+
+impl Methods {
+    /// The methods a set can hold, in `Allow` order.
+    pub const LIST: [Method; 8] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+
+    /// The set with the method at `index` of [`Methods::LIST`] added.
+    pub fn with_index(self, index: usize) -> Self {
+        if index < Self::LIST.len() {
+            Self(self.0 | 1 << index)
+        } else {
+            self
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `GET, HEAD, …`: the value of an `Allow` header.
+    pub fn to_header_value(self) -> String {
+        let mut out = String::new();
+        for (i, m) in Self::LIST.iter().enumerate() {
+            if self.0 & (1 << i) != 0 {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(m.as_str());
+            }
+        }
+        out
+    }
+}
+
+/// A refusal or failure on the request path. Checks return these; only [`Rejection::row`]
+/// and [`Rejection::to_response`] decide what the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// The request target is not origin-form (absolute-form, `*`, authority-form).
@@ -26,8 +189,8 @@ pub enum Rejection {
     RejectPath(PathError),
     /// No route matches and the default is deny.
     DenyUnmatched,
-    /// A route matches the path but not the method.
-    DenyMethod,
+    /// A route matches the path but not the method; the methods that would be accepted.
+    DenyMethod(Methods),
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable,
     /// The upstream failed in another way (bad response, reset mid-headers).
@@ -36,68 +199,137 @@ pub enum Rejection {
     UpstreamTimeout,
 }
 
+/// Whether a rejection is a policy decision or a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The policy refused the request (`decision = deny`).
+    Deny,
+    /// Fortress or the upstream failed (`decision = error`).
+    Error,
+}
+
+/// One row of the status table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// Response status.
+    pub status: StatusCode,
+    /// Public error code (`error` field).
+    pub error: &'static str,
+    /// Public reason (`reason` field): what an untrusted client may know.
+    pub public_reason: &'static str,
+    /// Deny or error.
+    pub kind: Kind,
+    /// `Retry-After` in seconds, where a retry makes sense.
+    pub retry_after: Option<u32>,
+}
+
+const fn row(status: StatusCode, error: &'static str, public_reason: &'static str) -> Row {
+    Row {
+        status,
+        error,
+        public_reason,
+        kind: Kind::Deny,
+        retry_after: None,
+    }
+}
+
+const fn failure(status: StatusCode, error: &'static str, public_reason: &'static str) -> Row {
+    Row {
+        kind: Kind::Error,
+        ..row(status, error, public_reason)
+    }
+}
+
 impl Rejection {
-    /// Status, public error code and public reason: the only status table. No catch-all arm,
-    /// so a new variant cannot be added without its row.
-    pub fn status(self) -> (StatusCode, &'static str, &'static str) {
+    /// The status table. No catch-all arm, so a new variant cannot be added without its row.
+    pub fn row(self) -> Row {
+        use StatusCode as S;
         match self {
-            Rejection::RejectTargetForm => (StatusCode::BAD_REQUEST, "bad_request", "target_form"),
+            Rejection::RejectTargetForm => row(S::BAD_REQUEST, "bad_request", "target_form"),
             Rejection::RejectTransport(e) => match e {
                 TransportError::MalformedForwardedProto
                 | TransportError::ConnectionNamesProtectedHeader => {
-                    (StatusCode::BAD_REQUEST, "bad_request", e.code())
+                    row(S::BAD_REQUEST, "bad_request", e.code())
                 }
                 TransportError::HttpsRequired
                 | TransportError::UntrustedForwardedProto
-                | TransportError::CredentialsOverHttp => {
-                    (StatusCode::FORBIDDEN, "forbidden", e.code())
-                }
+                | TransportError::CredentialsOverHttp => row(S::FORBIDDEN, "forbidden", e.code()),
             },
-            Rejection::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, "unauthorized", e.code()),
-            Rejection::DenyPermission => (StatusCode::FORBIDDEN, "forbidden", "missing_permission"),
-            Rejection::DenyTenant => (StatusCode::FORBIDDEN, "forbidden", "tenant_mismatch"),
-            Rejection::RejectPath(e) => (StatusCode::BAD_REQUEST, "bad_request", e.code()),
-            Rejection::DenyUnmatched => (StatusCode::NOT_FOUND, "not_found", "no_route"),
-            Rejection::DenyMethod => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method_not_allowed",
-            ),
-            Rejection::UpstreamUnavailable => (
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "upstream_unavailable",
-            ),
-            Rejection::UpstreamFailed => {
-                (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream_failed")
+            // RFC 6750: a missing token is not an error; every other failure is the same
+            // `invalid_token` to the client, so a forger learns nothing about which check
+            // failed (the detailed reason goes to logs, metrics and explain).
+            Rejection::Unauthenticated(AuthError::MissingToken) => {
+                row(S::UNAUTHORIZED, "unauthorized", "missing_token")
             }
-            Rejection::UpstreamTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "upstream_timeout",
+            Rejection::Unauthenticated(_) => row(S::UNAUTHORIZED, "unauthorized", "invalid_token"),
+            Rejection::DenyPermission => row(S::FORBIDDEN, "forbidden", "missing_permission"),
+            Rejection::DenyTenant => row(S::FORBIDDEN, "forbidden", "tenant_mismatch"),
+            Rejection::RejectPath(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::DenyUnmatched => row(S::NOT_FOUND, "not_found", "no_route"),
+            Rejection::DenyMethod(_) => row(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method_not_allowed",
             ),
+            Rejection::UpstreamUnavailable => {
+                failure(S::BAD_GATEWAY, "bad_gateway", "upstream_unavailable")
+            }
+            Rejection::UpstreamFailed => failure(S::BAD_GATEWAY, "bad_gateway", "upstream_failed"),
+            Rejection::UpstreamTimeout => {
+                failure(S::GATEWAY_TIMEOUT, "gateway_timeout", "upstream_timeout")
+            }
         }
     }
 
-    /// The public reason code (for logs and metrics).
+    /// The detailed reason code (logs, metrics, audit, explain). Never sent to clients.
     pub fn reason(self) -> &'static str {
-        self.status().2
+        match self {
+            Rejection::Unauthenticated(e) => e.code(),
+            Rejection::RejectTransport(e) => e.code(),
+            Rejection::RejectPath(e) => e.code(),
+            other => other.row().public_reason,
+        }
     }
 
-    /// The short JSON response: `{"error":"…","reason":"…","request_id":"…"}`.
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let (status, error, reason) = self.status();
-        let mut resp = json_error(status, error, reason, request_id);
-        if let Rejection::Unauthenticated(e) = self {
-            // RFC 6750: no `error` attribute when the request simply had no credentials.
-            let challenge = match e {
-                AuthError::MissingToken => r#"Bearer realm="fortress""#,
-                _ => r#"Bearer realm="fortress", error="invalid_token""#,
-            };
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+    /// Status, public error code and public reason.
+    pub fn status(self) -> (StatusCode, &'static str, &'static str) {
+        let r = self.row();
+        (r.status, r.error, r.public_reason)
+    }
+
+    /// Deny or error.
+    pub fn kind(self) -> Kind {
+        self.row().kind
+    }
+
+    /// The short JSON response with the headers this refusal needs: `Allow` on 405,
+    /// `WWW-Authenticate` on 401, `Retry-After` where the row has one.
+    pub fn to_response(self, request_id: &str) -> Response<Bytes> {
+        let row = self.row();
+        let mut resp = json_error(row.status, row.error, row.public_reason, request_id);
+        let h = resp.headers_mut();
+        match self {
+            Rejection::Unauthenticated(e) => {
+                // RFC 6750: no `error` attribute when the request simply had no credentials.
+                let challenge = match e {
+                    AuthError::MissingToken => r#"Bearer realm="fortress""#,
+                    _ => r#"Bearer realm="fortress", error="invalid_token""#,
+                };
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
+            Rejection::DenyMethod(allowed) => {
+                if let Ok(v) = HeaderValue::from_str(&allowed.to_header_value()) {
+                    h.insert(header::ALLOW, v);
+                }
+            }
+            _ => {}
+        }
+        if let Some(secs) = row.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -109,9 +341,9 @@ pub fn json_error(
     error: &str,
     reason: &str,
     request_id: &str,
-) -> Response<ProxyBody> {
+) -> Response<Bytes> {
     let body = format!(r#"{{"error":"{error}","reason":"{reason}","request_id":"{request_id}"}}"#);
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    let mut resp = Response::new(Bytes::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -129,14 +361,17 @@ pub fn json_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::IntoEnumIterator;
 
     #[test]
     fn status_table() {
+        let get_post = Methods::default().with_index(0).with_index(2);
         let rows = [
             (
                 Rejection::RejectTargetForm,
                 400,
                 "bad_request",
+                "target_form",
                 "target_form",
             ),
             (
@@ -144,25 +379,62 @@ mod tests {
                 400,
                 "bad_request",
                 "encoded_slash",
+                "encoded_slash",
             ),
-            (Rejection::DenyUnmatched, 404, "not_found", "no_route"),
+            (
+                Rejection::DenyUnmatched,
+                404,
+                "not_found",
+                "no_route",
+                "no_route",
+            ),
             (
                 Rejection::DenyPermission,
                 403,
                 "forbidden",
                 "missing_permission",
+                "missing_permission",
             ),
-            (Rejection::DenyTenant, 403, "forbidden", "tenant_mismatch"),
             (
-                Rejection::DenyMethod,
+                Rejection::DenyTenant,
+                403,
+                "forbidden",
+                "tenant_mismatch",
+                "tenant_mismatch",
+            ),
+            (
+                Rejection::DenyMethod(get_post),
                 405,
                 "method_not_allowed",
                 "method_not_allowed",
+                "method_not_allowed",
+            ),
+            (
+                Rejection::Unauthenticated(AuthError::MissingToken),
+                401,
+                "unauthorized",
+                "missing_token",
+                "missing_token",
+            ),
+            (
+                Rejection::Unauthenticated(AuthError::UnknownKid),
+                401,
+                "unauthorized",
+                "invalid_token",
+                "unknown_kid",
+            ),
+            (
+                Rejection::RejectTransport(TransportError::CredentialsOverHttp),
+                403,
+                "forbidden",
+                "credentials_over_http",
+                "credentials_over_http",
             ),
             (
                 Rejection::UpstreamUnavailable,
                 502,
                 "bad_gateway",
+                "upstream_unavailable",
                 "upstream_unavailable",
             ),
             (
@@ -170,31 +442,77 @@ mod tests {
                 502,
                 "bad_gateway",
                 "upstream_failed",
+                "upstream_failed",
             ),
             (
                 Rejection::UpstreamTimeout,
                 504,
                 "gateway_timeout",
                 "upstream_timeout",
+                "upstream_timeout",
             ),
         ];
-        for (rejection, status, error, reason) in rows {
+        for (rejection, status, error, public, detailed) in rows {
             let (s, e, r) = rejection.status();
-            assert_eq!((s.as_u16(), e, r), (status, error, reason), "{rejection:?}");
+            assert_eq!((s.as_u16(), e, r), (status, error, public), "{rejection:?}");
+            assert_eq!(rejection.reason(), detailed, "{rejection:?}");
         }
     }
 
     #[test]
-    fn unauthenticated_carries_the_bearer_challenge() {
-        let r = Rejection::Unauthenticated(AuthError::MissingToken).into_response("rid");
+    fn every_auth_failure_but_a_missing_token_is_public_invalid_token() {
+        for e in AuthError::iter() {
+            let r = Rejection::Unauthenticated(e);
+            let want = if e == AuthError::MissingToken {
+                "missing_token"
+            } else {
+                "invalid_token"
+            };
+            assert_eq!(r.row().public_reason, want, "{e:?}");
+            assert_eq!(r.reason(), e.code());
+            assert_eq!(r.kind(), Kind::Deny);
+        }
+        assert_eq!(AuthError::iter().count(), AuthError::COUNT);
+        assert_eq!(AuthError::UnknownKid.code(), "unknown_kid");
+        assert_eq!(
+            TransportError::ConnectionNamesProtectedHeader.code(),
+            "connection_names_protected_header"
+        );
+        assert_eq!(PathError::EncodedDotSegment.code(), "encoded_dot_segment");
+    }
+
+    #[test]
+    fn upstream_failures_are_errors_not_denials() {
+        for r in [
+            Rejection::UpstreamUnavailable,
+            Rejection::UpstreamFailed,
+            Rejection::UpstreamTimeout,
+        ] {
+            assert_eq!(r.kind(), Kind::Error);
+        }
+        assert_eq!(Rejection::DenyUnmatched.kind(), Kind::Deny);
+    }
+
+    #[test]
+    fn refusals_carry_their_headers() {
+        let r = Rejection::Unauthenticated(AuthError::MissingToken).to_response("rid");
         assert_eq!(
             r.headers()["www-authenticate"],
             r#"Bearer realm="fortress""#
         );
-        let r = Rejection::Unauthenticated(AuthError::InvalidSignature).into_response("rid");
+        let r = Rejection::Unauthenticated(AuthError::InvalidSignature).to_response("rid");
         assert_eq!(
             r.headers()["www-authenticate"],
             r#"Bearer realm="fortress", error="invalid_token""#
         );
+        assert_eq!(
+            r.body().as_ref(),
+            br#"{"error":"unauthorized","reason":"invalid_token","request_id":"rid"}"#
+        );
+        let allowed = Methods::default().with_index(0).with_index(1).with_index(4);
+        let r = Rejection::DenyMethod(allowed).to_response("rid");
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "GET, HEAD, DELETE");
+        assert!(r.headers().get("retry-after").is_none());
     }
 }

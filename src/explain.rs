@@ -4,14 +4,22 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use serde_json::{Value, json};
 
-use crate::auth::revocation::MemoryRevocations;
 use crate::config;
 use crate::error::Rejection;
-use crate::pipeline::decide::{self, DecideEnv, Observer, RequestView};
+use crate::metrics::Metrics;
+use crate::pipeline::authz::requirement;
+use crate::pipeline::conn::ConnInfo;
+use crate::pipeline::context::RequestContext;
+use crate::pipeline::decide::{self, Observer, Stage, Step};
+use crate::state::Snapshot;
+use crate::store::live::Live;
+use crate::store::{MemoryStore, StateStore};
 
 /// What to explain (the `fortress explain` arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -96,36 +104,38 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         .transpose()
         .map_err(|e| format!("--claims is not JSON: {e}"))?;
     let peer = SocketAddr::new(req.peer, 40000);
-    let view = RequestView {
-        method: &method,
-        uri: &uri,
-        version: Version::HTTP_11,
-        headers: &headers,
-        peer,
-        tls: !req.plain,
-        trusted: config.server.is_trusted(req.peer),
-    };
-    let revocations = MemoryRevocations::default();
-    let env = DecideEnv {
-        revocations: &revocations,
-        metrics: None,
-        now: jsonwebtoken::get_current_timestamp(),
-        claims_override: claims.as_ref(),
-    };
+    let mut parts = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .version(Version::HTTP_11)
+        .body(())
+        .map_err(|e| format!("request: {e}"))?
+        .into_parts()
+        .0;
+    parts.headers = headers;
+    // The same decision the proxy runs, on a snapshot bound to empty live state (no
+    // revocations, no fetched keys), recorded nowhere.
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new(1024));
+    let live = Live::new(store);
+    let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let snapshot = Arc::new(Snapshot::bind(config, &live, &metrics));
+    let conn = Arc::new(ConnInfo::new(peer, !req.plain));
+    let mut ctx = RequestContext::new(snapshot, conn, None, parts.method.clone(), &parts.headers);
+    ctx.claims_override = claims;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let mut obs = Recorder::default();
-    let result = runtime.block_on(decide::decide(&config, &view, &uri, &env, &mut obs));
-    let (decision, status, reason, allowed) = match &result {
-        Ok(d) => match d.dry_run_denial {
+    let result = runtime.block_on(decide::decide(&mut ctx, &parts, &mut obs));
+    let (decision, status, reason, allowed) = match result {
+        Ok(()) => match ctx.dry_run_denial() {
             Some(r) => ("dry_run_deny", None, Some(r.reason()), true),
             None => ("allow", None, None, true),
         },
         Err(r) => {
-            let (status, _, reason) = r.status();
-            ("deny", Some(status.as_u16()), Some(reason), false)
+            let (status, _, _) = r.status();
+            ("deny", Some(status.as_u16()), Some(r.reason()), false)
         }
     };
     let report = if req.json {
@@ -177,20 +187,104 @@ impl Recorder {
 }
 
 impl Observer for Recorder {
-    fn pass(&mut self, stage: &'static str, detail: impl FnOnce() -> String) {
-        self.push(stage, "pass", detail());
+    fn passed(&mut self, stage: Stage, ctx: &RequestContext, req: &Parts, step: Step) {
+        match step {
+            Step::Skip(why) => self.push(stage.name(), "skip", why.to_string()),
+            Step::Pass => self.push(stage.name(), "pass", passed(stage, ctx, req)),
+        }
     }
-    fn skip(&mut self, stage: &'static str, why: &'static str) {
-        self.push(stage, "skip", why.to_string());
+
+    fn refused(
+        &mut self,
+        stage: Stage,
+        ctx: &RequestContext,
+        req: &Parts,
+        r: Rejection,
+        dry_run: bool,
+    ) {
+        let detail = refused(stage, ctx, req, r);
+        if dry_run {
+            let line = format!("would deny: {} ({detail})", r.reason());
+            self.push(stage.name(), "dry-run", line);
+        } else {
+            self.push(stage.name(), "deny", format!("{} ({detail})", r.reason()));
+        }
     }
-    fn fail(&mut self, stage: &'static str, r: Rejection, detail: impl FnOnce() -> String) {
-        self.push(stage, "deny", format!("{} ({})", r.reason(), detail()));
+}
+
+/// What a passed stage found, from the context it left.
+fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
+    match stage {
+        Stage::Transport => format!(
+            "{} from {}{}",
+            if ctx.https { "https" } else { "plain http" },
+            ctx.conn.peer.ip(),
+            if ctx.trusted { " (trusted proxy)" } else { "" }
+        ),
+        Stage::Normalize => ctx.canonical_path(req.uri.path()).into_owned(),
+        Stage::Route => ctx
+            .route()
+            .map(|r| format!("{} ({})", r.name, r.pattern))
+            .unwrap_or_default(),
+        Stage::Authn => ctx.principal.as_ref().map_or_else(String::new, |p| {
+            format!(
+                "sub={} roles=[{}] tenant={}{}",
+                p.subject,
+                p.roles.join(","),
+                p.tenant.as_deref().unwrap_or("-"),
+                if ctx.claims_override.is_some() {
+                    " (claims given; signature and time checks skipped)"
+                } else {
+                    ""
+                }
+            )
+        }),
+        Stage::Authz => ctx
+            .route()
+            .map(|r| requirement(&r.access))
+            .unwrap_or_default(),
+        Stage::Tenant => {
+            let own = ctx.principal.as_ref().and_then(|p| p.tenant.as_deref());
+            match ctx.privileged {
+                Some(_) => format!(
+                    "token tenant {} crosses to {} with {} (privileged)",
+                    own.unwrap_or("-"),
+                    ctx.requested_tenant.as_deref().unwrap_or("-"),
+                    ctx.route()
+                        .and_then(|r| r.access.tenant.as_ref())
+                        .and_then(|t| t.cross_tenant_permission.as_deref())
+                        .unwrap_or("-")
+                ),
+                None => format!("{} matches the token", own.unwrap_or("-")),
+            }
+        }
     }
-    fn dry_run(&mut self, stage: &'static str, r: Rejection, detail: impl FnOnce() -> String) {
-        self.push(
-            stage,
-            "dry-run",
-            format!("would deny: {} ({})", r.reason(), detail()),
-        );
+}
+
+/// Why a stage refused, from the context it left.
+fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> String {
+    match (stage, r) {
+        (Stage::Normalize, Rejection::RejectTargetForm) => {
+            format!("{} is not an origin-form target", req.uri)
+        }
+        (Stage::Normalize, Rejection::RejectPath(e)) => format!("{}: {e}", req.uri.path()),
+        (Stage::Route, Rejection::DenyMethod(_)) => {
+            format!("no route accepts {} here", req.method)
+        }
+        (Stage::Route, _) => "no route matches; default: deny".into(),
+        (Stage::Authz, _) => ctx
+            .route()
+            .map(|r| requirement(&r.access))
+            .unwrap_or_default(),
+        (Stage::Tenant, _) if ctx.principal.is_none() => "no principal".into(),
+        (Stage::Tenant, _) => format!(
+            "token tenant {} vs requested {}",
+            ctx.principal
+                .as_ref()
+                .and_then(|p| p.tenant.as_deref())
+                .unwrap_or("<none>"),
+            ctx.requested_tenant.as_deref().unwrap_or("<none>")
+        ),
+        _ => r.reason().to_string(),
     }
 }

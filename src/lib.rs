@@ -1,5 +1,6 @@
 //! Fortress: a sidecar reverse proxy that enforces governance in front of an unmodified HTTP
-//! application. See README.md for operating it and DESIGN notes in `docs/`.
+//! application. See README.md for operating it, and `docs/architecture.md` for the map of
+//! these modules.
 
 pub mod admin;
 pub mod auth;
@@ -10,13 +11,16 @@ pub mod error;
 pub mod explain;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod stream;
 #[cfg(test)]
 mod testutil;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +31,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use config::Config;
+use policy::Policy;
 use server::Listener;
-use state::{AppState, State};
+use state::{AppState, PolicyHandle, ReloadHandle, Snapshot, State};
+use store::StateStore;
+use store::live::Live;
 
 /// Why fortress could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,9 @@ pub enum StartError {
     /// The JWT crypto backend failed its self-test.
     #[error("{0}")]
     Crypto(String),
+    /// Loading the config did not finish (its thread failed).
+    #[error("loading the config failed: {0}")]
+    Load(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -71,21 +80,24 @@ pub struct Fortress {
 impl Fortress {
     /// Loads the config file and starts serving (with file watching and hot reload).
     pub async fn start(config_path: &Path) -> Result<Self, StartError> {
-        let config = config::load_file(config_path)?;
+        let path = config_path.to_path_buf();
+        let config = tokio::task::spawn_blocking(move || config::load_file(&path))
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))??;
         Self::start_with(config, Some(config_path.to_path_buf())).await
     }
 
-    /// Starts serving an already compiled config. Without a path, reload is unavailable.
+    /// Starts serving an already compiled policy. Without a path, reload is unavailable.
     pub async fn start_with(
-        config: Config,
+        config: Policy,
         config_path: Option<PathBuf>,
     ) -> Result<Self, StartError> {
         auth::jwt::self_test().map_err(StartError::Crypto)?;
-        let metrics = metrics::Metrics::new()?;
+        let metrics = Arc::new(metrics::Metrics::new()?);
         metrics.set_policy(&config.hash);
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(
-                server::tls::CertStore::load(files).map_err(StartError::Tls)?,
+                tls::CertStore::load(files).map_err(StartError::Tls)?,
             )),
             None => None,
         };
@@ -101,21 +113,26 @@ impl Fortress {
         })?;
         let (reload, reload_rx) = match &config_path {
             Some(_) => {
-                let (h, rx) = reload::channel();
+                let (h, rx) = state::reload::channel();
                 (h, Some(rx))
             }
-            None => (reload::ReloadHandle::disabled(), None),
+            None => (ReloadHandle::disabled(), None),
         };
         let watcher = config_path
             .as_deref()
             .and_then(|p| reload::watch(p, config.server.tls.as_ref(), reload.clone()));
         let forwarder = proxy::Forwarder::new(config.server.timeouts.upstream_connect);
+        let store: Arc<dyn StateStore> = Arc::new(store::memory::MemoryStore::new(
+            store::memory::DEFAULT_MAX_ENTRIES,
+        ));
+        let live = Live::new(store.clone());
+        let first = Snapshot::bind(config, &live, &metrics);
         let state: AppState = Arc::new(State {
-            config: config::ConfigHandle::new(config),
+            config: PolicyHandle::new(first),
             metrics,
             forwarder,
-            ids: pipeline::ids::IdGen::new(),
-            revocations: Arc::new(auth::revocation::MemoryRevocations::default()),
+            live,
+            store,
             reload,
             tls,
             config_path,
@@ -145,7 +162,7 @@ impl Fortress {
         });
         {
             let server = &state.config.snapshot().server;
-            if server.environment == config::Environment::Local && server.allow_insecure_local {
+            if server.environment == policy::Environment::Local && server.allow_insecure_local {
                 warn!(
                     "local relaxation: bearer tokens are accepted over plain, unvouched HTTP (server.allow_insecure_local)"
                 );

@@ -1,12 +1,13 @@
 //! Prometheus metrics owned by one fortress instance (no global registry, so tests can run
 //! several fortresses in one process). Every name is prefixed `fortress_`.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::Method;
+use strum::IntoEnumIterator;
 
-use crate::auth::AuthError;
-use crate::pipeline::transport::TransportError;
+use crate::error::{AuthError, TransportError};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -40,6 +41,8 @@ pub struct Metrics {
     stream_violations: IntCounterVec,
     stream_unchecked: IntCounterVec,
     unmatched: Arc<RouteMetrics>,
+    /// Route handles by name, so a reload that keeps a route keeps its handles.
+    routes: Arc<Mutex<HashMap<Arc<str>, Arc<RouteMetrics>>>>,
 }
 
 /// The request metrics of one route, resolved on first use: a request costs an index and an
@@ -75,11 +78,11 @@ impl RouteMetrics {
         &self.name
     }
 
-    /// Records a finished request.
+    /// Records a finished request (`status` is `None` when no response was sent).
     pub fn observe(
         &self,
         method: &Method,
-        status: u16,
+        status: Option<u16>,
         decision: &str,
         dry_run: bool,
         seconds: f64,
@@ -204,12 +207,11 @@ impl Metrics {
         registry.register(Box::new(stream_unchecked.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(transport_refusals.clone()))?;
-        let auth_failures = AuthError::ALL
-            .iter()
+        // Every reason is registered up front (series at 0), indexed by the variant.
+        let auth_failures = AuthError::iter()
             .map(|e| auth_failures.with_label_values(&[e.code()]))
             .collect();
-        let transport_refusals = TransportError::ALL
-            .iter()
+        let transport_refusals = TransportError::iter()
             .map(|e| transport_refusals.with_label_values(&[e.code()]))
             .collect();
         for kind in UPSTREAM_ERROR_KINDS {
@@ -218,6 +220,7 @@ impl Metrics {
         let unmatched = Arc::new(RouteMetrics::new(Arc::from(UNMATCHED), &requests, &latency));
         Ok(Self {
             unmatched,
+            routes: Arc::default(),
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
             cert_reload_ok: cert_reloads.with_label_values(&["ok"]),
@@ -252,31 +255,29 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an authentication failure.
+    /// Counts an authentication failure by its detailed reason.
     pub fn auth_failure(&self, e: AuthError) {
-        if let Some(c) = AuthError::ALL
-            .iter()
-            .position(|x| *x == e)
-            .and_then(|i| self.auth_failures.get(i))
-        {
+        if let Some(c) = self.auth_failures.get(e as usize) {
             c.inc();
         }
     }
 
     /// Counts a transport refusal.
     pub fn transport_refusal(&self, e: TransportError) {
-        if let Some(c) = TransportError::ALL
-            .iter()
-            .position(|x| *x == e)
-            .and_then(|i| self.transport_refusals.get(i))
-        {
+        if let Some(c) = self.transport_refusals.get(e as usize) {
             c.inc();
         }
     }
 
-    /// The request metrics of a route (resolve once per route and keep).
+    /// The request metrics of a route, resolved when a policy is installed (the same handles
+    /// for the same route name across reloads).
     pub fn route(&self, name: Arc<str>) -> Arc<RouteMetrics> {
-        Arc::new(RouteMetrics::new(name, &self.requests, &self.latency))
+        // A poisoned lock only means an install panicked; the map is still valid.
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(name, &self.requests, &self.latency)))
+            .clone()
     }
 
     /// The request metrics of requests that matched no route (route label `-`).
@@ -330,13 +331,14 @@ fn method_index(m: &Method) -> usize {
     }
 }
 
-fn status_index(s: u16) -> usize {
+fn status_index(s: Option<u16>) -> usize {
     match s {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
+        Some(100..=199) => 0,
+        Some(200..=299) => 1,
+        Some(300..=399) => 2,
+        Some(400..=499) => 3,
+        Some(_) => 4,
+        None => 5,
     }
 }
 
@@ -345,8 +347,9 @@ pub const UNMATCHED: &str = "-";
 const METHOD_LABELS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER",
 ];
-const STATUS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const DECISIONS: [&str; 4] = ["allow", "deny", "dry_run_deny", "error"];
+/// Status classes; `none` for requests that ended before a response was sent (aborted).
+const STATUS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+const DECISIONS: [&str; 5] = ["allow", "deny", "dry_run_deny", "error", "aborted"];
 const MODES: [&str; 2] = ["enforce", "dry_run"];
 const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 const LATENCY_BUCKETS: [f64; 14] = [

@@ -1,6 +1,8 @@
 //! Hot reload. One task owns every trigger (file change in the watched directories, SIGHUP,
-//! `POST /admin/reload`) and handles them one at a time: read → parse → compile, then swap
-//! atomically or keep the last good config. Both outcomes are logged and counted.
+//! `POST /admin/reload`) and handles them one at a time: read → parse → compile (on a
+//! blocking thread, so a reload never stalls requests on the async runtime), then bind the
+//! new policy to the live state and swap it in atomically, or keep the last good policy. Both
+//! outcomes are logged and counted.
 //!
 //! Directories are watched rather than files, so a Kubernetes ConfigMap update (an atomic
 //! `..data` symlink swap) and cert-manager's file replacement are both seen. File events only
@@ -11,76 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, TlsFiles};
-use crate::state::AppState;
-
-/// Why a reload was asked for.
-#[derive(Debug)]
-pub enum Trigger {
-    /// Something changed in a watched directory.
-    FileChanged,
-    /// SIGHUP.
-    Signal,
-    /// `POST /admin/reload`; the outcome is sent back.
-    Admin(oneshot::Sender<Outcome>),
-}
-
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new config is active.
-    Applied {
-        /// Its hash.
-        hash: String,
-    },
-    /// The file was invalid; the previous config stays active.
-    Refused {
-        /// Every error, `FILE:LINE:COL: message`.
-        errors: Vec<String>,
-    },
-    /// This instance has no config file to reload (demo).
-    Unavailable,
-}
-
-/// Sends reload requests to the reload task.
-#[derive(Debug, Clone)]
-pub struct ReloadHandle(Option<mpsc::Sender<Trigger>>);
-
-impl ReloadHandle {
-    /// A handle that reloads nothing (no config file).
-    pub fn disabled() -> Self {
-        Self(None)
-    }
-
-    /// Asks for a reload without waiting. Triggers coalesce, so a full queue loses nothing.
-    pub fn request(&self, trigger: Trigger) {
-        if let Some(tx) = &self.0 {
-            // Full means a reload is already queued; it will read the latest file.
-            let _ = tx.try_send(trigger);
-        }
-    }
-
-    /// Asks for a reload and waits for its outcome.
-    pub async fn reload_now(&self) -> Outcome {
-        let Some(tx) = &self.0 else {
-            return Outcome::Unavailable;
-        };
-        let (done, outcome) = oneshot::channel();
-        if tx.send(Trigger::Admin(done)).await.is_err() {
-            return Outcome::Unavailable;
-        }
-        outcome.await.unwrap_or(Outcome::Unavailable)
-    }
-}
-
-/// Creates the reload channel.
-pub fn channel() -> (ReloadHandle, mpsc::Receiver<Trigger>) {
-    let (tx, rx) = mpsc::channel(64);
-    (ReloadHandle(Some(tx)), rx)
-}
+use crate::config::{self, LoadError};
+use crate::policy::{Policy, TlsFiles};
+use crate::state::{AppState, Outcome, ReloadHandle, Trigger};
 
 /// Watches the directories of the config file and of the TLS files.
 pub fn watch(
@@ -155,7 +93,11 @@ pub async fn run(
     // The hash of the last file content that was refused: a file event that sees it again is
     // not counted again (SIGHUP and the admin API always retry).
     let mut last_refused: Option<String> = None;
-    let mut certs = state.config.snapshot().server.tls.as_ref().map(fingerprint);
+    let tls = state.config.snapshot().server.tls.clone();
+    let mut certs = match tls {
+        Some(files) => blocking(move || fingerprint(&files)).await,
+        None => None,
+    };
     loop {
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -178,64 +120,85 @@ pub async fn run(
                 }
             }
         }
-        let outcome = reload_config(&state, force, &mut last_refused);
+        let outcome = reload_config(&state, force, &mut last_refused).await;
         if let (Some(w), Some(tls)) = (watcher.as_mut(), &state.config.snapshot().server.tls) {
             w.add_tls(tls);
         }
-        reload_certs(&state, &mut certs);
+        reload_certs(&state, &mut certs).await;
         for w in waiters {
             let _ = w.send(outcome.clone()); // the admin client may have gone away
         }
     }
 }
 
-fn reload_config(state: &AppState, force: bool, last_refused: &mut Option<String>) -> Outcome {
-    let Some(path) = &state.config_path else {
+/// What reading and compiling the file gave (computed on a blocking thread).
+enum Loaded {
+    Unreadable(String),
+    Text {
+        hash: String,
+        compiled: Option<Result<Box<Policy>, LoadError>>,
+    },
+}
+
+async fn reload_config(
+    state: &AppState,
+    force: bool,
+    last_refused: &mut Option<String>,
+) -> Outcome {
+    let Some(path) = state.config_path.clone() else {
         return Outcome::Unavailable;
     };
     let current = state.config.snapshot();
-    let text = match std::fs::read(path).map(String::from_utf8) {
-        Ok(Ok(t)) => t,
-        Ok(Err(_)) => {
-            return refuse(
-                state,
-                vec![format!("{}: file is not valid UTF-8", path.display())],
-            );
-        }
-        Err(e) => {
-            return refuse(
-                state,
-                vec![format!("{}: cannot read file: {e}", path.display())],
-            );
-        }
+    let current_hash = current.hash.clone();
+    let skip_refused = if force { None } else { last_refused.clone() };
+    // File IO and compiling (which reads key and secret files) block: off the runtime.
+    let loaded = blocking(move || {
+        let text = match std::fs::read(&path).map(String::from_utf8) {
+            Ok(Ok(t)) => t,
+            Ok(Err(_)) => {
+                return Loaded::Unreadable(format!("{}: file is not valid UTF-8", path.display()));
+            }
+            Err(e) => {
+                return Loaded::Unreadable(format!("{}: cannot read file: {e}", path.display()));
+            }
+        };
+        let hash = config::short_hash(text.as_bytes());
+        let unchanged = !force && hash == current_hash;
+        let refused_before = skip_refused.as_deref() == Some(hash.as_str());
+        let compiled =
+            (!unchanged && !refused_before).then(|| config::load_str(&text, &path).map(Box::new));
+        Loaded::Text { hash, compiled }
+    })
+    .await;
+    let (hash, compiled) = match loaded {
+        None => return refuse(state, vec!["the reload thread failed".into()]),
+        Some(Loaded::Unreadable(e)) => return refuse(state, vec![e]),
+        Some(Loaded::Text { hash, compiled }) => (hash, compiled),
     };
-    let hash = config::short_hash(text.as_bytes());
-    if !force && hash == current.hash {
-        return Outcome::Applied {
-            hash: current.hash.clone(),
-        };
-    }
-    if !force && last_refused.as_deref() == Some(hash.as_str()) {
-        return Outcome::Refused {
+    match compiled {
+        None if hash == current.hash => Outcome::Applied { hash },
+        None => Outcome::Refused {
             errors: vec!["unchanged since the last refused reload".into()],
-        };
-    }
-    match config::load_str(&text, path) {
-        Ok(next) => {
+        },
+        Some(Ok(next)) => {
             *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
-            state.config.replace(next);
+            state.install(*next);
             state.metrics.reload_ok.inc();
-            state.metrics.set_policy(&hash);
-            info!(policy.hash = %hash, path = %path.display(), "config reloaded");
+            info!(policy.hash = %hash, "config reloaded");
             Outcome::Applied { hash }
         }
-        Err(e) => {
+        Some(Err(e)) => {
             *last_refused = Some(hash);
             refuse(state, e.to_string().lines().map(str::to_owned).collect())
         }
     }
+}
+
+/// Runs blocking work on the blocking pool; `None` if it panicked.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
@@ -244,29 +207,44 @@ fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
     Outcome::Refused { errors }
 }
 
-fn reload_certs(state: &AppState, seen: &mut Option<Vec<u8>>) {
-    let (Some(store), Some(files)) = (&state.tls, state.config.snapshot().server.tls.clone())
-    else {
+async fn reload_certs(state: &AppState, seen: &mut Option<Vec<u8>>) {
+    let (Some(store), Some(files)) = (
+        state.tls.clone(),
+        state.config.snapshot().server.tls.clone(),
+    ) else {
         return;
     };
-    let now = fingerprint(&files);
-    if seen.as_ref() == Some(&now) && store.files() == files {
-        return;
-    }
-    match store.reload(&files) {
-        Ok(()) => {
+    let (now, result) = {
+        let seen = seen.clone();
+        let Some(r) = blocking(move || {
+            let now = fingerprint(&files);
+            if seen.as_ref() == Some(&now) && store.files() == files {
+                return (now, None);
+            }
+            let result = store.reload(&files).map(|()| files.cert.clone());
+            (now, Some(result))
+        })
+        .await
+        else {
+            return;
+        };
+        r
+    };
+    match result {
+        None => {}
+        Some(Ok(cert)) => {
             *seen = Some(now);
             state.metrics.cert_reload_ok.inc();
-            info!(cert = %files.cert.display(), "TLS certificate reloaded");
+            info!(cert = %cert.display(), "TLS certificate reloaded");
         }
-        Err(e) => {
+        Some(Err(e)) => {
             state.metrics.cert_reload_error.inc();
             error!(error = %e, "TLS certificate reload failed; the previous certificate stays in use");
         }
     }
 }
 
-fn warn_restart_needed(old: &Config, new: &Config) {
+fn warn_restart_needed(old: &Policy, new: &Policy) {
     let (o, n) = (&old.server, &new.server);
     let mut changed = Vec::new();
     if o.listen != n.listen {
@@ -289,7 +267,7 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     }
 }
 
-/// Content of the certificate and key files (to notice a rotation).
+/// Content of the certificate and key files (to notice a rotation). Blocking IO.
 fn fingerprint(files: &TlsFiles) -> Vec<u8> {
     let mut out = std::fs::read(&files.cert).unwrap_or_default();
     out.extend(std::fs::read(&files.key).unwrap_or_default());

@@ -209,8 +209,15 @@ impl Setup {
     /// Sends `token`, asserts it is refused with `reason` and never reaches the upstream.
     async fn refused(&self, token: &str, reason: &str, case: &str) {
         let before = self.up.hits();
+        let counted = self.failures(reason).await;
         let r = self.call_token(token).await;
         assert_refused(&r, reason, case);
+        // The detailed reason the client no longer sees is the one counted.
+        assert_eq!(
+            self.failures(reason).await,
+            counted + 1.0,
+            "{case}: {reason}"
+        );
         assert_eq!(
             self.up.hits(),
             before,
@@ -277,14 +284,21 @@ impl Identity {
     }
 }
 
-/// Asserts a 401 with the exact JSON body and bearer challenge for `reason`.
+/// Asserts a 401 with the exact JSON body and bearer challenge for the detailed `reason`:
+/// the client sees `missing_token` or, for every other reason, `invalid_token` (the detailed
+/// reason is only in logs, metrics and explain; callers check it through the metrics).
 fn assert_refused(r: &RawResponse, reason: &str, case: &str) {
     assert_eq!(r.status, 401, "{case}: {}", r.text());
     let rid = r.header("x-request-id").expect("x-request-id on the 401");
     assert!(!rid.is_empty(), "{case}");
+    let public = if reason == "missing_token" {
+        "missing_token"
+    } else {
+        "invalid_token"
+    };
     assert_eq!(
         r.text(),
-        format!(r#"{{"error":"unauthorized","reason":"{reason}","request_id":"{rid}"}}"#),
+        format!(r#"{{"error":"unauthorized","reason":"{public}","request_id":"{rid}"}}"#),
         "{case}"
     );
     let challenge = if reason == "missing_token" {
@@ -891,7 +905,18 @@ async fn revoked_jti_is_refused_even_when_cached() {
     assert_eq!(s.accepted(&token, "j1 cached").await, Identity::alice());
     assert_eq!(s.accepted(&other, "j2").await, Identity::alice());
 
-    s.fx.fx.state.revocations.revoke("j1");
+    let revocation = fortress::store::Revocation::Token {
+        jti: "j1".into(),
+        expires_at: u64::MAX,
+        reason: "test".into(),
+    };
+    let now_ms = jsonwebtoken::get_current_timestamp() * 1000;
+    s.fx.fx
+        .state
+        .store
+        .revoke(now_ms, revocation)
+        .await
+        .expect("revoked");
     s.refused(&token, "token_revoked", "j1 revoked").await;
     s.refused(&token, "token_revoked", "j1 revoked, again")
         .await;

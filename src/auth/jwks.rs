@@ -1,6 +1,10 @@
 //! JWKS key sets from a file or an HTTP(S) URL: cached with a TTL, refetched when a token names
 //! an unknown `kid` (itself rate-limited, so a flood of random `kid`s cannot hammer the
 //! endpoint), and the last good set kept when a refresh fails.
+//!
+//! A [`Jwks`] is live state: `store::Live` keeps one per source across policy reloads, so a
+//! reload neither throws the keys away nor fetches them again. The TTL and refresh interval
+//! come from the policy that is active at the time of each call.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,27 +21,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-/// Where the key set comes from.
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    /// A local file (e.g. a mounted Secret).
-    File(PathBuf),
-    /// An `http://` or `https://` URL.
-    Url(Uri),
-}
-
-/// JWKS settings.
-#[derive(Debug, Clone)]
-pub struct JwksSettings {
-    /// Source.
-    pub source: JwksSource,
-    /// How long a fetched set is used before it is fetched again.
-    pub ttl: Duration,
-    /// Minimum time between two fetches caused by unknown `kid`s.
-    pub min_refresh_interval: Duration,
-    /// Extra CA certificates (PEM) for an `https` URL, besides the system roots.
-    pub ca_file: Option<PathBuf>,
-}
+pub use crate::policy::auth::{JwksSettings, JwksSource};
 
 /// One usable public key from the set.
 #[derive(Clone)]
@@ -62,9 +46,10 @@ pub struct KeySet {
     fetched_at: Option<Instant>,
 }
 
-/// The cached key set.
+/// The cached key set of one source.
 pub struct Jwks {
-    settings: JwksSettings,
+    source: JwksSource,
+    ca_file: Option<PathBuf>,
     current: ArcSwap<KeySet>,
     fetch_lock: tokio::sync::Mutex<()>,
     last_attempt_ms: AtomicU64,
@@ -77,16 +62,17 @@ pub struct Jwks {
 impl std::fmt::Debug for Jwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jwks")
-            .field("settings", &self.settings)
+            .field("source", &self.source)
             .finish()
     }
 }
 
 impl Jwks {
-    /// An empty cache; the first use fetches.
-    pub fn new(settings: JwksSettings) -> Self {
+    /// An empty cache for `settings`' source; the first use fetches.
+    pub fn new(settings: &JwksSettings) -> Self {
         Self {
-            settings,
+            source: settings.source.clone(),
+            ca_file: settings.ca_file.clone(),
             current: ArcSwap::from_pointee(KeySet::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
             last_attempt_ms: AtomicU64::new(u64::MAX),
@@ -100,33 +86,36 @@ impl Jwks {
         self.current.load().generation
     }
 
-    /// Whether the key set is missing or older than the TTL (the next use fetches).
-    pub fn is_stale(&self) -> bool {
+    /// Whether this cache serves `settings` (same source, fetched the same way).
+    pub fn serves(&self, settings: &JwksSettings) -> bool {
+        self.source == settings.source && self.ca_file == settings.ca_file
+    }
+
+    /// Whether the key set is missing or older than `ttl` (the next use fetches).
+    pub fn is_stale(&self, ttl: Duration) -> bool {
         self.current
             .load()
             .fetched_at
-            .is_none_or(|t| t.elapsed() >= self.settings.ttl)
+            .is_none_or(|t| t.elapsed() >= ttl)
     }
 
     /// The key set, fetched first if it is missing or older than the TTL.
-    pub async fn keys(&self) -> Arc<KeySet> {
+    pub async fn keys(&self, settings: &JwksSettings) -> Arc<KeySet> {
         let cur = self.current.load_full();
-        let stale = cur
-            .fetched_at
-            .is_none_or(|t| t.elapsed() >= self.settings.ttl);
+        let stale = cur.fetched_at.is_none_or(|t| t.elapsed() >= settings.ttl);
         if !stale {
             return cur;
         }
-        self.fetch(false).await
+        self.fetch(settings, false).await
     }
 
     /// Fetches again because a token named an unknown `kid`, unless the last fetch was less
     /// than `min_refresh_interval` ago.
-    pub async fn refresh_for_unknown_kid(&self) -> Arc<KeySet> {
-        self.fetch(true).await
+    pub async fn refresh_for_unknown_kid(&self, settings: &JwksSettings) -> Arc<KeySet> {
+        self.fetch(settings, true).await
     }
 
-    async fn fetch(&self, rate_limited: bool) -> Arc<KeySet> {
+    async fn fetch(&self, settings: &JwksSettings, rate_limited: bool) -> Arc<KeySet> {
         let _guard = self.fetch_lock.lock().await;
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_attempt_ms.load(Ordering::Acquire);
@@ -135,11 +124,9 @@ impl Jwks {
         if last != u64::MAX {
             // Another request fetched while we waited for the lock, or the last fetch failed
             // (a broken endpoint is retried once per interval, not by every request).
-            let fresh = cur
-                .fetched_at
-                .is_some_and(|t| t.elapsed() < self.settings.ttl);
+            let fresh = cur.fetched_at.is_some_and(|t| t.elapsed() < settings.ttl);
             let failed = self.last_failed.load(Ordering::Acquire);
-            if since < self.settings.min_refresh_interval && (rate_limited || fresh || failed) {
+            if since < settings.min_refresh_interval && (rate_limited || fresh || failed) {
                 return cur;
             }
         }
@@ -153,29 +140,28 @@ impl Jwks {
                     generation: cur.generation + 1,
                     fetched_at: Some(Instant::now()),
                 });
-                info!(keys = next.keys.len(), "JWKS fetched");
+                info!(keys = next.keys.len(), source = ?self.source, "JWKS fetched");
                 self.current.store(next.clone());
                 next
             }
             Err(e) => {
-                warn!(error = %e, "JWKS fetch failed; keeping the last good key set");
+                warn!(error = %e, source = ?self.source, "JWKS fetch failed; keeping the last good key set");
                 cur
             }
         }
     }
 
     async fn load(&self) -> Result<Vec<JwkKey>, String> {
-        let bytes = match &self.settings.source {
+        let bytes = match &self.source {
             JwksSource::File(p) => tokio::fs::read(p)
                 .await
                 .map(Bytes::from)
                 .map_err(|e| format!("{}: {e}", p.display()))?,
-            JwksSource::Url(uri) => tokio::time::timeout(
-                FETCH_TIMEOUT,
-                fetch_url(uri, self.settings.ca_file.as_ref()),
-            )
-            .await
-            .map_err(|_| format!("{uri}: timed out"))??,
+            JwksSource::Url(uri) => {
+                tokio::time::timeout(FETCH_TIMEOUT, fetch_url(uri, self.ca_file.as_ref()))
+                    .await
+                    .map_err(|_| format!("{uri}: timed out"))??
+            }
         };
         parse(&bytes)
     }

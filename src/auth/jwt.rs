@@ -2,104 +2,64 @@
 //! required claims, claim mapping, and the verified-token cache.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::cache::TokenCache;
+use super::cache::{TokenCache, Verified};
 use super::jwks::{Jwks, KeySet};
 use super::{AuthError, Principal, SharedPrincipal};
+pub use crate::policy::auth::{ClaimMap, JwtSettings, StaticKey};
 
-/// Where claims are read from (dotted paths such as `realm_access.roles` are allowed).
-#[derive(Debug, Clone)]
-pub struct ClaimMap {
-    /// Subject claim (default `sub`).
-    pub subject: String,
-    /// Roles claim (default `roles`): a list, or a space/comma-separated string.
-    pub roles: String,
-    /// Tenant claim (default `tenant`).
-    pub tenant: String,
+/// Verifies tokens against one policy's JWT settings, with the live key set and token cache
+/// bound to it. Cheap to build per request (references only).
+#[derive(Clone, Copy)]
+pub struct Verifier<'a> {
+    /// The policy's JWT settings.
+    pub settings: &'a JwtSettings,
+    /// The live JWKS cache of the settings' source, if configured.
+    pub jwks: Option<&'a Jwks>,
+    /// The live verified-token cache.
+    pub cache: &'a TokenCache,
 }
 
-/// A public key from a PEM file.
-#[derive(Clone)]
-pub struct StaticKey {
-    /// Optional key id it answers to.
-    pub kid: Option<String>,
-    /// RSA, EC or Ed25519.
-    pub family: AlgorithmFamily,
-    /// The key.
-    pub key: DecodingKey,
-}
-
-/// Compiled JWT settings and key material. Immutable; rebuilt on reload (so is the cache).
-pub struct Authenticator {
-    /// Allowed algorithms (each bound to a key type at compile time).
-    pub algorithms: Vec<Algorithm>,
-    /// Expected `iss`.
-    pub issuer: String,
-    /// Accepted audiences (one match suffices).
-    pub audiences: Vec<String>,
-    /// Clock skew allowance.
-    pub leeway: Duration,
-    /// Claims that must be present (dotted paths).
-    pub required_claims: Vec<String>,
-    /// Claim mapping.
-    pub claims: ClaimMap,
-    /// HMAC secret, for HS* algorithms.
-    pub secret: Option<DecodingKey>,
-    /// PEM public keys.
-    pub static_keys: Vec<StaticKey>,
-    /// JWKS, if configured.
-    pub jwks: Option<Arc<Jwks>>,
-    /// Largest accepted token, in bytes.
-    pub max_token_bytes: usize,
-    /// Verified tokens.
-    pub cache: TokenCache,
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("algorithms", &self.algorithms)
-            .field("issuer", &self.issuer)
-            .field("audiences", &self.audiences)
-            .field("static_keys", &self.static_keys.len())
-            .field("jwks", &self.jwks)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Authenticator {
+impl Verifier<'_> {
     /// Verifies `token` at time `now` (seconds since the epoch) and maps its claims.
     pub async fn verify(&self, token: &str, now: u64) -> Result<SharedPrincipal, AuthError> {
-        if token.is_empty() || token.len() > self.max_token_bytes {
+        let s = self.settings;
+        if token.is_empty() || token.len() > s.max_token_bytes {
             return Err(AuthError::MalformedToken);
         }
+        let jwks_settings = match (self.jwks, &s.jwks) {
+            (Some(j), Some(settings)) => Some((j, settings)),
+            // Settings name a JWKS but none is bound (cannot happen once installed): fail
+            // closed for the key-set algorithms rather than skip the key set.
+            (None, Some(_)) => return Err(AuthError::KeysUnavailable),
+            _ => None,
+        };
         // Fast path: a token verified before against the current key set. A stale JWKS skips
         // it, so the slow path refetches and keys removed from the set stop working.
-        let fresh_generation = match &self.jwks {
+        let fresh_generation = match jwks_settings {
             None => Some(0),
-            Some(j) if !j.is_stale() => Some(j.generation()),
+            Some((j, js)) if !j.is_stale(js.ttl) => Some(j.generation()),
             Some(_) => None,
         };
         if let Some(g) = fresh_generation
-            && let Some(p) = self.cache.get(token, now, g)
+            && let Some(p) = self.cache.get(token, now, g, s.fingerprint)
         {
             return Ok(p);
         }
         let alg = self.header_algorithm(token)?;
         let family = alg.family();
-        let jwks = match (&self.jwks, family) {
-            (Some(j), AlgorithmFamily::Rsa | AlgorithmFamily::Ec | AlgorithmFamily::Ed) => {
-                Some(j.keys().await)
+        let jwks = match (jwks_settings, family) {
+            (Some((j, js)), AlgorithmFamily::Rsa | AlgorithmFamily::Ec | AlgorithmFamily::Ed) => {
+                Some(j.keys(js).await)
             }
             _ => None,
         };
-        let generation = match (&jwks, &self.jwks) {
+        let generation = match (&jwks, self.jwks) {
             (Some(k), _) => k.generation,
             (None, Some(j)) => j.generation(),
             (None, None) => 0,
@@ -108,7 +68,7 @@ impl Authenticator {
         let validation = self.validation(alg);
         let claims = match family {
             AlgorithmFamily::Hmac => {
-                let key = self.secret.as_ref().ok_or(AuthError::DisallowedAlgorithm)?;
+                let key = s.secret.as_ref().ok_or(AuthError::DisallowedAlgorithm)?;
                 decode(token, key, &validation)?
             }
             _ => {
@@ -121,9 +81,9 @@ impl Authenticator {
                     &validation,
                 );
                 if matches!(found, Err(AuthError::UnknownKid))
-                    && let Some(j) = &self.jwks
+                    && let Some((j, js)) = jwks_settings
                 {
-                    let refreshed = j.refresh_for_unknown_kid().await;
+                    let refreshed = j.refresh_for_unknown_kid(js).await;
                     found = self.try_keys(
                         token,
                         alg,
@@ -152,22 +112,27 @@ impl Authenticator {
         now: u64,
         generation: u64,
     ) -> Result<SharedPrincipal, AuthError> {
-        let leeway = self.leeway.as_secs();
+        let s = self.settings;
+        let leeway = s.leeway.as_secs();
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_u64().ok_or(AuthError::MalformedToken)?;
             if iat > now.saturating_add(leeway) {
                 return Err(AuthError::TokenNotYetValid);
             }
         }
-        for name in &self.required_claims {
+        for name in &s.required_claims {
             if lookup(&claims, name).is_none_or(Value::is_null) {
                 return Err(AuthError::MissingClaim);
             }
         }
-        let principal = Arc::new(self.principal(&claims)?);
-        let valid_until = principal.expires_at.saturating_add(leeway);
-        self.cache
-            .insert(token, principal.clone(), valid_until, generation, now);
+        let principal = Arc::new(principal(&s.claims, &claims)?);
+        let verified = Verified {
+            valid_until: principal.expires_at.saturating_add(leeway),
+            principal: principal.clone(),
+            key_generation: generation,
+            scope: s.fingerprint,
+        };
+        self.cache.insert(token, verified, now);
         Ok(principal)
     }
 
@@ -185,7 +150,7 @@ impl Authenticator {
             .and_then(Value::as_str)
             .ok_or(AuthError::MalformedToken)?;
         let alg: Algorithm = name.parse().map_err(|_| AuthError::DisallowedAlgorithm)?;
-        if self.algorithms.contains(&alg) {
+        if self.settings.algorithms.contains(&alg) {
             Ok(alg)
         } else {
             Err(AuthError::DisallowedAlgorithm)
@@ -193,12 +158,13 @@ impl Authenticator {
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
+        let s = self.settings;
         let mut v = Validation::new(alg);
-        v.leeway = self.leeway.as_secs();
+        v.leeway = s.leeway.as_secs();
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_issuer(&[self.issuer.as_str()]);
-        v.set_audience(&self.audiences);
+        v.set_issuer(&[s.issuer.as_str()]);
+        v.set_audience(&s.audiences);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         v
     }
@@ -215,6 +181,7 @@ impl Authenticator {
     ) -> Result<Value, AuthError> {
         let family = alg.family();
         let statics = self
+            .settings
             .static_keys
             .iter()
             .filter(|k| k.family == family)
@@ -246,63 +213,65 @@ impl Authenticator {
         match (tried, kid) {
             (true, _) => Err(AuthError::InvalidSignature),
             (false, Some(_)) => Err(AuthError::UnknownKid),
-            (false, None) if self.jwks.is_some() => Err(AuthError::KeysUnavailable),
+            (false, None) if self.settings.jwks.is_some() => Err(AuthError::KeysUnavailable),
             (false, None) => Err(AuthError::InvalidSignature),
         }
     }
+}
 
-    /// Maps claims that were *not* verified (explain's `--claims`) to a principal.
-    pub fn principal_from_claims(&self, claims: &Value) -> Result<SharedPrincipal, AuthError> {
-        let mut claims = claims.clone();
-        if claims.get("exp").is_none()
-            && let Some(obj) = claims.as_object_mut()
-        {
-            obj.insert("exp".into(), Value::from(u64::MAX));
-        }
-        self.principal(&claims).map(Arc::new)
+/// Maps claims that were *not* verified (explain's `--claims`) to a principal.
+pub fn principal_from_claims(map: &ClaimMap, claims: &Value) -> Result<SharedPrincipal, AuthError> {
+    let mut claims = claims.clone();
+    if claims.get("exp").is_none()
+        && let Some(obj) = claims.as_object_mut()
+    {
+        obj.insert("exp".into(), Value::from(u64::MAX));
     }
+    principal(map, &claims).map(Arc::new)
+}
 
-    fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
-        let subject = lookup(claims, &self.claims.subject)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or(AuthError::MissingClaim)?
-            .to_owned();
-        let roles = match lookup(claims, &self.claims.roles) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                // Roles travel upstream comma-joined: a role containing `,` or white space
-                // would be ambiguous there, so such a token is refused.
-                .map(|v| match v.as_str() {
-                    Some(r) if !r.is_empty() && !r.contains([',', ' ']) => Ok(r.to_owned()),
-                    _ => Err(AuthError::MalformedToken),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(Value::String(s)) => s
-                .split([' ', ','])
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            Some(_) => return Err(AuthError::MalformedToken),
-        };
-        let tenant = match lookup(claims, &self.claims.tenant) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        };
-        let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
-        let expires_at = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(AuthError::MissingClaim)?;
-        Ok(Principal {
-            subject,
-            roles,
-            tenant,
-            jti,
-            expires_at,
-        })
-    }
+fn principal(map: &ClaimMap, claims: &Value) -> Result<Principal, AuthError> {
+    let subject = lookup(claims, &map.subject)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(AuthError::MissingClaim)?
+        .to_owned();
+    let roles = match lookup(claims, &map.roles) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            // Roles travel upstream comma-joined: a role containing `,` or white space
+            // would be ambiguous there, so such a token is refused.
+            .map(|v| match v.as_str() {
+                Some(r) if !r.is_empty() && !r.contains([',', ' ']) => Ok(r.to_owned()),
+                _ => Err(AuthError::MalformedToken),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::String(s)) => s
+            .split([' ', ','])
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(_) => return Err(AuthError::MalformedToken),
+    };
+    let tenant = match lookup(claims, &map.tenant) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
+    let expires_at = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(AuthError::MissingClaim)?;
+    let issued_at = claims.get("iat").and_then(Value::as_u64);
+    Ok(Principal {
+        subject,
+        roles,
+        tenant,
+        jti,
+        expires_at,
+        issued_at,
+    })
 }
 
 fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Value, AuthError> {

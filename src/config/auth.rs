@@ -1,7 +1,6 @@
 //! Compiles `authentication:`: key material loaded and bound to the allowed algorithms.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
@@ -10,23 +9,9 @@ use super::Env;
 use super::compile::{duration_or, resolve};
 use super::raw::{Environment, RawAuthentication, RawJwks, RawSecret};
 use super::yaml::{ConfigError, Located, Pos};
-use crate::auth::cache::TokenCache;
-use crate::auth::jwks::{Jwks, JwksSettings, JwksSource};
-use crate::auth::jwt::{Authenticator, ClaimMap, StaticKey};
-use crate::proxy::identity::IdentityHeaders;
-
-/// Compiled authentication settings.
-#[derive(Debug)]
-pub struct AuthSettings {
-    /// Token verification.
-    pub authenticator: Authenticator,
-    /// Cookie to read the token from when there is no `Authorization` header.
-    pub cookie: Option<String>,
-    /// Forward the client's `Authorization` header to the app.
-    pub forward_token: bool,
-    /// Client headers that only fortress may set.
-    pub identity_headers: IdentityHeaders,
-}
+pub use crate::policy::auth::AuthSettings;
+use crate::policy::auth::{ClaimMap, JwksSettings, JwksSource, JwtSettings, StaticKey};
+use crate::policy::identity::IdentityHeaders;
 
 /// Compiles `authentication:`; errors are appended to `errors`.
 pub fn compile(
@@ -35,7 +20,7 @@ pub fn compile(
     environment: Environment,
     env: &dyn Env,
     errors: &mut Vec<ConfigError>,
-) -> Option<Arc<AuthSettings>> {
+) -> Option<AuthSettings> {
     let jwt = &raw.jwt;
     let start = errors.len();
     let mut algorithms = Vec::new();
@@ -69,20 +54,28 @@ pub fn compile(
             "`algorithms` must list at least one algorithm",
         ));
     }
-    let secret = jwt
-        .secret
-        .as_ref()
-        .and_then(|s| secret(s, base, environment, env, errors));
+    // Everything that decides whether a token verifies goes into the fingerprint (see
+    // `JwtSettings::fingerprint`), secret and key bytes included.
+    let mut print = Fingerprint::default();
+    let secret = jwt.secret.as_ref().and_then(|s| {
+        let value = secret(s, base, environment, env, errors)?;
+        print.add(b"secret", value.as_bytes());
+        Some(DecodingKey::from_secret(value.as_bytes()))
+    });
     let mut static_keys = Vec::new();
     for k in &jwt.keys {
         let path = resolve(base, &k.file.value);
         match std::fs::read(&path) {
             Ok(pem) => match public_key(&pem) {
-                Some((family, key)) => static_keys.push(StaticKey {
-                    kid: k.kid.clone(),
-                    family,
-                    key,
-                }),
+                Some((family, key)) => {
+                    print.add(b"key", &pem);
+                    print.add(b"kid", k.kid.as_deref().unwrap_or("").as_bytes());
+                    static_keys.push(StaticKey {
+                        kid: k.kid.clone(),
+                        family,
+                        key,
+                    })
+                }
                 None => errors.push(ConfigError::at(
                     k.file.pos,
                     format!(
@@ -168,32 +161,72 @@ pub fn compile(
     if errors.len() > start {
         return None;
     }
-    Some(Arc::new(AuthSettings {
-        authenticator: Authenticator {
+    let claims = ClaimMap {
+        subject: claim(|c| &c.subject, "sub"),
+        roles: claim(|c| &c.roles, "roles"),
+        tenant: claim(|c| &c.tenant, "tenant"),
+    };
+    let issuer = jwt.issuer.value.clone();
+    let audiences: Vec<String> = jwt.audiences.iter().map(|a| a.value.clone()).collect();
+    let required_claims: Vec<String> = jwt
+        .required_claims
+        .iter()
+        .map(|c| c.value.clone())
+        .collect();
+    print.add(b"algorithms", format!("{algorithms:?}").as_bytes());
+    print.add(b"issuer", issuer.as_bytes());
+    for a in &audiences {
+        print.add(b"audience", a.as_bytes());
+    }
+    for c in &required_claims {
+        print.add(b"required", c.as_bytes());
+    }
+    print.add(b"claims", format!("{claims:?}").as_bytes());
+    print.add(b"leeway", &leeway.as_millis().to_le_bytes());
+    print.add(b"max", &max_token_bytes.to_le_bytes());
+    print.add(
+        b"jwks",
+        format!("{:?}", jwks.as_ref().map(|j| j.origin())).as_bytes(),
+    );
+    Some(AuthSettings {
+        jwt: JwtSettings {
             algorithms,
-            issuer: jwt.issuer.value.clone(),
-            audiences: jwt.audiences.iter().map(|a| a.value.clone()).collect(),
+            issuer,
+            audiences,
             leeway,
-            required_claims: jwt
-                .required_claims
-                .iter()
-                .map(|c| c.value.clone())
-                .collect(),
-            claims: ClaimMap {
-                subject: claim(|c| &c.subject, "sub"),
-                roles: claim(|c| &c.roles, "roles"),
-                tenant: claim(|c| &c.tenant, "tenant"),
-            },
+            required_claims,
+            claims,
             secret,
             static_keys,
             jwks,
             max_token_bytes,
-            cache: TokenCache::new(jwt.cache_size.unwrap_or(10_000) as usize),
+            cache_size: jwt.cache_size.unwrap_or(10_000) as usize,
+            fingerprint: print.finish(),
         },
         cookie: jwt.cookie.as_ref().map(|c| c.value.clone()),
         forward_token: raw.forward_token.unwrap_or(true),
         identity_headers: identity,
-    }))
+    })
+}
+
+/// A SHA-256 over length-prefixed, labelled parts, cut to 64 bits.
+#[derive(Default)]
+struct Fingerprint(Vec<u8>);
+
+impl Fingerprint {
+    fn add(&mut self, label: &[u8], value: &[u8]) {
+        for part in [label, value] {
+            self.0.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            self.0.extend_from_slice(part);
+        }
+    }
+
+    fn finish(self) -> u64 {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&d.as_ref()[..8]);
+        u64::from_le_bytes(out)
+    }
 }
 
 fn secret(
@@ -202,7 +235,7 @@ fn secret(
     environment: Environment,
     env: &dyn Env,
     errors: &mut Vec<ConfigError>,
-) -> Option<DecodingKey> {
+) -> Option<String> {
     let pos = secret_pos(raw).unwrap_or_default();
     let sources = [raw.env.is_some(), raw.file.is_some(), raw.value.is_some()];
     if sources.iter().filter(|s| **s).count() != 1 {
@@ -268,7 +301,7 @@ fn secret(
         errors.push(ConfigError::at(at, "the secret is empty"));
         return None;
     }
-    Some(DecodingKey::from_secret(value.as_bytes()))
+    Some(value)
 }
 
 fn secret_pos(raw: &RawSecret) -> Option<Pos> {
@@ -292,7 +325,7 @@ fn public_key(pem: &[u8]) -> Option<(AlgorithmFamily, DecodingKey)> {
     None
 }
 
-fn jwks(raw: &RawJwks, base: &Path, errors: &mut Vec<ConfigError>) -> Option<Arc<Jwks>> {
+fn jwks(raw: &RawJwks, base: &Path, errors: &mut Vec<ConfigError>) -> Option<JwksSettings> {
     let source = match (&raw.file, &raw.url) {
         (Some(f), None) => JwksSource::File(resolve(base, &f.value)),
         (None, Some(u)) => match u.value.parse::<http::Uri>() {
@@ -321,12 +354,12 @@ fn jwks(raw: &RawJwks, base: &Path, errors: &mut Vec<ConfigError>) -> Option<Arc
     let ttl = duration_or(&raw.ttl, Duration::from_secs(300), errors);
     let min_refresh_interval =
         duration_or(&raw.min_refresh_interval, Duration::from_secs(30), errors);
-    Some(Arc::new(Jwks::new(JwksSettings {
+    Some(JwksSettings {
         source,
         ttl,
         min_refresh_interval,
         ca_file: raw.ca_file.as_ref().map(|c| resolve(base, &c.value)),
-    })))
+    })
 }
 
 /// Shortest HMAC secret accepted outside `environment: local` (HS256 wants 256 bits).

@@ -1,5 +1,4 @@
-//! Raw config → runtime [`Config`]: every value checked, every error collected with its
-//! position.
+//! Raw config → [`Policy`]: every value checked, every error collected with its position.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,11 +10,13 @@ use http::Method;
 use http::uri::{Authority, Uri};
 use ipnet::IpNet;
 
-use super::raw::{DefaultAction, Environment, Mode, RawConfig, RawRoute, RawServer, RawTimeouts};
+use super::raw::{RawConfig, RawRoute, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
-use super::{Config, Env, ServerSettings, Timeouts, TlsFiles};
+use super::{Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
-use crate::pipeline::route::{Access, Route, Router, TenantRule, TenantSource};
+use crate::policy::route::{Access, Route, Router, TenantRule, TenantSource};
+use crate::policy::stream::StreamRules;
+use crate::policy::{DefaultAction, Environment, Mode, Policy};
 
 /// Compiles a parsed config. `base` is the config file's directory (for relative paths).
 pub fn compile(
@@ -23,7 +24,7 @@ pub fn compile(
     base: &Path,
     hash: String,
     env: &dyn Env,
-) -> Result<Config, Vec<ConfigError>> {
+) -> Result<Policy, Vec<ConfigError>> {
     let mut errors = Vec::new();
     if let Some(v) = &raw.version
         && v.value != 1
@@ -51,7 +52,7 @@ pub fn compile(
         }
     };
     match router {
-        Some(router) if errors.is_empty() => Ok(Config {
+        Some(router) if errors.is_empty() => Ok(Policy {
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),
             dry_run: raw.mode == Some(Mode::DryRun),
@@ -156,7 +157,7 @@ struct CompiledRoutes {
 fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
-    streams: &std::collections::HashMap<String, Arc<crate::stream::validator::StreamRules>>,
+    streams: &HashMap<String, Arc<StreamRules>>,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -214,13 +215,18 @@ fn compile_routes(
                 ),
             ));
         }
+        let access = access(r, errors);
+        let params_used = match access.tenant.as_ref().map(|t| &t.source) {
+            Some(TenantSource::PathParam(p)) => vec![p.clone()],
+            _ => Vec::new(),
+        };
         routes.push(Route {
             name: Arc::from(name.as_str()),
             pattern: path.value.clone(),
             methods,
             public,
             upstream_timeout,
-            access: access(r, errors),
+            access,
             stream: r.stream.as_ref().and_then(|s| match streams.get(&s.value) {
                 Some(rules) => Some(rules.clone()),
                 None => {
@@ -233,7 +239,8 @@ fn compile_routes(
                     None
                 }
             }),
-            metrics: Default::default(),
+            params_used,
+            index: 0,
         });
         positions.push(path.pos);
     }

@@ -1,12 +1,13 @@
 //! The config file as written: a serde mirror of the YAML, strict (unknown keys are errors).
 //!
-//! Nothing here is trusted yet; `compile.rs` turns it into the runtime [`super::Config`]. The
+//! Nothing here is trusted yet; `compile.rs` turns it into the [`crate::policy::Policy`]. The
 //! JSON Schema printed by `fortress schema` is generated from these types.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::yaml::Located;
+pub use crate::policy::{DefaultAction, Environment, Mode};
 
 /// The whole config file: process settings and policy.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -220,16 +221,6 @@ pub struct RawLint {
     pub privileged_segments: Option<Vec<String>>,
 }
 
-/// Enforcement mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Denials are enforced.
-    Enforce,
-    /// Denials are recorded as `dry_run_deny` and the request is forwarded.
-    DryRun,
-}
-
 /// `match:` of a route.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -239,26 +230,6 @@ pub struct RawMatch {
     /// Methods this route accepts (default: all).
     #[serde(default)]
     pub methods: Option<Vec<Located<String>>>,
-}
-
-/// What requests that match no route get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DefaultAction {
-    /// 404 JSON error, no upstream call.
-    Deny,
-    /// Forwarded upstream (not recommended).
-    Allow,
-}
-
-/// Deployment environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// A developer machine: relaxations may be configured explicitly.
-    Local,
-    /// Everything else: fail-closed rules apply.
-    Production,
 }
 
 /// `authentication:`.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::raw::RawStream;
 use super::yaml::{ConfigError, Located};
+use crate::policy::stream::StreamRules;
 use crate::stream::sql_guard::SqlGuard;
-use crate::stream::validator::StreamRules;
 
 /// Compiles every stream definition; errors are appended.
 pub fn compile(

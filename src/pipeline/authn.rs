@@ -1,26 +1,59 @@
 //! Authentication stage: extract the bearer token (one `Authorization` header, scheme
-//! case-insensitive; or the configured cookie), verify it, then check revocation.
+//! case-insensitive; or the configured cookie), verify it, then check revocation (by token
+//! id, or by subject for tokens issued before a time).
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
+use http::request::Parts;
 
-use crate::auth::revocation::Revocations;
+use super::context::RequestContext;
+use super::decide::Step;
+use crate::auth::jwt::principal_from_claims;
 use crate::auth::{AuthError, SharedPrincipal};
-use crate::config::auth::AuthSettings;
+use crate::error::Rejection;
 
-/// Authenticates a request.
-pub async fn authenticate(
+/// The authentication stage, after routing: only the route knows whether it is public.
+/// Unmatched requests let through by `default: allow` are authenticated when authentication
+/// is configured.
+pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
+    let public = match ctx.route() {
+        Some(r) => r.public,
+        None => ctx.snapshot.policy.auth.is_none(),
+    };
+    if public {
+        return Ok(Step::Skip("public route"));
+    }
+    let principal = authenticate(ctx, &req.headers)
+        .await
+        .map_err(Rejection::Unauthenticated)?;
+    ctx.principal = Some(principal);
+    Ok(Step::Pass)
+}
+
+async fn authenticate(
+    ctx: &RequestContext,
     headers: &HeaderMap,
-    auth: &AuthSettings,
-    revocations: &dyn Revocations,
-    now: u64,
 ) -> Result<SharedPrincipal, AuthError> {
-    let token = extract(headers, auth.cookie.as_deref())?;
-    let principal = auth.authenticator.verify(token, now).await?;
+    let snapshot = &ctx.snapshot;
+    // Compile refuses non-public routes without authentication; fail closed anyway.
+    let (Some(auth), Some(verifier)) = (&snapshot.policy.auth, snapshot.verifier()) else {
+        return Err(AuthError::KeysUnavailable);
+    };
+    let principal = match &ctx.claims_override {
+        Some(claims) => principal_from_claims(&auth.jwt.claims, claims)?,
+        None => {
+            let token = extract(headers, auth.cookie.as_deref())?;
+            verifier.verify(token, ctx.now).await?
+        }
+    };
     // Checked on every request, cached or not: revocation takes effect at once.
-    if let Some(jti) = &principal.jti
-        && revocations.is_revoked(jti)
-    {
+    let now_ms = ctx.now.saturating_mul(1000);
+    if snapshot.store.is_revoked(
+        now_ms,
+        principal.jti.as_deref(),
+        &principal.subject,
+        principal.issued_at,
+    ) {
         return Err(AuthError::TokenRevoked);
     }
     Ok(principal)

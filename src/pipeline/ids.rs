@@ -1,88 +1,156 @@
-//! Request ids: kept from trusted peers when well-formed, otherwise generated.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Request, trace and span ids: random (CSPRNG), or kept from a trusted peer when well-formed.
+//!
+//! Ids are not secrets, but a predictable id lets a client guess another request's id (and
+//! correlate or spoof log lines), and W3C trace context asks for random trace ids. So every
+//! new id is drawn from aws-lc's CSPRNG: one draw of 40 bytes per request gives the request
+//! id (16 bytes), the trace id (16 bytes, as W3C asks for a new trace) and the span id of the
+//! hop to the upstream (8 bytes). Ids live inline in the request context: no allocation.
 
 use http::HeaderMap;
 
-/// Generates unique, unguessable-looking request ids without locks or syscalls per request.
-#[derive(Debug)]
-pub struct IdGen {
-    seed: u64,
-    counter: AtomicU64,
+/// The ids of one request.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    request_id: IdBuf<128>,
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
 }
 
-impl IdGen {
-    /// Seeds the generator from the OS random source.
-    pub fn new() -> Self {
-        let mut seed = [0u8; 8];
-        // On failure the seed stays zero: ids remain unique (counter), only less opaque.
-        if aws_lc_rs::rand::fill(&mut seed).is_err() {
-            seed = [0; 8];
+impl Ids {
+    /// Ids for a request: a valid `X-Request-ID` / `traceparent` from a trusted peer is kept;
+    /// everything else is new and random.
+    pub fn for_request(headers: &HeaderMap, trusted: bool) -> Self {
+        let mut random = [0u8; 40];
+        fill_random(&mut random);
+        let (req, rest) = random.split_at(16);
+        let (trace, span) = rest.split_at(16);
+        let request_id = trusted
+            .then(|| single(headers, X_REQUEST_ID).filter(|s| is_valid_id(s)))
+            .flatten()
+            .and_then(IdBuf::from_str)
+            .unwrap_or_else(|| IdBuf::hex(req));
+        let trace_id = trusted
+            .then(|| single(headers, TRACEPARENT).and_then(parse_traceparent))
+            .flatten()
+            .and_then(|t| <[u8; 32]>::try_from(t.as_bytes()).ok())
+            .unwrap_or_else(|| hex32(trace));
+        let mut span_id = [0u8; 16];
+        encode_hex(span, &mut span_id);
+        Self {
+            request_id,
+            trace_id,
+            span_id,
+        }
+    }
+
+    /// The request id (1–128 characters of `[A-Za-z0-9._:-]`).
+    pub fn request_id(&self) -> &str {
+        self.request_id.as_str()
+    }
+
+    /// The W3C trace id (32 lower-case hex digits).
+    pub fn trace_id(&self) -> &str {
+        // Hex digits are ASCII; the fallback keeps this panic-free.
+        std::str::from_utf8(&self.trace_id).unwrap_or("00000000000000000000000000000000")
+    }
+
+    /// The span id of the hop to the upstream (16 lower-case hex digits).
+    pub fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.span_id).unwrap_or("0000000000000000")
+    }
+
+    /// The `traceparent` sent upstream: the request's trace id, this hop's span id, sampled.
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        s.push_str(self.trace_id());
+        s.push('-');
+        s.push_str(self.span_id());
+        s.push_str("-01");
+        s
+    }
+}
+
+/// An inline ASCII string of at most `N` bytes.
+#[derive(Debug, Clone)]
+struct IdBuf<const N: usize> {
+    len: u8,
+    buf: [u8; N],
+}
+
+impl<const N: usize> IdBuf<N> {
+    fn from_str(s: &str) -> Option<Self> {
+        let len = u8::try_from(s.len())
+            .ok()
+            .filter(|l| usize::from(*l) <= N)?;
+        let mut buf = [0u8; N];
+        buf.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Self { len, buf })
+    }
+
+    fn hex(bytes: &[u8]) -> Self {
+        let mut buf = [0u8; N];
+        let n = (bytes.len() * 2).min(N);
+        if let Some(out) = buf.get_mut(..n) {
+            encode_hex(bytes, out);
         }
         Self {
-            seed: u64::from_le_bytes(seed),
-            counter: AtomicU64::new(0),
+            len: u8::try_from(n).unwrap_or(0),
+            buf,
         }
     }
 
-    /// A fresh 64-bit id (for span ids).
-    pub fn next_u64(&self) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        splitmix(self.seed ^ n.rotate_left(17))
+    fn as_str(&self) -> &str {
+        let bytes = self.buf.get(..usize::from(self.len)).unwrap_or_default();
+        // Only valid ids and hex digits are stored: always ASCII.
+        std::str::from_utf8(bytes).unwrap_or("-")
     }
+}
 
-    /// A fresh 32-hex-digit id.
-    pub fn next(&self) -> Arc<str> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let a = splitmix(self.seed ^ n);
-        let b = splitmix(a ^ n.rotate_left(32));
-        let mut buf = [0u8; 32];
-        for (i, slot) in buf.iter_mut().enumerate() {
-            let word = if i < 16 { a } else { b };
-            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-            *slot = HEX[nibble as usize];
-        }
-        // Hex digits are ASCII, so this never fails; the fallback keeps it panic-free.
-        match std::str::from_utf8(&buf) {
-            Ok(s) => Arc::from(s),
-            Err(_) => Arc::from("0"),
+fn hex32(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    encode_hex(bytes, &mut out);
+    out
+}
+
+fn encode_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_mut(2).zip(bytes) {
+        if let [hi, lo] = pair {
+            *hi = HEX[usize::from(b >> 4)];
+            *lo = HEX[usize::from(b & 0xf)];
         }
     }
 }
 
-impl Default for IdGen {
-    fn default() -> Self {
-        Self::new()
+/// Fills `out` from aws-lc's CSPRNG. Should the RNG ever fail, the bytes come from SHA-256
+/// over a process-wide counter, the time and the address of `out` (unique and hard to guess,
+/// and ids stay valid: an id is no reason to refuse a request).
+fn fill_random(out: &mut [u8]) {
+    if aws_lc_rs::rand::fill(out).is_ok() {
+        return;
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut seed = Vec::with_capacity(40);
+    seed.extend_from_slice(&n.to_le_bytes());
+    seed.extend_from_slice(&t.to_le_bytes());
+    seed.extend_from_slice(&(out.as_ptr() as usize).to_le_bytes());
+    for (i, chunk) in out.chunks_mut(32).enumerate() {
+        seed.push(u8::try_from(i).unwrap_or(u8::MAX));
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &seed);
+        chunk.copy_from_slice(d.as_ref().get(..chunk.len()).unwrap_or_default());
     }
 }
 
-/// The request id for a request: a valid `X-Request-ID` from a trusted peer, else a new one.
-pub fn request_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
-    if trusted {
-        let mut values = headers.get_all(X_REQUEST_ID).iter();
-        if let (Some(v), None) = (values.next(), values.next())
-            && let Ok(s) = v.to_str()
-            && is_valid_id(s)
-        {
-            return Arc::from(s);
-        }
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok(),
+        _ => None,
     }
-    ids.next()
-}
-
-/// The W3C trace id for a request: from a trusted peer's single valid `traceparent`, else new.
-pub fn trace_id(headers: &HeaderMap, trusted: bool, ids: &IdGen) -> Arc<str> {
-    if trusted {
-        let mut values = headers.get_all(TRACEPARENT).iter();
-        if let (Some(v), None) = (values.next(), values.next())
-            && let Ok(s) = v.to_str()
-            && let Some(trace) = parse_traceparent(s)
-        {
-            return Arc::from(trace);
-        }
-    }
-    ids.next()
 }
 
 /// The trace id of a valid `traceparent` (`VV-TTTT…(32)-PPPP…(16)-FF`, lower-case hex, version
@@ -105,28 +173,12 @@ pub fn parse_traceparent(s: &str) -> Option<&str> {
     ok.then_some(trace)
 }
 
-/// The `traceparent` fortress sends upstream: the request's trace id, a new span id, sampled.
-pub fn traceparent(trace_id: &str, ids: &IdGen) -> String {
-    let span = ids.next();
-    format!(
-        "00-{trace_id}-{}-01",
-        span.get(..16).unwrap_or("0000000000000001")
-    )
-}
-
 /// 1–128 characters of `[A-Za-z0-9._:-]`: safe in headers, JSON and logs.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -139,16 +191,68 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use http::HeaderValue;
 
+    fn fresh() -> Ids {
+        Ids::for_request(&HeaderMap::new(), false)
+    }
+
     #[test]
-    fn ids_are_unique_and_well_formed() {
-        let g = IdGen::new();
-        let a = g.next();
-        let b = g.next();
-        assert_ne!(a, b);
-        assert!(is_valid_id(&a) && a.len() == 32);
+    fn ids_are_well_formed() {
+        let ids = fresh();
+        assert_eq!(ids.request_id().len(), 32);
+        assert!(is_valid_id(ids.request_id()));
+        assert!(parse_traceparent(&ids.traceparent()).is_some());
+        assert_eq!(parse_traceparent(&ids.traceparent()), Some(ids.trace_id()));
+        assert_eq!(ids.span_id().len(), 16);
+    }
+
+    #[test]
+    fn ids_are_random_and_never_repeat() {
+        // 100 000 requests: no request, trace or span id repeats, and none is derivable
+        // from the one before (a counter or a bijection of one would show as a constant
+        // difference between consecutive ids, or as ids sharing their high half).
+        let mut seen = HashSet::new();
+        let mut prev: Option<u128> = None;
+        let mut diffs = HashSet::new();
+        let mut high_halves = HashSet::new();
+        for _ in 0..100_000 {
+            let ids = fresh();
+            assert!(
+                seen.insert(ids.request_id().to_owned()),
+                "request id repeated"
+            );
+            assert!(seen.insert(ids.trace_id().to_owned()), "trace id repeated");
+            assert!(seen.insert(ids.span_id().to_owned()), "span id repeated");
+            let n = u128::from_str_radix(ids.request_id(), 16).expect("hex");
+            if let Some(p) = prev {
+                diffs.insert(n.wrapping_sub(p));
+            }
+            high_halves.insert(n >> 64);
+            prev = Some(n);
+        }
+        assert_eq!(seen.len(), 300_000);
+        assert!(diffs.len() > 99_990, "consecutive ids differ by a pattern");
+        assert!(high_halves.len() > 99_990, "ids share structure");
+    }
+
+    #[test]
+    fn random_bits_are_balanced() {
+        // Every bit of the request id is set in about half of 20 000 ids (a CSPRNG passes
+        // this with overwhelming probability; a biased or constant generator does not).
+        let mut ones = [0u32; 128];
+        for _ in 0..20_000 {
+            let n = u128::from_str_radix(fresh().request_id(), 16).expect("hex");
+            for (bit, count) in ones.iter_mut().enumerate() {
+                *count += u32::from((n >> bit) & 1 == 1);
+            }
+        }
+        for (bit, count) in ones.iter().enumerate() {
+            assert!((9_300..=10_700).contains(count), "bit {bit}: {count}");
+        }
     }
 
     #[test]
@@ -168,31 +272,33 @@ mod tests {
         ] {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
-        let g = IdGen::new();
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(t));
-        assert_eq!(&*trace_id(&h, true, &g), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(
-            &*trace_id(&h, false, &g),
+        assert_eq!(
+            Ids::for_request(&h, true).trace_id(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736", &g);
-        assert!(parse_traceparent(&tp).is_some(), "{tp}");
+        assert_ne!(
+            Ids::for_request(&h, false).trace_id(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]
     fn incoming_id_kept_only_from_trusted_peers() {
-        let g = IdGen::new();
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(&*request_id(&h, true, &g), "abc-123");
-        assert_ne!(&*request_id(&h, false, &g), "abc-123");
+        assert_eq!(Ids::for_request(&h, true).request_id(), "abc-123");
+        assert_ne!(Ids::for_request(&h, false).request_id(), "abc-123");
         h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id\"<>"));
-        assert_ne!(&*request_id(&h, true, &g), "bad id\"<>");
+        assert_ne!(Ids::for_request(&h, true).request_id(), "bad id\"<>");
+        let long = "a".repeat(128);
+        h.insert(X_REQUEST_ID, HeaderValue::from_str(&long).expect("value"));
+        assert_eq!(Ids::for_request(&h, true).request_id(), long);
         h.insert(X_REQUEST_ID, HeaderValue::from_static("a"));
         h.append(X_REQUEST_ID, HeaderValue::from_static("b"));
         assert_eq!(
-            request_id(&h, true, &g).len(),
+            Ids::for_request(&h, true).request_id().len(),
             32,
             "duplicates are not trusted"
         );

@@ -20,64 +20,32 @@
 //! the input already is canonical.
 
 use std::borrow::Cow;
-use std::fmt;
 
-/// Why a request path cannot be canonicalized safely.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
-    /// The path is empty or does not start with `/`.
-    NotOriginForm,
-    /// A `%` is not followed by two hex digits.
-    BadPercentEncoding,
-    /// An encoded slash (`%2F` / `%2f`).
-    EncodedSlash,
-    /// An encoded backslash (`%5C` / `%5c`).
-    EncodedBackslash,
-    /// A raw `\`.
-    Backslash,
-    /// A raw or percent-encoded ASCII control character (`0x00`-`0x1F`, `0x7F`),
-    /// including NUL.
-    Nul,
-    /// An encoded `%` (`%25`) followed by two hex digits, e.g. `%252F`, which a
-    /// backend decoding twice would turn into a different path.
-    DoubleEncoding,
-    /// A segment that is `.` or `..` only after percent-decoding (e.g. `%2e`,
-    /// `.%2E`, `%2e%2e`).
-    EncodedDotSegment,
-    /// A `..` segment that would climb above `/`.
-    EscapesRoot,
-    /// A segment whose part before the first `;` (raw or `%3B`) is `.` or `..`
-    /// (e.g. `..;foo`, `.;x`), a Tomcat-style path-parameter trick.
-    DotSemicolon,
-    /// A raw byte `>= 0x80`; non-ASCII characters must be percent-encoded.
-    NonAscii,
-}
+use http::request::Parts;
+use http::{Method, Version};
 
-impl PathError {
-    /// Short, stable `snake_case` code for logs, metrics and error responses.
-    #[must_use]
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::NotOriginForm => "not_origin_form",
-            Self::BadPercentEncoding => "bad_percent_encoding",
-            Self::EncodedSlash => "encoded_slash",
-            Self::EncodedBackslash => "encoded_backslash",
-            Self::Backslash => "backslash",
-            Self::Nul => "nul",
-            Self::DoubleEncoding => "double_encoding",
-            Self::EncodedDotSegment => "encoded_dot_segment",
-            Self::EscapesRoot => "escapes_root",
-            Self::DotSemicolon => "dot_semicolon",
-            Self::NonAscii => "non_ascii",
-        }
+use super::context::{Canonical, RequestContext};
+use super::decide::Step;
+use crate::error::Rejection;
+
+pub use crate::error::PathError;
+
+/// The target-form and canonical-path stage. Absolute-form (`GET http://x/ HTTP/1.1`),
+/// authority-form (CONNECT) and `*` would bypass path matching; HTTP/2 always carries scheme
+/// and authority as pseudo-headers, so only HTTP/1.x is checked for them. The canonical path
+/// is used for matching *and* forwarding: the app sees what was judged.
+pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
+    let uri = &req.uri;
+    let absolute =
+        req.version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
+    if absolute || req.method == Method::CONNECT || uri.path() == "*" {
+        return Err(Rejection::RejectTargetForm);
     }
-}
-
-impl fmt::Display for PathError {
-    /// Writes the same short code as [`PathError::code`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
+    ctx.canonical = match normalize_path(uri.path()).map_err(Rejection::RejectPath)? {
+        Cow::Borrowed(_) => Canonical::AsSent,
+        Cow::Owned(p) => Canonical::Rewritten(p),
+    };
+    Ok(Step::Pass)
 }
 
 /// Canonicalizes the path part of an origin-form request target (no query

@@ -3,10 +3,14 @@
 use std::borrow::Cow;
 
 use http::HeaderMap;
+use http::request::Parts;
 
+use super::context::RequestContext;
+use super::decide::Step;
 use crate::auth::Principal;
-use crate::config::rbac::Rbac;
-use crate::pipeline::route::{TenantRule, TenantSource};
+use crate::error::Rejection;
+use crate::policy::rbac::Rbac;
+use crate::policy::route::{TenantRule, TenantSource};
 
 /// How the tenant check passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,18 +21,39 @@ pub enum TenantPass {
     Crossed,
 }
 
-/// Checks the rule; `None` means the tenants do not match (or one is missing). `params` are
-/// the route's path parameters (from the canonical path).
-pub fn check(
+/// The tenant stage: needs the principal. Records the tenant the request named.
+pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
+    let Some(rule) = ctx.route().and_then(|r| r.access.tenant.as_ref()) else {
+        return Ok(Step::Skip("no tenant rule"));
+    };
+    let requested = requested(rule, ctx, &req.headers, req.uri.query()).map(Cow::into_owned);
+    let pass = match (&ctx.principal, &requested) {
+        (Some(p), Some(asked)) => judge(rule, p, &ctx.snapshot.rbac, asked),
+        _ => None,
+    };
+    ctx.requested_tenant = requested;
+    match pass {
+        Some(TenantPass::Matched) => Ok(Step::Pass),
+        Some(TenantPass::Crossed) => {
+            ctx.privileged = Some("cross_tenant");
+            Ok(Step::Pass)
+        }
+        None => Err(Rejection::DenyTenant),
+    }
+}
+
+/// Judges a named tenant against the principal's; `None` means they do not match (or one is
+/// empty).
+fn judge(
     rule: &TenantRule,
     principal: &Principal,
     rbac: &Rbac,
-    params: &matchit::Params<'_, '_>,
-    headers: &HeaderMap,
-    query: Option<&str>,
+    requested: &str,
 ) -> Option<TenantPass> {
-    let requested = requested(rule, params, headers, query).filter(|t| !t.is_empty())?;
     let own = principal.tenant.as_deref().filter(|t| !t.is_empty())?;
+    if requested.is_empty() {
+        return None;
+    }
     if requested == own {
         return Some(TenantPass::Matched);
     }
@@ -40,15 +65,15 @@ pub fn check(
 }
 
 /// The tenant named by the request; `None` when missing, duplicated or undecodable.
-pub fn requested<'a>(
+fn requested<'a>(
     rule: &TenantRule,
-    params: &'a matchit::Params<'_, '_>,
+    ctx: &'a RequestContext,
     headers: &'a HeaderMap,
     query: Option<&'a str>,
 ) -> Option<Cow<'a, str>> {
     match &rule.source {
         // The canonical path keeps reserved characters percent-encoded; compare decoded.
-        TenantSource::PathParam(name) => params.get(name.as_str()).and_then(percent_decode),
+        TenantSource::PathParam(name) => ctx.param(name).and_then(percent_decode),
         TenantSource::Header(name) => {
             let mut values = headers.get_all(name).iter();
             match (values.next(), values.next()) {
@@ -56,20 +81,23 @@ pub fn requested<'a>(
                 _ => None,
             }
         }
-        TenantSource::Query(name) => {
-            let mut found = None;
-            for pair in query?.split('&') {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if percent_decode(k).as_deref() == Some(name.as_str()) {
-                    if found.is_some() {
-                        return None; // duplicated: ambiguous, deny
-                    }
-                    found = Some(v);
-                }
+        TenantSource::Query(name) => query_value(query?, name),
+    }
+}
+
+/// The value of query key `name`; `None` when missing or duplicated (ambiguous).
+fn query_value<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k).as_deref() == Some(name) {
+            if found.is_some() {
+                return None; // duplicated: ambiguous, deny
             }
-            found.and_then(percent_decode)
+            found = Some(v);
         }
     }
+    found.and_then(percent_decode)
 }
 
 /// Strict percent-decoding to UTF-8 (`+` is not a space). `None` on a bad escape.
@@ -109,23 +137,9 @@ mod tests {
 
     #[test]
     fn query_source() {
-        let rule = TenantRule {
-            source: TenantSource::Query("org".into()),
-            cross_tenant_permission: None,
-        };
-        let h = HeaderMap::new();
-        let router = {
-            let mut r = matchit::Router::new();
-            r.insert("/x", ()).expect("insert");
-            r
-        };
-        let m = router.at("/x").expect("match");
-        assert_eq!(
-            requested(&rule, &m.params, &h, Some("a=1&org=acme")).as_deref(),
-            Some("acme")
-        );
-        assert_eq!(requested(&rule, &m.params, &h, Some("org=a&org=b")), None);
-        assert_eq!(requested(&rule, &m.params, &h, Some("orgx=a")), None);
-        assert_eq!(requested(&rule, &m.params, &h, None), None);
+        assert_eq!(query_value("a=1&org=acme", "org").as_deref(), Some("acme"));
+        assert_eq!(query_value("org=a&org=b", "org"), None);
+        assert_eq!(query_value("orgx=a", "org"), None);
+        assert_eq!(query_value("o%72g=acme", "org").as_deref(), Some("acme"));
     }
 }

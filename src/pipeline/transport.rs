@@ -3,58 +3,52 @@
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, CONNECTION, COOKIE};
+use http::request::Parts;
 
-use crate::config::auth::AuthSettings;
-use crate::config::{Environment, ServerSettings};
-use crate::proxy::identity::IdentityHeaders;
+use super::context::RequestContext;
+use super::decide::Step;
+use crate::error::Rejection;
+pub use crate::error::TransportError;
+use crate::policy::Environment;
+use crate::policy::identity::IdentityHeaders;
 
-/// Why the transport was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportError {
-    /// Plain HTTP where HTTPS is required (no `X-Forwarded-Proto`, or `http`).
-    HttpsRequired,
-    /// An untrusted peer sent `X-Forwarded-Proto` (spoofing attempt).
-    UntrustedForwardedProto,
-    /// `X-Forwarded-Proto` duplicated or not `http`/`https`.
-    MalformedForwardedProto,
-    /// Credentials (Authorization header or auth cookie) over plain, unvouched HTTP.
-    CredentialsOverHttp,
-    /// `Connection` names `Authorization` or an identity header.
-    ConnectionNamesProtectedHeader,
+/// The transport stage: sets whether the request counts as HTTPS, or refuses it.
+pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
+    let policy = &ctx.snapshot.policy;
+    let cookie = policy.auth.as_ref().and_then(|a| a.cookie.as_deref());
+    let verdict = rules(
+        ctx.conn.tls,
+        ctx.trusted,
+        &req.headers,
+        &Settings {
+            require_https: policy.server.require_https,
+            relaxed: policy.server.environment == Environment::Local
+                && policy.server.allow_insecure_local,
+            cookie,
+            identity: policy.identity_headers(),
+        },
+    );
+    ctx.https = verdict.map_err(Rejection::RejectTransport)?;
+    Ok(Step::Pass)
 }
 
-impl TransportError {
-    /// The public reason code.
-    pub fn code(self) -> &'static str {
-        match self {
-            TransportError::HttpsRequired => "https_required",
-            TransportError::UntrustedForwardedProto => "untrusted_forwarded_proto",
-            TransportError::MalformedForwardedProto => "malformed_forwarded_proto",
-            TransportError::CredentialsOverHttp => "credentials_over_http",
-            TransportError::ConnectionNamesProtectedHeader => "connection_names_protected_header",
-        }
-    }
-
-    /// Every variant (for pre-registering metrics).
-    pub const ALL: [TransportError; 5] = [
-        TransportError::HttpsRequired,
-        TransportError::UntrustedForwardedProto,
-        TransportError::MalformedForwardedProto,
-        TransportError::CredentialsOverHttp,
-        TransportError::ConnectionNamesProtectedHeader,
-    ];
+/// What the transport rules read from the policy.
+struct Settings<'a> {
+    require_https: bool,
+    /// Local relaxation: credentials accepted over plain, unvouched HTTP.
+    relaxed: bool,
+    cookie: Option<&'a str>,
+    identity: &'a IdentityHeaders,
 }
 
 /// Checks the transport. Returns whether the request counts as HTTPS.
-pub fn check(
+fn rules(
     tls: bool,
     trusted: bool,
     headers: &HeaderMap,
-    server: &ServerSettings,
-    auth: Option<&AuthSettings>,
+    settings: &Settings<'_>,
 ) -> Result<bool, TransportError> {
-    let identity = auth.map(|a| &a.identity_headers);
-    if connection_names_protected(headers, identity) {
+    if connection_names_protected(headers, settings.identity) {
         return Err(TransportError::ConnectionNamesProtectedHeader);
     }
     if tls {
@@ -73,25 +67,24 @@ pub fn check(
         (Some(_), Some(_)) => return Err(TransportError::UntrustedForwardedProto),
     };
     let vouched = trusted && proto == Some(true);
-    if server.require_https && !vouched {
+    if settings.require_https && !vouched {
         return Err(match (trusted, proto) {
             (false, Some(_)) => TransportError::UntrustedForwardedProto,
             _ => TransportError::HttpsRequired,
         });
     }
     // No credentials over plain HTTP, even with `require_https: false`.
-    let relaxed = server.environment == Environment::Local && server.allow_insecure_local;
-    if !vouched && !relaxed && carries_credentials(headers, auth) {
+    if !vouched && !settings.relaxed && carries_credentials(headers, settings.cookie) {
         return Err(TransportError::CredentialsOverHttp);
     }
     Ok(vouched)
 }
 
-fn carries_credentials(headers: &HeaderMap, auth: Option<&AuthSettings>) -> bool {
+fn carries_credentials(headers: &HeaderMap, cookie: Option<&str>) -> bool {
     if headers.contains_key(AUTHORIZATION) {
         return true;
     }
-    let Some(cookie) = auth.and_then(|a| a.cookie.as_deref()) else {
+    let Some(cookie) = cookie else {
         return false;
     };
     headers
@@ -102,8 +95,7 @@ fn carries_credentials(headers: &HeaderMap, auth: Option<&AuthSettings>) -> bool
         .any(|pair| pair.trim().split('=').next() == Some(cookie))
 }
 
-fn connection_names_protected(headers: &HeaderMap, identity: Option<&IdentityHeaders>) -> bool {
-    let identity = identity.unwrap_or(IdentityHeaders::builtin());
+fn connection_names_protected(headers: &HeaderMap, identity: &IdentityHeaders) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()

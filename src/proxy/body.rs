@@ -1,5 +1,6 @@
 //! The one response body type: a fortress-made body or the upstream's body streamed through,
-//! with a [`Completion`] that records the request when the body ends or is dropped.
+//! carrying the request's context ([`BodyEvents`]), which records the request when the body
+//! ends or is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,8 +9,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::pipeline::complete::Completion;
 use crate::stream::NdjsonGuard;
+
+/// What the body tells the request's context while it streams. The context records the
+/// request when it is dropped, which happens when the body ends, fails or is dropped.
+pub trait BodyEvents: Send {
+    /// The NDJSON guard cut the stream for `reason` (called once).
+    fn stream_violation(&mut self, reason: &'static str);
+    /// The upstream body failed mid-stream (the client saw a truncated response).
+    fn upstream_body_error(&mut self);
+}
 
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,7 +28,7 @@ pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
         kind: Kind,
-        done: Option<Completion>,
+        done: Option<Box<dyn BodyEvents>>,
     }
 }
 
@@ -59,8 +68,8 @@ impl ProxyBody {
         }
     }
 
-    /// Attaches the completion record, fired when the body ends or is dropped.
-    pub fn with_completion(mut self, done: Completion) -> Self {
+    /// Attaches the request's context, recorded when the body ends or is dropped.
+    pub fn with_events(mut self, done: Box<dyn BodyEvents>) -> Self {
         self.done = Some(done);
         self
     }
@@ -83,7 +92,7 @@ impl Body for ProxyBody {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(done) = this.done.as_mut() {
-                        done.mark_upstream_body_error();
+                        done.upstream_body_error();
                     }
                     Poll::Ready(Some(Err(Box::new(e) as BoxError)))
                 }
@@ -93,7 +102,7 @@ impl Body for ProxyBody {
                 if let Some(v) = guard.take_new_violation()
                     && let Some(done) = this.done.as_mut()
                 {
-                    done.mark_stream_violation(v.code());
+                    done.stream_violation(v.code());
                 }
                 polled.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
             }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::pipeline::ids::X_REQUEST_ID;
+/// The request id header.
+const X_REQUEST_ID: &str = "x-request-id";
 
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus common legacy ones) and
 /// every header named in `Connection`.

@@ -1,9 +1,13 @@
-//! Forwarding to the upstream over pooled HTTP/1.1 keep-alive connections. Bodies stream both
-//! ways; nothing is buffered whole.
+//! Forwarding to the upstream over pooled HTTP/1.1 keep-alive connections: the request and
+//! response rewriting (`request.rs`, `response.rs`, `headers.rs`, `identity.rs`), the body
+//! type (`body.rs`) and the pooled client. Bodies stream both ways; nothing is buffered whole.
+//! This module knows nothing of the pipeline: it is told what was decided.
 
 pub mod body;
 pub mod headers;
 pub mod identity;
+pub mod request;
+pub mod response;
 
 use std::time::{Duration, Instant};
 

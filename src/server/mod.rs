@@ -1,9 +1,7 @@
 //! Listeners: accept loops with a connection cap, TLS handshake with a timeout, HTTP/1.1 and
 //! HTTP/2 (ALPN) serving, idle timeout, and a two-step drain at shutdown.
 
-pub mod conn;
 pub mod signals;
-pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::pipeline::conn::ConnInfo;
 use crate::state::AppState;
-use conn::ConnInfo;
 
 /// Which service a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

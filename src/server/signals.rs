@@ -3,7 +3,7 @@
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info};
 
-use crate::reload::{ReloadHandle, Trigger};
+use crate::state::{ReloadHandle, Trigger};
 
 /// SIGTERM and SIGINT handlers, installed before readiness is announced.
 pub struct Terminate(Option<(Signal, Signal)>);

@@ -2,8 +2,10 @@
 //! as soon as it is complete and, on the first violation, sends one final error line, ends the
 //! response and drops the upstream connection at once.
 
+mod line;
 pub mod sql_guard;
 pub mod validator;
+pub mod violation;
 
 use std::pin::Pin;
 use std::sync::Arc;

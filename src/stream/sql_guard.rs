@@ -16,6 +16,8 @@
 //!
 //! Not checked: functions called by the query (`nextval`, `set_config`, `dblink`, …) and
 //! column-level access.
+//!
+//! The policy data ([`SqlGuard`]'s fields) lives in `policy/stream.rs`; this file owns its check.
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -25,6 +27,8 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+
+pub use crate::policy::stream::SqlGuard;
 
 /// The line type whose SQL field is checked.
 pub const SQL_LINE_TYPE: &str = "technical_view";
@@ -38,19 +42,6 @@ pub const MAX_SQL_BYTES: usize = 16 * 1024;
 
 /// Longest table name kept in a [`SqlRejection::TableNotAllowed`] (longer ones are cut).
 const MAX_REPORTED_NAME: usize = 128;
-
-/// Schema access policy for SQL carried by `technical_view` lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SqlGuard {
-    /// Top-level string field of the line holding the SQL (e.g. `"sql"`).
-    pub field: String,
-    /// Also refuse `SELECT … INTO` and locking clauses (`FOR UPDATE`, `FOR SHARE`, …).
-    pub read_only: bool,
-    /// Tables the query may read, compared case-insensitively (ASCII) part by part:
-    /// `"orders"` allows the unqualified `orders`, `"public.orders"` allows
-    /// `public.orders`. List both forms if queries use both.
-    pub allowed_tables: Vec<String>,
-}
 
 /// Why a SQL text was refused. Every variant maps to `Violation::SqlNotAllowed`; this detail
 /// is for logs and audit records.

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::TlsFiles;
+use crate::policy::TlsFiles;
 
 /// The serving certificate and the rustls server config built around it.
 pub struct CertStore {

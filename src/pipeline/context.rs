@@ -1,0 +1,350 @@
+//! One [`RequestContext`] per request: everything fortress learns about a request on its way
+//! through the checks and the proxy, and — when the response body ends, or the request is
+//! dropped before that — the completion record that metrics and the access log line read
+//! (and the audit record will).
+//!
+//! Nothing defaults to "allow": a context starts [`Outcome::Pending`], and a context dropped
+//! while still pending (the client reset the stream while fortress waited for the upstream)
+//! is recorded as [`Outcome::Aborted`], with no status.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method};
+use serde_json::Value;
+
+use super::conn::ConnInfo;
+use super::ids::Ids;
+use crate::auth::SharedPrincipal;
+use crate::error::{Kind, Rejection};
+use crate::metrics::Metrics;
+use crate::policy::route::Route;
+use crate::proxy::body::BodyEvents;
+use crate::state::Snapshot;
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not decided yet (the checks or the upstream are still running).
+    Pending,
+    /// Every check passed; forwarded.
+    Allowed,
+    /// A check would have refused, but the route runs in dry-run mode; forwarded.
+    DryRunDenied(Rejection),
+    /// Refused by the policy.
+    Denied(Rejection),
+    /// Fortress or the upstream failed (502/504).
+    Failed(Rejection),
+    /// The client went away before a response existed.
+    Aborted,
+}
+
+impl Outcome {
+    /// The `decision` label and log field.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allow",
+            Outcome::DryRunDenied(_) => "dry_run_deny",
+            Outcome::Denied(_) => "deny",
+            Outcome::Failed(_) => "error",
+            Outcome::Pending | Outcome::Aborted => "aborted",
+        }
+    }
+
+    /// The rejection behind a refusal, a failure or a dry-run denial.
+    pub fn rejection(self) -> Option<Rejection> {
+        match self {
+            Outcome::DryRunDenied(r) | Outcome::Denied(r) | Outcome::Failed(r) => Some(r),
+            Outcome::Pending | Outcome::Allowed | Outcome::Aborted => None,
+        }
+    }
+}
+
+/// The canonical path of a request, once normalized.
+#[derive(Debug, Clone, Default)]
+pub enum Canonical {
+    /// Not normalized yet.
+    #[default]
+    Unknown,
+    /// The request's own path already is canonical (the common case: no copy).
+    AsSent,
+    /// The canonical form differs from what was sent.
+    Rewritten(String),
+}
+
+/// When things happened.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// The request arrived (its head was parsed).
+    pub start: Instant,
+    /// Time to the upstream's response head, once known.
+    pub upstream: Option<Duration>,
+}
+
+/// A concurrency permit held until the response body ends (slot for traffic control).
+pub type Permit = tokio::sync::OwnedSemaphorePermit;
+
+/// Budget units charged to a key for this request (slot for traffic control).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The budget key (limit id and tenant).
+    pub key: String,
+    /// Units charged.
+    pub units: u64,
+}
+
+/// Everything known about one request.
+pub struct RequestContext {
+    /// Request, trace and span ids.
+    pub ids: Ids,
+    /// The policy version this request is judged by, from start to end.
+    pub snapshot: Arc<Snapshot>,
+    /// The client connection.
+    pub conn: Arc<ConnInfo>,
+    /// The request method.
+    pub method: Method,
+    /// Whether the TCP peer is a trusted proxy.
+    pub trusted: bool,
+    /// Whether the request counts as HTTPS (TLS, or vouched for by a trusted proxy).
+    pub https: bool,
+    /// The canonical path (matched and forwarded).
+    pub canonical: Canonical,
+    /// Index of the matched route in the snapshot's route table.
+    pub route: Option<usize>,
+    /// Values of the path parameters a check reads (`Route::params_used`).
+    pub params: Vec<(String, String)>,
+    /// The verified principal.
+    pub principal: Option<SharedPrincipal>,
+    /// The tenant the request named, when the route has a tenant rule.
+    pub requested_tenant: Option<String>,
+    /// A privilege that let the request through (e.g. `cross_tenant`).
+    pub privileged: Option<&'static str>,
+    /// Whether the route runs in dry-run mode.
+    pub dry_run: bool,
+    /// The decision so far.
+    pub outcome: Outcome,
+    /// The response status, once a response exists.
+    pub status: Option<u16>,
+    /// Timings.
+    pub timings: Timings,
+    /// Concurrency permits held until the response ends.
+    pub permits: Vec<Permit>,
+    /// Budget charges made for this request.
+    pub charges: Vec<Charge>,
+    /// Now, in seconds since the epoch (token time checks).
+    pub now: u64,
+    /// Explain only: claims used instead of verifying a token.
+    pub claims_override: Option<Value>,
+    first_dry_run_denial: Option<Rejection>,
+    stream_violation: Option<&'static str>,
+    upstream_body_error: bool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl RequestContext {
+    /// A new context for a request from `conn`; `metrics` is where it is recorded (`None`:
+    /// not recorded, for `fortress explain` and benchmarks).
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        conn: Arc<ConnInfo>,
+        metrics: Option<Arc<Metrics>>,
+        method: Method,
+        headers: &HeaderMap,
+    ) -> Self {
+        conn.activity.request_started();
+        let trusted = snapshot.server.is_trusted(conn.peer.ip());
+        Self {
+            ids: Ids::for_request(headers, trusted),
+            snapshot,
+            conn,
+            method,
+            trusted,
+            https: false,
+            canonical: Canonical::Unknown,
+            route: None,
+            params: Vec::new(),
+            principal: None,
+            requested_tenant: None,
+            privileged: None,
+            dry_run: false,
+            outcome: Outcome::Pending,
+            status: None,
+            timings: Timings {
+                start: Instant::now(),
+                upstream: None,
+            },
+            permits: Vec::new(),
+            charges: Vec::new(),
+            now: jsonwebtoken::get_current_timestamp(),
+            claims_override: None,
+            first_dry_run_denial: None,
+            stream_violation: None,
+            upstream_body_error: false,
+            metrics,
+        }
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Route> {
+        self.route
+            .and_then(|i| self.snapshot.router.routes().get(i))
+    }
+
+    /// The canonical path (`path` is the request's own path).
+    pub fn canonical_path<'a>(&'a self, path: &'a str) -> Cow<'a, str> {
+        match &self.canonical {
+            Canonical::Rewritten(p) => Cow::Borrowed(p.as_str()),
+            Canonical::AsSent | Canonical::Unknown => Cow::Borrowed(path),
+        }
+    }
+
+    /// A path parameter kept for the checks.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Upstream response timeout: the route's, else the server default.
+    pub fn upstream_timeout(&self) -> Duration {
+        self.route()
+            .map_or(self.snapshot.server.timeouts.upstream_response, |r| {
+                r.upstream_timeout
+            })
+    }
+
+    /// A check refused the request in dry-run mode: the first such refusal is the one
+    /// recorded; the request goes on.
+    pub fn dry_run_refusal(&mut self, r: Rejection) {
+        self.count_refusal(r);
+        self.first_dry_run_denial.get_or_insert(r);
+    }
+
+    /// The first dry-run refusal, if any.
+    pub fn dry_run_denial(&self) -> Option<Rejection> {
+        self.first_dry_run_denial
+    }
+
+    /// Every check passed (or, in dry-run mode, was recorded): the request is forwarded.
+    pub fn allow(&mut self) {
+        self.outcome = match self.first_dry_run_denial {
+            Some(r) => Outcome::DryRunDenied(r),
+            None => Outcome::Allowed,
+        };
+    }
+
+    /// The request is refused or failed with `r` (deny or error, by the status table).
+    pub fn refuse(&mut self, r: Rejection) {
+        if self.outcome == Outcome::Pending {
+            self.count_refusal(r);
+        }
+        self.outcome = match r.kind() {
+            Kind::Deny => Outcome::Denied(r),
+            Kind::Error => Outcome::Failed(r),
+        };
+    }
+
+    /// Counts a refusal by its detailed reason, now (not at completion), so a client that
+    /// reads the refusal already sees it counted.
+    fn count_refusal(&self, r: Rejection) {
+        let Some(m) = &self.metrics else { return };
+        match r {
+            Rejection::Unauthenticated(e) => m.auth_failure(e),
+            Rejection::RejectTransport(e) => m.transport_refusal(e),
+            _ => {}
+        }
+    }
+
+    /// Records the upstream's time to response head.
+    pub fn upstream_answered(&mut self, took: Duration) {
+        self.timings.upstream = Some(took);
+    }
+
+    fn route_name(&self) -> &str {
+        self.snapshot.route_metrics(self.route).name()
+    }
+}
+
+impl BodyEvents for RequestContext {
+    fn stream_violation(&mut self, reason: &'static str) {
+        self.stream_violation = Some(reason);
+        if let Some(m) = &self.metrics {
+            m.stream_violation(self.route_name(), reason);
+        }
+        tracing::warn!(
+            request.id = %self.ids.request_id(),
+            trace.id = %self.ids.trace_id(),
+            route.name = self.route_name(),
+            reason,
+            "stream integrity violation; stream ended with an error line"
+        );
+    }
+
+    fn upstream_body_error(&mut self) {
+        self.upstream_body_error = true;
+    }
+}
+
+impl Drop for RequestContext {
+    /// The completion record: metrics and the access log line, once.
+    fn drop(&mut self) {
+        if self.outcome == Outcome::Pending {
+            self.outcome = Outcome::Aborted;
+        }
+        self.conn.activity.request_finished();
+        let Some(metrics) = self.metrics.take() else {
+            return;
+        };
+        let elapsed = self.timings.start.elapsed();
+        let route_metrics = self.snapshot.route_metrics(self.route);
+        let decision = self.outcome.decision();
+        route_metrics.observe(
+            &self.method,
+            self.status,
+            decision,
+            self.dry_run,
+            elapsed.as_secs_f64(),
+        );
+        if self.upstream_body_error {
+            metrics.upstream_error("protocol");
+        }
+        let reason = self.outcome.rejection().map_or("", Rejection::reason);
+        let mode = if self.dry_run { "dry_run" } else { "enforce" };
+        // Allowed requests log at debug (a line per request costs throughput); refusals,
+        // dry-run denials, errors, aborts and privileged passes log at info.
+        let notable = self.outcome != Outcome::Allowed
+            || self.privileged.is_some()
+            || self.upstream_body_error
+            || self.stream_violation.is_some();
+        macro_rules! access_log {
+            ($level:ident) => {
+                tracing::$level!(
+                    request.id = %self.ids.request_id(),
+                    trace.id = %self.ids.trace_id(),
+                    route.name = &**route_metrics.name(),
+                    http.method = %self.method,
+                    http.status = self.status.unwrap_or(0),
+                    decision,
+                    reason,
+                    mode,
+                    subject = self.principal.as_ref().map_or("", |p| p.subject.as_str()),
+                    tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref()).unwrap_or(""),
+                    privileged = self.privileged.unwrap_or(""),
+                    client.ip = %self.conn.peer.ip(),
+                    latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    upstream_ms = self.timings.upstream.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    upstream_body_error = self.upstream_body_error,
+                    stream_violation = self.stream_violation.unwrap_or(""),
+                    "request finished"
+                )
+            };
+        }
+        if notable {
+            access_log!(info);
+        } else {
+            access_log!(debug);
+        }
+    }
+}

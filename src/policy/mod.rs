@@ -1,0 +1,139 @@
+//! The compiled policy: immutable, validated, and nothing else.
+//!
+//! `config/` turns the YAML text into a [`Policy`]; a reload compiles a new one and swaps it
+//! whole. This module holds data and pure lookups only: no caches, no counters, no key sets
+//! (those are live state in `store/`, kept across reloads), and it imports nothing from the
+//! request pipeline, the proxy, metrics or the live state.
+
+pub mod auth;
+pub mod identity;
+pub mod rbac;
+pub mod route;
+pub mod stream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::Authority;
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A validated, compiled policy (with the process settings of the same file). Immutable;
+/// replaced whole on reload.
+#[derive(Debug)]
+pub struct Policy {
+    /// Process settings.
+    pub server: ServerSettings,
+    /// What unmatched requests get.
+    pub default: DefaultAction,
+    /// Global dry-run mode (routes may override).
+    pub dry_run: bool,
+    /// Route table and matchers.
+    pub router: route::Router,
+    /// Roles → permissions, expanded.
+    pub rbac: rbac::Rbac,
+    /// JWT authentication, if configured.
+    pub auth: Option<auth::AuthSettings>,
+    /// Short SHA-256 of the file's bytes; identifies the active policy.
+    pub hash: String,
+}
+
+impl Policy {
+    /// The identity headers only fortress may set (the configured set, or the built-in one).
+    pub fn identity_headers(&self) -> &identity::IdentityHeaders {
+        match &self.auth {
+            Some(a) => &a.identity_headers,
+            None => identity::IdentityHeaders::builtin(),
+        }
+    }
+}
+
+/// `server:` settings, compiled.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    /// Upstream `host:port`.
+    pub upstream: Authority,
+    /// TLS files, if the client listener serves TLS.
+    pub tls: Option<TlsFiles>,
+    /// Deployment environment.
+    pub environment: Environment,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Plain-HTTP requests need a trusted proxy vouching `X-Forwarded-Proto: https`.
+    pub require_https: bool,
+    /// Local only: bearer tokens accepted over plain, unvouched HTTP.
+    pub allow_insecure_local: bool,
+    /// Phase timeouts.
+    pub timeouts: Timeouts,
+    /// Connection cap on the client listener.
+    pub max_connections: usize,
+}
+
+impl ServerSettings {
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Certificate chain and key files (absolute or relative to the working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Timeouts for each phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TLS handshake.
+    pub handshake: Duration,
+    /// Request header read.
+    pub header_read: Duration,
+    /// Idle client connection.
+    pub idle: Duration,
+    /// Upstream TCP connect.
+    pub upstream_connect: Duration,
+    /// Upstream response headers (default for routes).
+    pub upstream_response: Duration,
+    /// Drain deadline at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Enforcement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Denials are enforced.
+    Enforce,
+    /// Denials are recorded as `dry_run_deny` and the request is forwarded.
+    DryRun,
+}
+
+/// What requests that match no route get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// 404 JSON error, no upstream call.
+    Deny,
+    /// Forwarded upstream (not recommended).
+    Allow,
+}
+
+/// Deployment environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer machine: relaxations may be configured explicitly.
+    Local,
+    /// Everything else: fail-closed rules apply.
+    Production,
+}

@@ -1,0 +1,433 @@
+//! Method + canonical path → route, through prebuilt radix-tree matchers (matchit).
+//!
+//! One matcher per common method (plus one for other methods) holds every route that accepts
+//! that method, so a lookup is one tree walk whose cost depends on the path length, not on the
+//! number of routes. Precedence between overlapping patterns is matchit's: a literal segment
+//! beats a `{param}` segment, which beats a trailing `**`. Patterns that would be equally
+//! specific for the same method (e.g. `/a/{x}` and `/a/{y}`, or `/a/{x}` and `/a/**`) are
+//! refused when the config is compiled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::error::Methods;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Unique route name (metrics label, logs, audit).
+    pub name: Arc<str>,
+    /// The pattern as written in the config.
+    pub pattern: String,
+    /// Accepted methods; `None` accepts all.
+    pub methods: Option<Vec<Method>>,
+    /// Reachable without authentication.
+    pub public: bool,
+    /// Upstream response timeout.
+    pub upstream_timeout: Duration,
+    /// Authorization, tenant and mode settings.
+    pub access: Access,
+    /// NDJSON stream rules for the response, if the route declares `stream:`.
+    pub stream: Option<Arc<super::stream::StreamRules>>,
+    /// Path parameters a check reads (e.g. the tenant's `path_param`): only these are kept
+    /// in the request context, so most requests copy none.
+    pub params_used: Vec<String>,
+    /// Position in the route table (index of per-route handles kept outside the policy).
+    pub index: usize,
+}
+
+/// What a route requires beyond a valid token.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Permissions required, all of them.
+    pub require_all: Vec<String>,
+    /// Permissions of which one is required (empty: none).
+    pub require_any: Vec<String>,
+    /// Tenant isolation rule.
+    pub tenant: Option<TenantRule>,
+    /// `Some(true)` for dry-run, `Some(false)` for enforce, `None` for the global mode.
+    pub dry_run: Option<bool>,
+}
+
+/// Where a request names its tenant, and who may cross tenants.
+#[derive(Debug, Clone)]
+pub struct TenantRule {
+    /// The source.
+    pub source: TenantSource,
+    /// Holders of this permission may access another tenant (recorded as privileged).
+    pub cross_tenant_permission: Option<String>,
+}
+
+/// Where the tenant comes from.
+#[derive(Debug, Clone)]
+pub enum TenantSource {
+    /// A `{param}` of the path pattern.
+    PathParam(String),
+    /// A request header.
+    Header(http::HeaderName),
+    /// A query parameter.
+    Query(String),
+}
+
+/// The result of a lookup.
+pub enum Lookup<'r, 'p> {
+    /// A route accepts this method and path.
+    Found {
+        /// The route.
+        route: &'r Route,
+        /// Values of the pattern's `{param}` segments.
+        params: matchit::Params<'r, 'p>,
+    },
+    /// Some route matches the path, but none accepts the method; the methods that would be.
+    MethodNotAllowed(Methods),
+    /// No route matches the path.
+    NotFound,
+}
+
+/// Prebuilt matchers over a route table.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    trees: Vec<matchit::Router<usize>>,
+}
+
+impl Router {
+    /// Builds the matchers. Returns, for each refused route, its index and the reason.
+    pub fn build(mut routes: Vec<Route>) -> Result<Self, Vec<(usize, String)>> {
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.index = i;
+        }
+        let mut trees: Vec<matchit::Router<usize>> =
+            (0..TREES).map(|_| matchit::Router::new()).collect();
+        // Which route owns each inserted matchit pattern, per tree (for error messages and
+        // so that an exact route beats the bare prefix that a `/prefix/**` route also adds).
+        let mut owners: Vec<HashMap<String, usize>> = vec![HashMap::new(); TREES];
+        let mut errors = Vec::new();
+        // Exact forms first, so `/a` written as a route wins over the `/a` that `/a/**` implies.
+        for pass in [Pass::Primary, Pass::ImpliedPrefix] {
+            for (idx, route) in routes.iter().enumerate() {
+                let patterns = match to_matchit(&route.pattern) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if pass == Pass::Primary {
+                            errors.push((idx, e));
+                        }
+                        continue;
+                    }
+                };
+                for tree in tree_indexes(route.methods.as_deref()) {
+                    let list = match pass {
+                        Pass::Primary => &patterns[..1],
+                        Pass::ImpliedPrefix => &patterns[1..],
+                    };
+                    for pattern in list {
+                        if let Some(&owner) = owners[tree].get(pattern) {
+                            if pass == Pass::Primary && owner != idx {
+                                errors.push((idx, overlap_message(&routes[owner], tree)));
+                            }
+                            continue;
+                        }
+                        match trees[tree].insert(pattern.clone(), idx) {
+                            Ok(()) => {
+                                owners[tree].insert(pattern.clone(), idx);
+                            }
+                            Err(e) => {
+                                let with = conflicting_owner(&e, &owners[tree]);
+                                let msg = match with {
+                                    Some(o) => overlap_message(&routes[o], tree),
+                                    None => format!("pattern cannot be used: {e}"),
+                                };
+                                if !errors.iter().any(|(i, _)| *i == idx) {
+                                    errors.push((idx, msg));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { routes, trees })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Finds the route for a method and a canonical path.
+    pub fn lookup<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Lookup<'r, 'p> {
+        let tree = tree_index(method);
+        if let Ok(m) = self.trees[tree].at(path) {
+            // INVARIANT: values in the trees are indexes into `self.routes`.
+            if let Some(route) = self.routes.get(*m.value) {
+                return Lookup::Found {
+                    route,
+                    params: m.params,
+                };
+            }
+        }
+        let mut allowed = Methods::default();
+        let mut any = false;
+        for (i, t) in self.trees.iter().enumerate() {
+            if t.at(path).is_ok() {
+                any = true;
+                allowed = allowed.with_index(i);
+            }
+        }
+        if any {
+            Lookup::MethodNotAllowed(allowed)
+        } else {
+            Lookup::NotFound
+        }
+    }
+
+    /// All routes, in config order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Primary,
+    ImpliedPrefix,
+}
+
+/// Converts a fortress pattern to matchit patterns: the first is the route's own pattern; a
+/// trailing `**` adds the bare prefix (`/a`) and the prefix with a slash (`/a/`).
+fn to_matchit(pattern: &str) -> Result<Vec<String>, String> {
+    if !pattern.starts_with('/') {
+        return Err("path pattern must start with `/`".into());
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let segments: Vec<&str> = pattern[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut names = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        if *seg == "**" {
+            if i != last {
+                return Err("`**` may only be the last segment of a path pattern".into());
+            }
+            let prefix = out.clone();
+            let bare = if prefix.is_empty() {
+                "/".to_string()
+            } else {
+                prefix.clone()
+            };
+            let mut list = vec![format!("{prefix}/{{*rest}}"), bare];
+            if !prefix.is_empty() {
+                list.push(format!("{prefix}/"));
+            }
+            return Ok(list);
+        }
+        out.push('/');
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name != "rest";
+            if !valid {
+                return Err(format!(
+                    "`{{{name}}}` is not a valid parameter: use letters, digits and `_` \
+                     (and not the reserved name `rest`)"
+                ));
+            }
+            if names.contains(&name) {
+                return Err(format!("parameter `{{{name}}}` appears twice"));
+            }
+            names.push(name);
+            out.push_str(seg);
+        } else if seg.contains(['{', '}', '*']) {
+            return Err(format!(
+                "segment `{seg}`: `{{param}}` must be a whole segment and `**` the last one"
+            ));
+        } else {
+            if seg.is_empty() && i != last {
+                return Err("empty segment (`//`) in path pattern".into());
+            }
+            out.push_str(seg);
+        }
+    }
+    Ok(vec![out])
+}
+
+fn conflicting_owner(e: &matchit::InsertError, owners: &HashMap<String, usize>) -> Option<usize> {
+    match e {
+        matchit::InsertError::Conflict { with } => owners.get(with).copied(),
+        _ => None,
+    }
+}
+
+fn overlap_message(other: &Route, tree: usize) -> String {
+    format!(
+        "overlaps route `{}` ({}) with equal precedence for {}; make one pattern more specific \
+         or give them different methods",
+        other.name,
+        other.pattern,
+        TREE_METHODS
+            .get(tree)
+            .map(|m| m.as_str())
+            .unwrap_or("other methods"),
+    )
+}
+
+fn tree_indexes(methods: Option<&[Method]>) -> Vec<usize> {
+    match methods {
+        None => (0..TREES).collect(),
+        Some(list) => {
+            let mut v: Vec<usize> = list.iter().map(tree_index).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+    }
+}
+
+fn tree_index(method: &Method) -> usize {
+    TREE_METHODS
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(TREE_METHODS.len())
+}
+
+/// One tree per common method, in the order of [`Methods::LIST`] (so a tree index is a bit
+/// of the `Allow` set), plus one for every other method.
+const TREE_METHODS: [Method; 8] = Methods::LIST;
+const TREES: usize = TREE_METHODS.len() + 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, pattern: &str, methods: Option<Vec<Method>>) -> Route {
+        Route {
+            name: name.into(),
+            pattern: pattern.into(),
+            methods,
+            public: false,
+            upstream_timeout: Duration::from_secs(1),
+            access: Access::default(),
+            stream: None,
+            params_used: Vec::new(),
+            index: 0,
+        }
+    }
+
+    fn name(r: &Router, m: Method, p: &str) -> String {
+        match r.lookup(&m, p) {
+            Lookup::Found { route, .. } => route.name.to_string(),
+            Lookup::MethodNotAllowed(_) => "405".into(),
+            Lookup::NotFound => "404".into(),
+        }
+    }
+
+    #[test]
+    fn most_specific_pattern_wins() {
+        let r = Router::build(vec![
+            route("all-api", "/api/**", None),
+            route(
+                "reports",
+                "/api/orgs/{org_id}/reports/**",
+                Some(vec![Method::GET]),
+            ),
+            route("exact", "/api/orgs/acme/reports/summary", None),
+            route("health", "/health", None),
+            route("api-root", "/api", None),
+        ])
+        .expect("valid");
+        assert_eq!(name(&r, Method::GET, "/api/orgs/7/reports/x/y"), "reports");
+        assert_eq!(name(&r, Method::GET, "/api/orgs/7/reports"), "reports");
+        assert_eq!(name(&r, Method::POST, "/api/orgs/7/reports/x"), "all-api");
+        assert_eq!(
+            name(&r, Method::GET, "/api/orgs/acme/reports/summary"),
+            "exact"
+        );
+        assert_eq!(name(&r, Method::GET, "/api"), "api-root");
+        assert_eq!(name(&r, Method::GET, "/api/"), "all-api");
+        assert_eq!(name(&r, Method::GET, "/health"), "health");
+        assert_eq!(name(&r, Method::GET, "/health/"), "404");
+        assert_eq!(name(&r, Method::GET, "/other"), "404");
+    }
+
+    #[test]
+    fn params_are_captured() {
+        let r = Router::build(vec![route("r", "/orgs/{org_id}/x", None)]).expect("valid");
+        match r.lookup(&Method::GET, "/orgs/acme/x") {
+            Lookup::Found { params, .. } => assert_eq!(params.get("org_id"), Some("acme")),
+            _ => panic!("expected a match"),
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_is_distinguished() {
+        let r = Router::build(vec![
+            route("r", "/x", Some(vec![Method::GET])),
+            route("w", "/x", Some(vec![Method::PUT, Method::POST])),
+        ])
+        .expect("valid");
+        assert_eq!(name(&r, Method::DELETE, "/x"), "405");
+        match r.lookup(&Method::DELETE, "/x") {
+            Lookup::MethodNotAllowed(m) => assert_eq!(m.to_header_value(), "GET, POST, PUT"),
+            _ => panic!("expected 405"),
+        }
+        assert_eq!(
+            name(&r, Method::from_bytes(b"PURGE").expect("m"), "/x"),
+            "405"
+        );
+    }
+
+    #[test]
+    fn equal_precedence_is_refused() {
+        let errs = Router::build(vec![
+            route("a", "/x/{a}", None),
+            route("b", "/x/{b}", Some(vec![Method::GET])),
+        ])
+        .expect_err("ambiguous");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, 1);
+        assert!(errs[0].1.contains("overlaps route `a`"), "{}", errs[0].1);
+
+        let errs = Router::build(vec![route("a", "/x", None), route("b", "/x", None)])
+            .expect_err("duplicate");
+        assert!(errs[0].1.contains("overlaps route `a`"));
+    }
+
+    #[test]
+    fn same_pattern_different_methods_is_fine() {
+        let r = Router::build(vec![
+            route("read", "/x", Some(vec![Method::GET])),
+            route("write", "/x", Some(vec![Method::POST])),
+        ])
+        .expect("valid");
+        assert_eq!(name(&r, Method::GET, "/x"), "read");
+        assert_eq!(name(&r, Method::POST, "/x"), "write");
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for p in [
+            "x",
+            "/a/**/b",
+            "/a/{}",
+            "/a/{b-c}",
+            "/a/x{y}",
+            "/a//b",
+            "/a/{x}/{x}",
+        ] {
+            assert!(
+                Router::build(vec![route("r", p, None)]).is_err(),
+                "{p} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_cost_does_not_depend_on_route_count() {
+        let routes: Vec<Route> = (0..10_000)
+            .map(|i| route(&format!("r{i}"), &format!("/svc{i}/items/{{id}}"), None))
+            .collect();
+        let r = Router::build(routes).expect("valid");
+        assert_eq!(name(&r, Method::GET, "/svc9999/items/5"), "r9999");
+    }
+}

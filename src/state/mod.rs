@@ -1,0 +1,54 @@
+//! The running instance: what it owns and shares with every connection (cheap to clone).
+//!
+//! A reload replaces only the [`Snapshot`] behind [`PolicyHandle`]; everything else here
+//! (metrics, the upstream pool, live state, the certificate) lives as long as the process.
+
+pub mod reload;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::proxy::Forwarder;
+use crate::store::StateStore;
+use crate::store::live::Live;
+use crate::tls::CertStore;
+pub use reload::{Outcome, ReloadHandle, Trigger};
+pub use snapshot::{PolicyHandle, Snapshot};
+
+/// Shared state of one fortress instance.
+#[derive(Debug)]
+pub struct State {
+    /// The active policy (one `ArcSwap`), compiled from the config file.
+    pub config: PolicyHandle,
+    /// This instance's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The upstream client (its connection pool is kept across reloads).
+    pub forwarder: Forwarder,
+    /// JWKS key sets and the verified-token cache, kept across reloads.
+    pub live: Live,
+    /// Revocations, toggle overrides, rate-limit and budget state (kept across reloads).
+    pub store: Arc<dyn StateStore>,
+    /// Asks the reload task to reload.
+    pub reload: ReloadHandle,
+    /// The serving certificate, when the client listener is TLS.
+    pub tls: Option<Arc<CertStore>>,
+    /// The config file, when there is one (the demo has none).
+    pub config_path: Option<PathBuf>,
+}
+
+impl State {
+    /// Compiles-in a new policy: binds it to the live state and swaps it in.
+    pub fn install(&self, policy: crate::policy::Policy) -> Arc<Snapshot> {
+        let hash = policy.hash.clone();
+        let old = self
+            .config
+            .replace(Snapshot::bind(policy, &self.live, &self.metrics));
+        self.metrics.set_policy(&hash);
+        old
+    }
+}
+
+/// Handle to the shared state.
+pub type AppState = Arc<State>;
