@@ -33,13 +33,24 @@ pub async fn handle(
             r
         }
         (&Method::POST, "/admin/reload") => reload(&state).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload") => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method_not_allowed",
-            "-",
-        )
-        .map(ProxyBody::full),
+        (_, path @ ("/healthz" | "/readyz" | "/metrics" | "/admin/reload")) => {
+            let mut r = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method_not_allowed",
+                "-",
+            )
+            .map(ProxyBody::full);
+            // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
+            let allow = if path == "/admin/reload" {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-").map(ProxyBody::full),
     };
     Ok(resp)

@@ -58,6 +58,10 @@ async fn health_readiness_and_json_errors() {
         405,
         serde_json::json!({"error": "method_not_allowed", "reason": "method_not_allowed", "request_id": "-"}),
     );
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    let r = get(admin, "/admin/reload").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
     assert_json(
         &get(admin, "/nope").await,
         404,

@@ -1241,3 +1241,200 @@ async fn failing_jwks_endpoint_keeps_the_last_good_set_without_hammering() {
         Identity::alice()
     );
 }
+
+/// A JWKS server answering with the current document, or with an empty 500 while `failing`
+/// is set; `hits()` counts every request, failed ones included.
+async fn switchable_jwks_server(
+    doc: Arc<Mutex<String>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) -> Upstream {
+    Upstream::spawn(move |_req: Request<Incoming>| {
+        let body = doc.lock().expect("lock").clone();
+        let fail = failing.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(full(if fail { String::new() } else { body }));
+            if fail {
+                *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            } else {
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+            }
+            r
+        }
+    })
+    .await
+}
+
+/// The policy hash fortress reports for a config file's bytes: SHA-256, first 8 bytes, hex.
+fn sha8(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A route appended to the end of a [`Setup`] config (whose `routes:` list comes last).
+const EXTRA_ROUTE: &str = "  - name: extra\n    match: { path: \"/extra/**\" }\n    public: true\n";
+
+impl Setup {
+    /// Rewrites the config file with `edit` applied (atomically), reloads through `POST
+    /// /admin/reload`, asserts the new config was applied (its hash is the active policy) and
+    /// returns it.
+    async fn reload_with(&self, edit: impl FnOnce(&str) -> String) -> String {
+        let old = std::fs::read_to_string(&self.fx.config_path).expect("read config");
+        let new = edit(&old);
+        assert_ne!(sha8(&new), sha8(&old), "the edit changes the policy");
+        let tmp = self.fx.config_path.with_file_name(".fortress.yaml.tmp");
+        std::fs::write(&tmp, &new).expect("write temp");
+        std::fs::rename(&tmp, &self.fx.config_path).expect("rename over");
+        let r = raw(
+            self.fx.admin(),
+            b"POST /admin/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json(),
+            json!({"result": "applied", "policy_hash": sha8(&new)})
+        );
+        let info = format!("fortress_policy_info{{hash=\"{}\"}}", sha8(&new));
+        assert_eq!(metric(self.fx.admin(), &info).await, Some(1.0), "{info}");
+        new
+    }
+
+    /// Asserts `/extra/x` is routed (the reload that added [`EXTRA_ROUTE`] is in effect).
+    async fn assert_extra_route(&self) {
+        let r = get(self.addr(), "/extra/x").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "upstream saw GET /extra/x");
+    }
+}
+
+#[tokio::test]
+async fn jwks_keys_survive_a_reload_while_the_endpoint_is_down() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let jwks = switchable_jwks_server(doc, failing.clone()).await;
+    let s = jwks_setup(&jwks, "10m", "1m").await;
+    let key = encoding_key(Algorithm::RS256);
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    assert_eq!(
+        s.accepted(&t1, "k1 before the outage").await,
+        Identity::alice()
+    );
+    assert_eq!(jwks.hits(), 1, "fetched on first use");
+
+    // The identity provider goes down; a reload that keeps the JWKS source (it adds a route)
+    // must not lose the keys fetched before.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = get(jwks.addr, "/jwks.json").await;
+    assert_eq!(r.status, 500, "the endpoint is down");
+    let hits = jwks.hits();
+    s.reload_with(|old| format!("{old}{EXTRA_ROUTE}")).await;
+    s.assert_extra_route().await;
+
+    assert_eq!(
+        s.accepted(&t1, "the same k1 token after the reload").await,
+        Identity::alice()
+    );
+    let fresh = sign_kid(
+        Algorithm::RS256,
+        "k1",
+        &claims_with(json!({"sub": "bob", "jti": "after-reload"})),
+        &key,
+    );
+    assert_eq!(
+        s.accepted(&fresh, "a new k1 token after the reload").await,
+        Identity::of("bob", "reader,writer", Some("t1"))
+    );
+    assert_eq!(
+        jwks.hits(),
+        hits,
+        "the kept key set was used; the failing endpoint was not asked"
+    );
+    assert_eq!(s.failures("keys_unavailable").await, 0.0);
+    assert_eq!(s.failures("unknown_kid").await, 0.0);
+}
+
+#[tokio::test]
+async fn reload_that_keeps_the_jwks_source_does_not_fetch_it() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let jwks = jwks_server(doc).await;
+    let s = jwks_setup(&jwks, "10m", "1m").await;
+    let key = encoding_key(Algorithm::RS256);
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    assert_eq!(s.accepted(&t1, "k1").await, Identity::alice());
+    assert_eq!(jwks.hits(), 1, "fetched on first use");
+
+    // A policy change elsewhere (a new route), twice: the JWKS source is untouched.
+    s.reload_with(|old| format!("{old}{EXTRA_ROUTE}")).await;
+    s.assert_extra_route().await;
+    s.reload_with(|old| old.replace("/extra/**", "/extra2/**"))
+        .await;
+    assert_eq!(jwks.hits(), 1, "a reload does not fetch the key set");
+
+    // A token never seen before (not in the token cache) verifies with the kept key set.
+    for i in 0..3 {
+        let fresh = sign_kid(
+            Algorithm::RS256,
+            "k1",
+            &claims_with(json!({"jti": format!("fresh-{i}")})),
+            &key,
+        );
+        assert_eq!(
+            s.accepted(&fresh, &format!("fresh token #{i}")).await,
+            Identity::alice()
+        );
+    }
+    assert_eq!(s.accepted(&t1, "k1 again").await, Identity::alice());
+    assert_eq!(jwks.hits(), 1, "no JWKS fetch after the reloads");
+}
+
+#[tokio::test]
+async fn reload_that_changes_the_jwks_source_fetches_the_new_one() {
+    let old_doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let old_jwks = jwks_server(old_doc).await;
+    let new_doc = Arc::new(Mutex::new(jwks_json(&[("rsa2", "k2")])));
+    let new_jwks = jwks_server(new_doc).await;
+    let s = jwks_setup(&old_jwks, "10m", "1m").await;
+    let k1 = encoding_key(Algorithm::RS256);
+    let k2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &k1);
+    let t2 = sign_kid(Algorithm::RS256, "k2", &claims(), &k2);
+    assert_eq!(
+        s.accepted(&t1, "k1 from the old set").await,
+        Identity::alice()
+    );
+    assert_eq!(old_jwks.hits(), 1);
+    assert_eq!(new_jwks.hits(), 0);
+
+    // Point the policy at the other endpoint.
+    let (old_url, new_url) = (
+        format!("http://{}/jwks.json", old_jwks.addr),
+        format!("http://{}/jwks.json", new_jwks.addr),
+    );
+    let new = s
+        .reload_with(|old| {
+            assert!(old.contains(&old_url), "{old}");
+            old.replace(&old_url, &new_url)
+        })
+        .await;
+    assert!(new.contains(&new_url));
+
+    assert_eq!(
+        s.accepted(&t2, "k2 from the new set").await,
+        Identity::alice()
+    );
+    assert_eq!(new_jwks.hits(), 1, "the new source is fetched once");
+    // The old set is gone with its source: even the k1 token verified (and cached) before
+    // the reload is refused, and the refusal does not refetch within min_refresh_interval.
+    s.refused(&t1, "unknown_kid", "k1 after the source changed")
+        .await;
+    assert_eq!(new_jwks.hits(), 1, "no refetch for the unknown kid");
+    assert_eq!(old_jwks.hits(), 1, "the old source is not asked any more");
+    assert_eq!(s.accepted(&t2, "k2 again").await, Identity::alice());
+}

@@ -4,8 +4,9 @@
 //! (and the audit record will).
 //!
 //! Nothing defaults to "allow": a context starts [`Outcome::Pending`], and a context dropped
-//! while still pending (the client reset the stream while fortress waited for the upstream)
-//! is recorded as [`Outcome::Aborted`], with no status.
+//! before any response existed (the client reset the stream while fortress waited for the
+//! upstream) is recorded as [`Outcome::Aborted`], with no status, even if the checks had
+//! already allowed it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -290,7 +291,10 @@ impl BodyEvents for RequestContext {
 impl Drop for RequestContext {
     /// The completion record: metrics and the access log line, once.
     fn drop(&mut self) {
-        if self.outcome == Outcome::Pending {
+        // No response was ever sent (the handler was dropped: the client reset the stream or
+        // closed the connection while the checks or the upstream were still running): the
+        // request was aborted, whatever the checks had decided so far.
+        if self.status.is_none() {
             self.outcome = Outcome::Aborted;
         }
         self.conn.activity.request_finished();
