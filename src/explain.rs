@@ -249,7 +249,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
                 Some(_) => format!(
                     "token tenant {} crosses to {} with {} (privileged)",
                     own.unwrap_or("-"),
-                    ctx.requested_tenant.as_deref().unwrap_or("-"),
+                    ctx.requested_tenant.as_str(own).unwrap_or("-"),
                     ctx.route()
                         .and_then(|r| r.access.tenant.as_ref())
                         .and_then(|t| t.cross_tenant_permission.as_deref())
@@ -283,7 +283,9 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .as_ref()
                 .and_then(|p| p.tenant.as_deref())
                 .unwrap_or("<none>"),
-            ctx.requested_tenant.as_deref().unwrap_or("<none>")
+            ctx.requested_tenant
+                .as_str(ctx.principal.as_ref().and_then(|p| p.tenant.as_deref()))
+                .unwrap_or("<none>")
         ),
         _ => r.reason().to_string(),
     }

@@ -216,10 +216,12 @@ fn compile_routes(
             ));
         }
         let access = access(r, errors);
+        // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
         let params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],
             _ => Vec::new(),
         };
+        debug_assert!(params_used.len() <= crate::policy::route::MAX_PARAMS_USED);
         routes.push(Route {
             name: Arc::from(name.as_str()),
             pattern: path.value.clone(),

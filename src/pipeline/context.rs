@@ -83,6 +83,31 @@ pub struct Timings {
     pub upstream: Option<Duration>,
 }
 
+pub use crate::policy::route::MAX_PARAMS_USED;
+
+/// The tenant a request named, as the tenant check found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequestedTenant {
+    /// No tenant rule ran, or the request named none (missing, duplicated, undecodable).
+    #[default]
+    Unknown,
+    /// The token's own tenant (the common case: nothing is copied).
+    SameAsToken,
+    /// Another tenant.
+    Other(String),
+}
+
+impl RequestedTenant {
+    /// The tenant, given the principal's.
+    pub fn as_str<'a>(&'a self, token_tenant: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            RequestedTenant::Unknown => None,
+            RequestedTenant::SameAsToken => token_tenant,
+            RequestedTenant::Other(t) => Some(t),
+        }
+    }
+}
+
 /// A concurrency permit held until the response body ends (slot for traffic control).
 pub type Permit = tokio::sync::OwnedSemaphorePermit;
 
@@ -113,12 +138,13 @@ pub struct RequestContext {
     pub canonical: Canonical,
     /// Index of the matched route in the snapshot's route table.
     pub route: Option<usize>,
-    /// Values of the path parameters a check reads (`Route::params_used`).
-    pub params: Vec<(String, String)>,
+    /// Where the path parameters a check reads (`Route::params_used`, same order) are in the
+    /// canonical path: byte ranges, so routing copies nothing.
+    pub params: [Option<(usize, usize)>; MAX_PARAMS_USED],
     /// The verified principal.
     pub principal: Option<SharedPrincipal>,
     /// The tenant the request named, when the route has a tenant rule.
-    pub requested_tenant: Option<String>,
+    pub requested_tenant: RequestedTenant,
     /// A privilege that let the request through (e.g. `cross_tenant`).
     pub privileged: Option<&'static str>,
     /// Whether the route runs in dry-run mode.
@@ -164,9 +190,9 @@ impl RequestContext {
             https: false,
             canonical: Canonical::Unknown,
             route: None,
-            params: Vec::new(),
+            params: [None; MAX_PARAMS_USED],
             principal: None,
-            requested_tenant: None,
+            requested_tenant: RequestedTenant::Unknown,
             privileged: None,
             dry_run: false,
             outcome: Outcome::Pending,
@@ -200,12 +226,14 @@ impl RequestContext {
         }
     }
 
-    /// A path parameter kept for the checks.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    /// A path parameter the route declared it reads (`path` is the request's own path).
+    pub fn param<'a>(&'a self, name: &str, path: &'a str) -> Option<&'a str> {
+        let i = self.route()?.params_used.iter().position(|n| n == name)?;
+        let (start, end) = (*self.params.get(i)?)?;
+        match &self.canonical {
+            Canonical::Rewritten(p) => p.get(start..end),
+            Canonical::AsSent | Canonical::Unknown => path.get(start..end),
+        }
     }
 
     /// Upstream response timeout: the route's, else the server default.

@@ -21,10 +21,8 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     match policy.router.lookup(&req.method, path) {
         Lookup::Found { route, params } => {
             ctx.route = Some(route.index);
-            for name in &route.params_used {
-                if let Some(v) = params.get(name.as_str()) {
-                    ctx.params.push((name.clone(), v.to_owned()));
-                }
+            for (slot, name) in ctx.params.iter_mut().zip(&route.params_used) {
+                *slot = params.get(name.as_str()).and_then(|v| range_in(path, v));
             }
             ctx.dry_run = route.access.dry_run.unwrap_or(policy.dry_run);
             Ok(Step::Pass)
@@ -38,4 +36,11 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
             Ok(Step::Skip("no route matches; default: allow"))
         }
     }
+}
+
+/// Where `part` (a slice of `whole`) sits in `whole`, as a byte range.
+fn range_in(whole: &str, part: &str) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (whole.get(start..end) == Some(part)).then_some((start, end))
 }

@@ -2,10 +2,9 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
 use http::request::Parts;
 
-use super::context::RequestContext;
+use super::context::{RequestContext, RequestedTenant};
 use super::decide::Step;
 use crate::auth::Principal;
 use crate::error::Rejection;
@@ -26,12 +25,19 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let Some(rule) = ctx.route().and_then(|r| r.access.tenant.as_ref()) else {
         return Ok(Step::Skip("no tenant rule"));
     };
-    let requested = requested(rule, ctx, &req.headers, req.uri.query()).map(Cow::into_owned);
+    let requested = requested(rule, ctx, req);
     let pass = match (&ctx.principal, &requested) {
         (Some(p), Some(asked)) => judge(rule, p, &ctx.snapshot.rbac, asked),
         _ => None,
     };
-    ctx.requested_tenant = requested;
+    // Recorded without a copy in the common case (the token's own tenant).
+    let own = ctx.principal.as_ref().and_then(|p| p.tenant.as_deref());
+    let recorded = match requested {
+        None => RequestedTenant::Unknown,
+        Some(t) if Some(&*t) == own => RequestedTenant::SameAsToken,
+        Some(t) => RequestedTenant::Other(t.into_owned()),
+    };
+    ctx.requested_tenant = recorded;
     match pass {
         Some(TenantPass::Matched) => Ok(Step::Pass),
         Some(TenantPass::Crossed) => {
@@ -68,20 +74,19 @@ fn judge(
 fn requested<'a>(
     rule: &TenantRule,
     ctx: &'a RequestContext,
-    headers: &'a HeaderMap,
-    query: Option<&'a str>,
+    req: &'a Parts,
 ) -> Option<Cow<'a, str>> {
     match &rule.source {
         // The canonical path keeps reserved characters percent-encoded; compare decoded.
-        TenantSource::PathParam(name) => ctx.param(name).and_then(percent_decode),
+        TenantSource::PathParam(name) => ctx.param(name, req.uri.path()).and_then(percent_decode),
         TenantSource::Header(name) => {
-            let mut values = headers.get_all(name).iter();
+            let mut values = req.headers.get_all(name).iter();
             match (values.next(), values.next()) {
                 (Some(v), None) => v.to_str().ok().map(Cow::Borrowed),
                 _ => None,
             }
         }
-        TenantSource::Query(name) => query_value(query?, name),
+        TenantSource::Query(name) => query_value(req.uri.query()?, name),
     }
 }
 

@@ -15,6 +15,9 @@ use http::Method;
 
 use crate::error::Methods;
 
+/// The most path parameters a route's checks may read (`Route::params_used`).
+pub const MAX_PARAMS_USED: usize = 4;
+
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
