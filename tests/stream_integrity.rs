@@ -175,9 +175,9 @@ async fn each_violation_ends_the_stream_with_one_error_line() {
             2,
         ),
         (
-            "partial line",
+            "cut mid-line",
             |t| vec![line("thinking", t), "{\"type\":\"da".into()],
-            "partial_line_at_eof",
+            "invalid_json",
             1,
         ),
         (
@@ -508,4 +508,172 @@ async fn a_1_gib_stream_passes_in_bounded_memory() {
     let rss = fx.peak_rss_kib();
     eprintln!("1 GiB NDJSON stream: fortress peak RSS {rss} KiB");
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
+}
+
+/// An upstream whose `/api/ask` answers with `script(trace_id)`, and any other path with
+/// `ok`; every request records the upstream connection it came on.
+async fn pooled_upstream(script: fn(&str) -> Vec<String>) -> Upstream {
+    Upstream::spawn(move |req: Request<Incoming>| async move {
+        if req.uri().path() == "/api/ask" {
+            let trace = trace_of(&req);
+            ndjson(script(&trace))
+        } else {
+            Response::new(full("ok"))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stream_violation_takes_the_upstream_connection_out_of_the_pool() {
+    // Each class, found at different places: at EOF after a complete HTTP response (the
+    // connection would otherwise be reusable), mid-stream, and in the first line.
+    let cases: Vec<(&str, fn(&str) -> Vec<String>, &str)> = vec![
+        (
+            "missing end, found at EOF",
+            |t| vec![line("thinking", t), line("data", t)],
+            "missing_required",
+        ),
+        (
+            "cut mid-line at EOF",
+            |t| vec![line("thinking", t), "{\"type\":\"da".into()],
+            "invalid_json",
+        ),
+        (
+            "out of order in the last frame",
+            |t| vec![line("data", t) + &line("thinking", t)],
+            "out_of_order",
+        ),
+        (
+            "wrong trace id in the first line",
+            |_| vec![line("thinking", "0000"), line("end", "0000")],
+            "trace_id_mismatch",
+        ),
+        (
+            "lone surrogate escape",
+            |t| {
+                vec![format!(
+                    "{{\"type\":\"end\",\"trace_id\":\"{t}\",\"text\":\"\\ud800\"}}\n"
+                )]
+            },
+            "invalid_escape",
+        ),
+    ];
+    for (name, script, reason) in cases {
+        let up = pooled_upstream(script).await;
+        let fx = TestFortress::start(&config(up.addr, "", STREAMS)).await;
+        let r = post(fx.addr(), "/api/ask").await;
+        assert_eq!(r.status, 200, "{name}");
+        assert!(
+            r.text().ends_with(&format!("\"reason\":\"{reason}\"}}\n")),
+            "{name}: {}",
+            r.text()
+        );
+        for _ in 0..3 {
+            assert_eq!(get(fx.addr(), "/other/x").await.status, 200, "{name}");
+        }
+        let seen = up.requests();
+        let bad = seen[0].conn;
+        assert!(
+            seen[1..].iter().all(|s| s.conn != bad),
+            "{name}: the connection of the violating stream was reused: {:?}",
+            seen.iter().map(|s| s.conn).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_clean_stream_leaves_its_connection_reusable() {
+    // The control for the test above: without a violation the pool does reuse connections,
+    // so "never reused" there is not an artefact of the setup.
+    let up = pooled_upstream(|t| vec![line("thinking", t), line("end", t)]).await;
+    let fx = TestFortress::start(&config(up.addr, "", STREAMS)).await;
+    assert_eq!(post(fx.addr(), "/api/ask").await.status, 200);
+    for _ in 0..5 {
+        assert_eq!(get(fx.addr(), "/other/x").await.status, 200);
+    }
+    let seen = up.requests();
+    let conns: std::collections::BTreeSet<usize> = seen.iter().map(|s| s.conn).collect();
+    assert!(
+        conns.len() < seen.len(),
+        "no request reused a connection: {conns:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_last_line_without_newline_is_a_complete_line() {
+    let up = upstream(|t| vec![line("thinking", t), line("end", t).trim_end().to_owned()]).await;
+    let fx = TestFortress::start(&config(up.addr, "", STREAMS)).await;
+    let r = post(fx.addr(), "/api/ask").await;
+    assert_eq!(r.status, 200);
+    let trace = trace_of_seen(&up);
+    let expected = line("thinking", &trace) + line("end", &trace).trim_end();
+    assert_eq!(r.text(), expected);
+    let series = r#"fortress_stream_violations_total{reason="missing_required",route="ask"}"#;
+    assert_eq!(metric(fx.admin(), series).await, None);
+}
+
+const DRY_RUN_STREAMS: &str = "
+streams:
+  chat:
+    order: [thinking, data, end]
+    repeatable: [data]
+    required: [end]
+    trace_must_match_request: true
+routes:
+  - name: ask
+    match: { methods: [POST], path: /api/ask }
+    public: true
+    mode: dry-run
+    stream: chat
+";
+
+#[tokio::test]
+async fn dry_run_records_a_stream_violation_and_does_not_cut_the_stream() {
+    // Violations of several classes, each followed by more lines: in dry-run every byte
+    // reaches the client as the upstream sent it, and the first violation is counted.
+    let cases: Vec<(&str, fn(&str) -> Vec<String>, &str)> = vec![
+        (
+            "out of order",
+            |t| vec![line("data", t), line("thinking", t), line("end", t)],
+            "out_of_order",
+        ),
+        (
+            "invalid json mid-stream",
+            |t| vec![line("thinking", t), "{nope\n".into(), line("end", t)],
+            "invalid_json",
+        ),
+        (
+            "unknown type, then missing end",
+            |t| vec![line("thinking", t), line("weird", t)],
+            "unknown_type",
+        ),
+        (
+            "missing end only",
+            |t| vec![line("thinking", t), line("data", t)],
+            "missing_required",
+        ),
+    ];
+    for (name, script, reason) in cases {
+        let up = upstream(script).await;
+        let fx = TestFortress::start(&config(up.addr, "", DRY_RUN_STREAMS)).await;
+        let r = post(fx.addr(), "/api/ask").await;
+        assert_eq!(r.status, 200, "{name}");
+        let trace = trace_of_seen(&up);
+        assert_eq!(
+            r.text(),
+            script(&trace).concat(),
+            "{name}: forwarded unchanged"
+        );
+        assert!(!r.text().contains("stream_integrity_violation"), "{name}");
+        let series =
+            format!(r#"fortress_stream_violations_total{{reason="{reason}",route="ask"}}"#);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                metric(fx.admin(), &series).await == Some(1.0)
+            })
+            .await,
+            "{name}: {series}"
+        );
+    }
 }

@@ -302,13 +302,25 @@ impl BodyEvents for RequestContext {
         if let Some(m) = &self.metrics {
             m.stream_violation(self.route_name(), reason);
         }
-        tracing::warn!(
-            request.id = %self.ids.request_id(),
-            trace.id = %self.ids.trace_id(),
-            route.name = self.route_name(),
-            reason,
-            "stream integrity violation; stream ended with an error line"
-        );
+        if self.dry_run {
+            tracing::warn!(
+                request.id = %self.ids.request_id(),
+                trace.id = %self.ids.trace_id(),
+                route.name = self.route_name(),
+                reason,
+                mode = "dry_run",
+                "stream integrity violation; dry-run: the stream was forwarded unchanged"
+            );
+        } else {
+            tracing::warn!(
+                request.id = %self.ids.request_id(),
+                trace.id = %self.ids.trace_id(),
+                route.name = self.route_name(),
+                reason,
+                mode = "enforce",
+                "stream integrity violation; stream ended with an error line"
+            );
+        }
     }
 
     fn upstream_body_error(&mut self) {

@@ -27,11 +27,13 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{request, response};
 use crate::state::AppState;
+use crate::stream::Mode;
 use conn::ConnInfo;
 use context::RequestContext;
 
@@ -100,6 +102,13 @@ async fn decide_and_forward(
                 .is_none_or(|a| a.forward_token),
         },
     )?;
+    let mut upstream_req = upstream_req;
+    // Stream routes: keep a handle on the upstream connection, so a stream violation can
+    // take it out of the pool.
+    let connection = ctx
+        .route()
+        .and_then(|r| r.stream.as_ref())
+        .map(|_| capture_connection(&mut upstream_req));
     let sent = Instant::now();
     let resp = state
         .forwarder
@@ -111,8 +120,20 @@ async fn decide_and_forward(
         )
         .await?;
     ctx.upstream_answered(sent.elapsed());
-    let route = ctx.route();
-    let stream = route.and_then(|r| r.stream.as_ref().map(|s| (&*r.name, s.clone())));
+    // On a dry-run route a stream violation is recorded, not enforced.
+    let mode = if ctx.dry_run {
+        Mode::Observe
+    } else {
+        Mode::Enforce
+    };
+    let stream = ctx.route().and_then(|r| {
+        r.stream.as_ref().map(|rules| response::StreamCheck {
+            route: &r.name,
+            rules: rules.clone(),
+            mode,
+            connection,
+        })
+    });
     Ok(response::prepare(
         resp,
         stream,

@@ -5,36 +5,57 @@ use std::sync::Arc;
 
 use http::{Response, header};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::CaptureConnection;
 
 use super::body::ProxyBody;
 use super::headers::strip_hop_by_hop;
 use crate::metrics::Metrics;
 use crate::policy::stream::StreamRules;
-use crate::stream::{NdjsonGuard, is_ndjson};
+use crate::stream::{Mode, NdjsonGuard, is_ndjson};
 
-/// Cleans the upstream response; `stream` is the route's name and stream rules, if it has
-/// some. Anything not checked on a stream route (non-2xx, not NDJSON) is passed through and
-/// counted.
+/// What the response check of a stream route needs.
+pub struct StreamCheck<'a> {
+    /// The route's name (metric label).
+    pub route: &'a str,
+    /// The route's stream rules.
+    pub rules: Arc<StreamRules>,
+    /// Enforce (cut on a violation) or observe (dry-run).
+    pub mode: Mode,
+    /// The upstream connection the response came on (poisoned on a violation).
+    pub connection: Option<CaptureConnection>,
+}
+
+/// Cleans the upstream response; `stream` is set on stream routes. Anything not checked on a
+/// stream route (non-2xx, not NDJSON) is passed through and counted.
 pub fn prepare(
     resp: Response<Incoming>,
-    stream: Option<(&str, Arc<StreamRules>)>,
+    stream: Option<StreamCheck<'_>>,
     trace_id: &str,
     metrics: &Metrics,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = match stream {
-        Some((route, rules)) => {
+        Some(check) => {
             if !parts.status.is_success() {
-                metrics.stream_unchecked(route, "status");
+                metrics.stream_unchecked(check.route, "status");
                 ProxyBody::upstream(body)
             } else if !is_ndjson(parts.headers.get(header::CONTENT_TYPE)) {
-                metrics.stream_unchecked(route, "content_type");
+                metrics.stream_unchecked(check.route, "content_type");
                 ProxyBody::upstream(body)
             } else {
-                // The guard may cut the body short or add a line: the length is unknown.
-                parts.headers.remove(header::CONTENT_LENGTH);
-                ProxyBody::guarded(NdjsonGuard::new(body, rules, Arc::from(trace_id)))
+                // An enforcing guard may cut the body short or add a line: the length is
+                // unknown. An observing one forwards every byte, so the length stays.
+                if check.mode == Mode::Enforce {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
+                ProxyBody::guarded(NdjsonGuard::new(
+                    body,
+                    check.rules,
+                    Arc::from(trace_id),
+                    check.mode,
+                    check.connection,
+                ))
             }
         }
         None => ProxyBody::upstream(body),

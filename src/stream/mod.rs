@@ -1,6 +1,9 @@
 //! NDJSON stream integrity on the response path: [`NdjsonGuard`] forwards each validated line
 //! as soon as it is complete and, on the first violation, sends one final error line, ends the
-//! response and drops the upstream connection at once.
+//! response and drops the upstream connection at once — and marks it so the pool never hands
+//! it out again, whatever the violation and wherever it happened (even at EOF, after the
+//! response was read to its end). On a dry-run route the guard only watches: every byte
+//! passes unchanged and the first violation is reported, not enforced.
 
 mod line;
 pub mod sql_guard;
@@ -14,6 +17,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::CaptureConnection;
 use tracing::debug;
 
 use validator::{StreamRules, Validator, Violation, error_line};
@@ -27,6 +31,17 @@ pub struct NdjsonGuard {
     state: State,
     violation: Option<Violation>,
     reported: bool,
+    mode: Mode,
+    connection: Option<CaptureConnection>,
+}
+
+/// Whether a violation cuts the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Cut the stream: valid lines, then one error line; the upstream connection is dropped.
+    Enforce,
+    /// Dry-run: forward everything unchanged; only report the first violation.
+    Observe,
 }
 
 enum State {
@@ -37,8 +52,16 @@ enum State {
 }
 
 impl NdjsonGuard {
-    /// Guards `inner` with `rules`; `request_trace_id` is the request's trace id.
-    pub fn new(inner: Incoming, rules: Arc<StreamRules>, request_trace_id: Arc<str>) -> Self {
+    /// Guards `inner` with `rules`; `request_trace_id` is the request's trace id;
+    /// `connection` is the upstream connection the response came on (to poison it on a
+    /// violation).
+    pub fn new(
+        inner: Incoming,
+        rules: Arc<StreamRules>,
+        request_trace_id: Arc<str>,
+        mode: Mode,
+        connection: Option<CaptureConnection>,
+    ) -> Self {
         Self {
             inner: Some(Box::pin(inner)),
             validator: Validator::new(rules, Some(request_trace_id.to_string())),
@@ -46,6 +69,8 @@ impl NdjsonGuard {
             state: State::Streaming,
             violation: None,
             reported: false,
+            mode,
+            connection,
         }
     }
 
@@ -61,9 +86,28 @@ impl NdjsonGuard {
         }
     }
 
+    /// Poisons the upstream connection: the pool drops it instead of reusing it, also when
+    /// the response had already been read to its end.
+    fn poison(&self) {
+        if let Some(c) = &self.connection
+            && let Some(connected) = c.connection_metadata().as_ref()
+        {
+            connected.poison();
+        }
+    }
+
+    /// Dry-run: the first violation is recorded; nothing is cut.
+    fn observe(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
     fn fail(&mut self, v: Violation, before: Bytes) {
         // Drop the upstream body now: hyper then discards the connection instead of pooling
-        // a connection whose response was not read to the end.
+        // a connection whose response was not read to the end; and poison it, for the
+        // violations found once the response was complete.
+        self.poison();
         self.inner = None;
         self.violation = Some(v);
         let trace = if self.request_trace_id.is_empty() {
@@ -76,6 +120,42 @@ impl NdjsonGuard {
         out.extend_from_slice(&before);
         out.extend_from_slice(&line);
         self.state = State::Failing(out.freeze());
+    }
+
+    /// Dry-run: every frame passes unchanged; the validator sees a copy (a reference count,
+    /// not the bytes) until the first violation.
+    fn observe_frame(
+        &mut self,
+        polled: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if self.violation.is_none()
+                    && let Some(data) = frame.data_ref()
+                    && let Err(v) = self.validator.push(data.clone())
+                {
+                    self.observe(v);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.observe(Violation::UpstreamError);
+                self.inner = None;
+                self.state = State::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if self.violation.is_none()
+                    && let Err(v) = self.validator.finish()
+                {
+                    self.observe(v);
+                }
+                self.inner = None;
+                self.state = State::Done;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -99,7 +179,11 @@ impl Body for NdjsonGuard {
                 this.state = State::Done;
                 continue;
             };
-            match inner.as_mut().poll_frame(cx) {
+            let polled = inner.as_mut().poll_frame(cx);
+            if this.mode == Mode::Observe {
+                return this.observe_frame(polled);
+            }
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => match this.validator.push(data) {
@@ -118,9 +202,13 @@ impl Body for NdjsonGuard {
                     this.fail(Violation::UpstreamError, Bytes::new());
                 }
                 Poll::Ready(None) => match this.validator.finish() {
-                    Ok(()) => {
+                    Ok(tail) => {
                         this.inner = None;
                         this.state = State::Done;
+                        // A last line without a newline is a complete line.
+                        if !tail.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(tail))));
+                        }
                     }
                     Err(v) => this.fail(v, Bytes::new()),
                 },

@@ -26,7 +26,8 @@
 //!         close upstream; log, count, audit v.code()
 //!     }
 //! }
-//! // at upstream EOF: validator.finish(), and on Err the same error line.
+//! // at upstream EOF: validator.finish(): Ok(last line, if it had no newline) to send,
+//! // and on Err the same error line.
 //! ```
 //!
 //! This file owns the [`Validator`] and its checks. The rules it enforces live in
@@ -241,22 +242,28 @@ impl Validator {
         Ok(out.into_bytes(&chunk))
     }
 
-    /// End of stream. `Ok(())` if it ended cleanly: no partial line, and every `required`
-    /// type seen — unless an upstream `error` line ended the stream, which is a clean,
-    /// terminal end by itself. Otherwise [`Violation::PartialLineAtEof`] or
-    /// [`Violation::MissingRequired`] (or the earlier violation, if any).
-    pub fn finish(&mut self) -> Result<(), Violation> {
+    /// End of stream. A last line without a trailing newline is a complete line: it is
+    /// checked like any other and returned (as received, without a newline) to forward.
+    /// `Ok` if the stream ended cleanly: every `required` type seen — unless an upstream
+    /// `error` line ended the stream, which is a clean, terminal end by itself. Otherwise the
+    /// last line's violation or [`Violation::MissingRequired`] (or the earlier violation).
+    pub fn finish(&mut self) -> Result<Bytes, Violation> {
         self.before_violation = Bytes::new();
         if let Some(v) = self.failed {
             return Err(v);
         }
         if self.finished {
-            return Ok(());
+            return Ok(Bytes::new());
         }
-        if !matches!(self.partial.as_slice(), [] | [b'\r']) {
-            self.failed = Some(Violation::PartialLineAtEof);
-            return Err(Violation::PartialLineAtEof);
-        }
+        let last = std::mem::take(&mut self.partial);
+        let tail = match self.check_line(&last) {
+            Ok(true) => Bytes::from(last),
+            Ok(false) => Bytes::new(),
+            Err(v) => {
+                self.failed = Some(v);
+                return Err(v);
+            }
+        };
         if !self.upstream_error {
             let missing = self.rules.required.iter().any(|r| {
                 let at = self.rules.order.iter().position(|t| t == r);
@@ -268,8 +275,7 @@ impl Validator {
             }
         }
         self.finished = true;
-        self.partial = Vec::new();
-        Ok(())
+        Ok(tail)
     }
 
     /// The trace id for the final error line: the request's when known, else the stream's
@@ -388,6 +394,11 @@ impl Validator {
         if !head.object {
             return Err(Violation::NotAnObject);
         }
+        // Valid JSON may still carry `\u` escapes that are no Unicode text (a lone
+        // surrogate): parsers disagree on them (RFC 8259 §8.2), so they are refused.
+        if !escapes_are_unicode(content) {
+            return Err(Violation::InvalidEscape);
+        }
         let ty = required_str(
             &head.ty,
             Violation::DuplicateType,
@@ -472,3 +483,42 @@ impl Validator {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether every `\uXXXX` escape in `line` (a line that parsed as JSON, so every `\` starts
+/// an escape inside a string) forms Unicode text: high surrogates followed by a low one, no
+/// lone low surrogate.
+fn escapes_are_unicode(line: &[u8]) -> bool {
+    let hex = |at: usize| -> Option<u32> {
+        let digits = line.get(at..at.checked_add(4)?)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(off) = line.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let at = i + off;
+        match line.get(at + 1) {
+            Some(b'u') => {
+                let Some(unit) = hex(at + 2) else {
+                    return false;
+                };
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (line.get(at + 6) == Some(&b'\\')
+                            && line.get(at + 7) == Some(&b'u'))
+                        .then(|| hex(at + 8))
+                        .flatten();
+                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                            return false;
+                        }
+                        i = at + 12;
+                    }
+                    0xDC00..=0xDFFF => return false,
+                    _ => i = at + 6,
+                }
+            }
+            // Any other escape is two bytes (`\\` included, so its second `\` is skipped).
+            Some(_) => i = at + 2,
+            None => return true,
+        }
+    }
+    true
+}

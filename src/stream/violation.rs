@@ -43,8 +43,8 @@ pub enum Violation {
     AfterTerminal,
     /// A line longer than `max_line_bytes` (reported as soon as the partial line is).
     LineTooLong,
-    /// The stream ended inside a line (no final newline).
-    PartialLineAtEof,
+    /// A string escape that is not Unicode text (a lone `\uD800`–`\uDFFF` surrogate).
+    InvalidEscape,
     /// The stream ended without a required type (truncated stream).
     MissingRequired,
     /// The upstream failed mid-stream (connection reset, body error). Never returned by
@@ -73,7 +73,7 @@ impl Violation {
         Violation::TraceIdMismatch,
         Violation::AfterTerminal,
         Violation::LineTooLong,
-        Violation::PartialLineAtEof,
+        Violation::InvalidEscape,
         Violation::MissingRequired,
         Violation::UpstreamError,
         Violation::SqlNotAllowed,
@@ -98,7 +98,7 @@ impl Violation {
             Violation::TraceIdMismatch => "trace_id_mismatch",
             Violation::AfterTerminal => "after_terminal",
             Violation::LineTooLong => "line_too_long",
-            Violation::PartialLineAtEof => "partial_line_at_eof",
+            Violation::InvalidEscape => "invalid_escape",
             Violation::MissingRequired => "missing_required",
             Violation::UpstreamError => "upstream_error",
             Violation::SqlNotAllowed => "sql_not_allowed",

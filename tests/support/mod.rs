@@ -42,6 +42,8 @@ pub struct Seen {
     pub target: String,
     /// Headers as received.
     pub headers: HeaderMap,
+    /// Which upstream connection it came on (0, 1, … in accept order).
+    pub conn: usize,
 }
 
 /// A real HTTP/1.1 upstream on an ephemeral port.
@@ -69,15 +71,19 @@ impl Upstream {
             Arc::new(move |req| Box::pin(handler(req)) as BoxFut);
         let (seen2, hits2) = (seen.clone(), hits.clone());
         tokio::spawn(async move {
+            let mut accepted = 0usize;
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                let conn = accepted;
+                accepted += 1;
                 let (handler, seen, hits) = (handler.clone(), seen2.clone(), hits2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         hits.fetch_add(1, Ordering::SeqCst);
                         seen.lock().expect("lock").push(Seen {
+                            conn,
                             method: req.method().to_string(),
                             target: req
                                 .uri()

@@ -95,7 +95,7 @@ fn run_with(
         }
         assert!(v.buffered_len() <= rules.max_line_bytes + 1);
     }
-    let end = v.finish();
+    let end = v.finish().map(|tail| out.extend_from_slice(&tail));
     (out, end)
 }
 
@@ -252,8 +252,8 @@ fn invalid_streams_are_split_invariant() {
             Violation::TraceIdMismatch,
         ),
         (
-            format!("{}{}", ok("data"), ok("data").trim_end()).into_bytes(),
-            Violation::PartialLineAtEof,
+            format!("{}{}", ok("data"), &ok("data")[..10]).into_bytes(),
+            Violation::InvalidJson,
         ),
         (
             format!("{}{}", ok("thinking"), ok("data")).into_bytes(),
@@ -675,8 +675,8 @@ fn after_terminal() {
     // Pushing after a successful finish.
     let mut v = Validator::new(Arc::new(rules()), Some(TRACE.to_owned()));
     assert!(v.push(Bytes::from(l("end"))).is_ok());
-    assert_eq!(v.finish(), Ok(()));
-    assert_eq!(v.finish(), Ok(()));
+    assert_eq!(v.finish(), Ok(Bytes::new()));
+    assert_eq!(v.finish(), Ok(Bytes::new()));
     assert_eq!(v.push(Bytes::from(l("end"))), Err(Violation::AfterTerminal));
 }
 
@@ -708,11 +708,52 @@ fn line_too_long() {
 }
 
 #[test]
-fn partial_line_at_eof() {
+fn last_line_without_newline_is_a_complete_line() {
+    // Checked like any line and forwarded as received (no newline added).
     let data = format!("{}{}", l("data"), l("end").trim_end());
-    assert_eq!(check(&[data]), Some(Violation::PartialLineAtEof));
+    assert_eq!(check(std::slice::from_ref(&data)), None);
+    let (out, end) = run_with(&Arc::new(rules()), None, &[data.as_bytes()]);
+    assert_eq!(end, Ok(()));
+    assert_eq!(out, data.as_bytes());
+    // Its violations are reported like any line's: cut mid-JSON, out of order, too long.
+    let cut = format!("{}{}", l("data"), &l("end")[..12]);
+    assert_eq!(check(&[cut]), Some(Violation::InvalidJson));
+    let back = format!("{}{}", l("end"), l("data").trim_end());
+    assert_eq!(check(&[back]), Some(Violation::AfterTerminal));
     // A lone trailing '\r' is an empty line, not a partial one.
     assert_eq!(check(&[l("end"), "\r".to_owned()]), None);
+}
+
+#[test]
+fn escapes_that_are_not_unicode_text_are_violations() {
+    let r = Arc::new(rules());
+    let with =
+        |extra: &str| format!("{{\"type\":\"end\",\"trace_id\":\"{TRACE}\",\"v\":\"{extra}\"}}\n");
+    for bad in [
+        r"\ud800",
+        r"\uDBFF",
+        r"\udc00",
+        r"\uDFFF x",
+        r"\ud800\u0041",
+        r"\ud800\ud800",
+        r"a\\\ud800",
+        r"\udc00\ud800",
+    ] {
+        let (_, end) = run_with(&r, Some(TRACE), &[with(bad).as_bytes()]);
+        assert_eq!(end, Err(Violation::InvalidEscape), "{bad}");
+    }
+    for good in [
+        r"\ud83d\ude00",
+        r"\u00e9",
+        r"\\ud800",
+        r"\\\\ud800",
+        r"\n\t\u0000",
+        r"\uD83D\uDE00",
+        r"\ufffd",
+    ] {
+        let (_, end) = run_with(&r, Some(TRACE), &[with(good).as_bytes()]);
+        assert_eq!(end, Ok(()), "{good}");
+    }
 }
 
 #[test]
@@ -754,7 +795,7 @@ fn upstream_error_line_is_a_clean_terminal_end() {
     assert!(v.push(Bytes::from(data.clone())).unwrap_or_default() == data);
     assert!(v.ended_with_upstream_error());
     assert!(v.terminated());
-    assert_eq!(v.finish(), Ok(()));
+    assert_eq!(v.finish(), Ok(Bytes::new()));
     // `error` as the very first line is fine too.
     assert_eq!(check(&[l("error")]), None);
     // UpstreamError is the caller's reason for a broken upstream.
