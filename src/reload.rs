@@ -153,14 +153,12 @@ async fn reload_config(
     let skip_refused = if force { None } else { last_refused.clone() };
     // File IO and compiling (which reads key and secret files) block: off the runtime.
     let loaded = blocking(move || {
-        let text = match std::fs::read(&path).map(String::from_utf8) {
-            Ok(Ok(t)) => t,
-            Ok(Err(_)) => {
-                return Loaded::Unreadable(format!("{}: file is not valid UTF-8", path.display()));
-            }
-            Err(e) => {
-                return Loaded::Unreadable(format!("{}: cannot read file: {e}", path.display()));
-            }
+        let bytes = match read_settled(&path) {
+            Ok(b) => b,
+            Err(e) => return Loaded::Unreadable(e),
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Loaded::Unreadable(format!("{}: file is not valid UTF-8", path.display()));
         };
         let hash = config::short_hash(text.as_bytes());
         let unchanged = !force && hash == current_hash;
@@ -194,6 +192,29 @@ async fn reload_config(
             refuse(state, e.to_string().lines().map(str::to_owned).collect())
         }
     }
+}
+
+/// Reads the file once it has stopped changing: two reads `SETTLE` apart must give the same
+/// bytes, so a file caught half-written by an editor or `cp` is never parsed (a truncated
+/// file can be valid YAML). Writers that replace the file atomically (rename, as kubelet's
+/// ConfigMap `..data` swap does) pass at the first comparison. Blocking.
+fn read_settled(path: &Path) -> Result<Vec<u8>, String> {
+    let read =
+        || std::fs::read(path).map_err(|e| format!("{}: cannot read file: {e}", path.display()));
+    let mut last = read()?;
+    for _ in 0..SETTLE_ROUNDS {
+        std::thread::sleep(SETTLE);
+        let next = read()?;
+        if next == last {
+            return Ok(next);
+        }
+        last = next;
+    }
+    Err(format!(
+        "{}: the file kept changing for {} ms; not applied (write it atomically, e.g. rename)",
+        path.display(),
+        SETTLE.as_millis() * u128::from(SETTLE_ROUNDS)
+    ))
 }
 
 /// Runs blocking work on the blocking pool; `None` if it panicked.
@@ -282,3 +303,7 @@ fn parent(p: &Path) -> PathBuf {
 }
 
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long a file must stay unchanged before it is parsed.
+const SETTLE: Duration = Duration::from_millis(250);
+/// Give up (and wait for the next change) after this many rounds of `SETTLE`.
+const SETTLE_ROUNDS: u32 = 20;

@@ -479,3 +479,41 @@ async fn assert_v2_reloaded(addr: SocketAddr, admin: SocketAddr, new: &str, what
         "only the new policy"
     );
 }
+
+#[tokio::test]
+async fn a_file_caught_half_written_is_not_applied() {
+    // A writer that writes in place and pauses mid-file (150 ms: longer than the watcher's
+    // debounce, shorter than the settle interval):
+    // what is on disk during the pause is itself a valid config (routes v1 only). Fortress
+    // must wait until the file stops changing and apply only the whole file (v1 and v2).
+    let up = Upstream::echo().await;
+    let start = config(
+        up.addr,
+        "",
+        "routes:\n  - name: v0\n    match: { path: \"/v0/**\" }\n    public: true\n",
+    );
+    let fx = TestFortress::start(&start).await;
+    let (addr, admin) = (fx.addr(), fx.admin());
+    assert_routed(addr, "/v0/x").await;
+    let full = config(up.addr, "", &v1_v2());
+    let cut = full.find("  - name: v2").expect("v2 route");
+    let (head, tail) = full.split_at(cut);
+    assert!(fortress::config::load_str(head, &fx.config_path).is_ok());
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&fx.config_path).expect("open");
+        f.write_all(head.as_bytes()).expect("write head");
+        f.flush().expect("flush");
+        // The slow writer's pause (part of the scenario, not a wait for fortress; async, so
+        // fortress's reload task runs meanwhile).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        f.write_all(tail.as_bytes()).expect("write tail");
+    }
+    assert_v2_reloaded(addr, admin, &full, "the whole file").await;
+    assert_eq!(
+        reloads(admin, "ok").await,
+        1.0,
+        "the half-written file went live before the whole one"
+    );
+    assert_eq!(reloads(admin, "error").await, 0.0);
+}
