@@ -165,3 +165,124 @@ async fn metrics_after_one_proxied_request() {
         "fortress_open_connections did not return to 0"
     );
 }
+
+#[tokio::test]
+async fn metrics_and_admin_api_answer_only_hosts_no_outsider_controls() {
+    // A DNS-rebinding page (its own domain now resolving to 127.0.0.1) must not read metrics
+    // or reload; probes stay reachable under any name (kubelet).
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(
+        up.addr,
+        "admin_hosts: [fortress-admin.prod.example.com]",
+        "routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n",
+    ))
+    .await;
+    let admin = fx.admin();
+    let ask = |host: &'static str, req: &'static str| async move {
+        raw(
+            admin,
+            format!("{req}\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+    };
+    for host in [
+        "attacker.example.net",
+        "attacker.example.net:9901",
+        "localhost.attacker.net",
+        "127.0.0.1.nip.io",
+        "admin.evil.com",
+    ] {
+        for req in ["GET /metrics HTTP/1.1", "POST /admin/reload HTTP/1.1"] {
+            let r = ask(host, req).await;
+            assert_json(
+                &r,
+                421,
+                serde_json::json!({"error": "misdirected_request", "reason": "unexpected_host", "request_id": "-"}),
+            );
+        }
+        assert_eq!(
+            ask(host, "GET /healthz HTTP/1.1").await.status,
+            200,
+            "{host}"
+        );
+    }
+    for host in [
+        "localhost",
+        "localhost:9901",
+        "127.0.0.1",
+        "[::1]:9901",
+        "10.20.30.40:9901",
+        "fortress-admin",
+        "fortress.ns.svc.cluster.local",
+        "fortress-admin.prod.example.com",
+        "FORTRESS-ADMIN.PROD.EXAMPLE.COM:9901",
+    ] {
+        assert_eq!(
+            ask(host, "GET /metrics HTTP/1.1").await.status,
+            200,
+            "{host}"
+        );
+    }
+    // Two Host headers are not one expected host.
+    let r = raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nHost: attacker.net\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 421);
+}
+
+#[tokio::test]
+async fn cross_site_posts_to_the_admin_api_are_refused() {
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(
+        up.addr,
+        "",
+        "routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n",
+    ))
+    .await;
+    let admin = fx.admin();
+    let post = |extra: &'static str| async move {
+        raw(
+            admin,
+            format!(
+                "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+    };
+    for extra in [
+        "Origin: https://attacker.example.net\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Sec-Fetch-Site: same-site\r\n",
+        "Origin: http://localhost.attacker.net\r\n",
+    ] {
+        assert_json(
+            &post(extra).await,
+            403,
+            serde_json::json!({"error": "forbidden", "reason": "cross_site_request", "request_id": "-"}),
+        );
+    }
+    assert_eq!(reloads_ok(admin).await, 0.0, "no refused POST reloaded");
+    // Same-origin browsers, curl and operators' tools (no Origin) are served.
+    for extra in [
+        "",
+        "Origin: http://localhost:9901\r\n",
+        "Sec-Fetch-Site: same-origin\r\n",
+        "Sec-Fetch-Site: none\r\n",
+    ] {
+        let r = post(extra).await;
+        assert_eq!(r.status, 200, "{extra:?}: {}", r.text());
+        assert_eq!(r.json()["result"], "applied", "{extra:?}");
+    }
+    assert_eq!(reloads_ok(admin).await, 4.0);
+}
+
+async fn reloads_ok(admin: std::net::SocketAddr) -> f64 {
+    metric(admin, r#"fortress_policy_reload_total{result="ok"}"#)
+        .await
+        .unwrap_or(-1.0)
+}

@@ -510,6 +510,9 @@ async fn a_1_gib_stream_passes_in_bounded_memory() {
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
 }
 
+/// A named upstream script and the violation it should cause.
+type Case = (&'static str, fn(&str) -> Vec<String>, &'static str);
+
 /// An upstream whose `/api/ask` answers with `script(trace_id)`, and any other path with
 /// `ok`; every request records the upstream connection it came on.
 async fn pooled_upstream(script: fn(&str) -> Vec<String>) -> Upstream {
@@ -528,7 +531,7 @@ async fn pooled_upstream(script: fn(&str) -> Vec<String>) -> Upstream {
 async fn a_stream_violation_takes_the_upstream_connection_out_of_the_pool() {
     // Each class, found at different places: at EOF after a complete HTTP response (the
     // connection would otherwise be reusable), mid-stream, and in the first line.
-    let cases: Vec<(&str, fn(&str) -> Vec<String>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing end, found at EOF",
             |t| vec![line("thinking", t), line("data", t)],
@@ -632,7 +635,7 @@ routes:
 async fn dry_run_records_a_stream_violation_and_does_not_cut_the_stream() {
     // Violations of several classes, each followed by more lines: in dry-run every byte
     // reaches the client as the upstream sent it, and the first violation is counted.
-    let cases: Vec<(&str, fn(&str) -> Vec<String>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "out of order",
             |t| vec![line("data", t), line("thinking", t), line("end", t)],

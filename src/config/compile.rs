@@ -146,7 +146,33 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         allow_insecure_local,
         timeouts,
         max_connections,
+        admin_hosts: admin_hosts(&raw.admin_hosts, errors),
     }
+}
+
+/// `server.admin_hosts`: host names (no port, no scheme), lower-cased.
+fn admin_hosts(raw: &[Located<String>], errors: &mut Vec<ConfigError>) -> Vec<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    for h in raw {
+        let name = h.value.to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        if valid {
+            out.push(name);
+        } else {
+            errors.push(ConfigError::at(
+                h.pos,
+                format!(
+                    "`{}` is not a host name: expected e.g. fortress-admin.svc (no port, no scheme)",
+                    h.value
+                ),
+            ));
+        }
+    }
+    out
 }
 
 struct CompiledRoutes {

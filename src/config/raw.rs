@@ -77,6 +77,11 @@ pub struct RawServer {
     /// Most client connections open at once on the client listener (default 10000).
     #[serde(default)]
     pub max_connections: Option<Located<u32>>,
+    /// Host names the admin listener answers to, besides `localhost` and IP literals (which
+    /// it always answers to, so kubelet probes and Prometheus on the pod IP work). Any other
+    /// `Host` gets 421: a DNS-rebinding page cannot reach the admin API.
+    #[serde(default)]
+    pub admin_hosts: Vec<Located<String>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.

@@ -73,6 +73,8 @@ pub struct ServerSettings {
     pub timeouts: Timeouts,
     /// Connection cap on the client listener.
     pub max_connections: usize,
+    /// Extra host names the admin listener answers to (lower case).
+    pub admin_hosts: Vec<String>,
 }
 
 impl ServerSettings {
