@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::credentials::Credentials;
 use crate::proxy::{request, response};
 use crate::state::AppState;
 use conn::ConnInfo;
@@ -92,12 +93,11 @@ async fn decide_and_forward(
             canonical: canonical.as_deref(),
             principal: ctx.principal.as_deref(),
             identity: ctx.snapshot.identity_headers(),
-            forward_token: ctx
-                .snapshot
-                .policy
-                .auth
-                .as_ref()
-                .is_none_or(|a| a.forward_token),
+            credentials: ctx.snapshot.policy.auth.as_ref().map(|a| Credentials {
+                cookie: a.cookie.as_deref(),
+                forward_token: a.forward_token,
+                forward_unverified: a.forward_unverified_credentials,
+            }),
         },
     )?;
     let sent = Instant::now();
