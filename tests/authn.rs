@@ -1063,27 +1063,32 @@ async fn dotted_claim_mapping() {
         "realm_access.roles missing",
     )
     .await;
-    // The roles claim holds its member twice: serde_json would keep the last (`admin`); the
-    // token is refused instead, whichever copy an app or library would have read.
+    // The claim mapped to the roles holds its member twice (serde_json would keep the last,
+    // `admin`), or the object holding it is given twice: refused, whichever copy an app or
+    // library would have read.
     let hs_header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let base = keycloak_like.to_string();
-    let body = base.trim_end_matches('}');
-    let doubled = format!(r#"{body},"realm_access":{{"roles":["viewer"],"roles":["admin"]}}}}"#);
-    // (the first `realm_access` member is replaced by appending: remove it first)
     let mut without = keycloak_like.clone();
     without
         .as_object_mut()
         .expect("object")
         .remove("realm_access");
     let without = without.to_string();
-    let nested_dup = format!(
-        r#"{},"realm_access":{{"roles":["viewer"],"roles":["admin"]}}}}"#,
-        without.trim_end_matches('}')
-    );
-    assert!(doubled.contains(r#""roles":["admin"]"#));
+    let without = without.trim_end_matches('}');
+    let with_all = keycloak_like.to_string();
+    let with_all = with_all.trim_end_matches('}');
     for (case, payload) in [
-        ("nested roles member repeated", nested_dup),
-        ("realm_access repeated at the top level", doubled),
+        (
+            "nested roles member repeated",
+            format!(r#"{without},"realm_access":{{"roles":["viewer"],"roles":["admin"]}}}}"#),
+        ),
+        (
+            "realm_access repeated at the top level",
+            format!(r#"{with_all},"realm_access":{{"roles":["admin"]}}}}"#),
+        ),
+        (
+            "nested roles member repeated through an escape",
+            format!(r#"{without},"realm_access":{{"roles":["viewer"],"r\u006fles":["admin"]}}}}"#),
+        ),
     ] {
         s.refused(
             &hmac_token(&hs_header, &b64(payload.as_bytes())),
@@ -2061,4 +2066,22 @@ async fn forward_token_false_keeps_both_carriers_from_the_app() {
         last_credentials(&s.up),
         (vec![], vec!["theme=dark".to_owned()])
     );
+}
+
+#[tokio::test]
+async fn without_authentication_credentials_pass_as_sent() {
+    // No `authentication` section: fortress verifies nothing and handles no credentials (there
+    // is no policy to say which cookie is a token, nor a switch to keep them).
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "allow_insecure_local: true", CATCH_ALL)).await;
+    let token = sign(Algorithm::HS256, &claims());
+    let cookie = format!("session={token}; theme=dark");
+    let r = get_with(
+        fx.addr(),
+        "/anything",
+        &[("Authorization", &bearer(&token)), ("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_credentials(&up), (vec![bearer(&token)], vec![cookie]));
 }

@@ -2,8 +2,8 @@
 //! `X-Tenant-Id`), checked when the principal is built, so that a token whose values cannot
 //! travel as a header unambiguously is refused instead of forwarded mangled or without them.
 //!
-//! The rules: visible ASCII only (`0x21`–`0x7E`; the subject may also hold single inner
-//! spaces). Non-ASCII is refused: a header value can only carry it as opaque bytes that apps
+//! The rules: visible ASCII only (`0x21`–`0x7E`; the subject may also hold inner spaces, and
+//! `,` and `;`: it is one value that no app splits). Non-ASCII is refused: a header value can only carry it as opaque bytes that apps
 //! decode differently (Latin-1, UTF-8), so the app could see another name than the token's.
 //! Roles and the tenant may not contain `,` or `;`, the separators an app splits on (roles go
 //! upstream comma-joined). Bounded lengths and role count.
