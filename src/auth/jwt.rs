@@ -382,6 +382,55 @@ mod tests {
     }
 
     #[test]
+    fn principal_checks_identity_values_and_claim_types() {
+        let map = ClaimMap {
+            subject: "sub".into(),
+            roles: "roles".into(),
+            tenant: "tenant".into(),
+        };
+        let ok = principal_from_claims(
+            &map,
+            &serde_json::json!({"sub": "alice", "roles": "a b", "tenant": "t1"}),
+        )
+        .expect("valid");
+        assert_eq!(ok.roles, ["a", "b"]);
+        assert_eq!(ok.tenant.as_deref(), Some("t1"));
+        for (claims, want) in [
+            (
+                serde_json::json!({"sub": "a\r\nb"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "tenant": "t1,t2"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": ["x;y"]}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": "ok bad\u{1}"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": [1]}),
+                AuthError::MalformedToken,
+            ),
+            (serde_json::json!({"sub": 1}), AuthError::InvalidClaimType),
+            (
+                serde_json::json!({"sub": "a", "exp": "soon"}),
+                AuthError::InvalidClaimType,
+            ),
+        ] {
+            assert_eq!(
+                principal_from_claims(&map, &claims).map(|_| ()),
+                Err(want),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
     fn dotted_lookup() {
         let v = serde_json::json!({"realm_access": {"roles": ["a"]}, "a.b": 1});
         assert_eq!(
