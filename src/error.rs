@@ -42,6 +42,21 @@ pub enum AuthError {
     TokenRevoked,
     /// No key material is available (e.g. JWKS never fetched).
     KeysUnavailable,
+    /// The JOSE header has a `crit` parameter (RFC 7515 §4.1.11). Fortress understands no
+    /// extension, so any `crit`, even an empty list, refuses the token.
+    CriticalHeader,
+    /// The JOSE header has the RFC 7797 `b64` parameter (unencoded payload), `true` or `false`.
+    UnencodedPayload,
+    /// A registered claim has the wrong JSON type (RFC 7519 §4.1): `iss`, `sub`, `jti` not a
+    /// string, `aud` not a string or a list of strings, `exp`, `nbf`, `iat` not a
+    /// non-negative integer.
+    InvalidClaimType,
+    /// A member name is repeated in the JOSE header or the payload, at any depth (RFC 7519
+    /// §4, RFC 8725 §3.6), escaped spellings included.
+    DuplicateMember,
+    /// The subject, a role or the tenant cannot travel upstream as an identity header:
+    /// control characters, non-ASCII, a separator (`,` `;`), too long, or too many roles.
+    InvalidIdentity,
 }
 
 impl AuthError {

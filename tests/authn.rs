@@ -145,6 +145,18 @@ impl Setup {
     /// `/health`. The HMAC secret is written to a file and referenced as `secret: { file }`
     /// when `with_secret`.
     async fn start(jwt: &str, with_secret: bool, claims_map: &str) -> Self {
+        Self::start_full(jwt, with_secret, claims_map, "", "").await
+    }
+
+    /// Like [`Setup::start`], with `auth_extra` lines inside `authentication:` (e.g.
+    /// `forward_token: false`) and `routes_extra` route entries appended to `routes:`.
+    async fn start_full(
+        jwt: &str,
+        with_secret: bool,
+        claims_map: &str,
+        auth_extra: &str,
+        routes_extra: &str,
+    ) -> Self {
         let up = Upstream::echo().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let secret_path = dir.path().join("secret");
@@ -159,10 +171,15 @@ impl Setup {
                 secret_path.display()
             ));
         }
+        let auth_lines: String = auth_extra
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("  {l}\n"))
+            .collect();
         let rest = format!(
-            "authentication:\n  jwt:\n{jwt_lines}  claims: {claims_map}\n\
+            "authentication:\n  jwt:\n{jwt_lines}  claims: {claims_map}\n{auth_lines}\
              routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n  \
-             - name: health\n    match: {{ path: /health }}\n    public: true\n"
+             - name: health\n    match: {{ path: /health }}\n    public: true\n{routes_extra}"
         );
         let yaml = config(up.addr, "allow_insecure_local: true", &rest);
         let fx = TestFortress::start(&yaml).await;
@@ -550,7 +567,7 @@ async fn token_table() {
         (
             "sub that is not a string",
             hs(claims_with(json!({"sub": 42}))),
-            Expect::Refuse("missing_claim"),
+            Expect::Refuse("invalid_claim_type"),
         ),
         (
             "empty sub",
@@ -562,21 +579,21 @@ async fn token_table() {
             sign(Algorithm::ES256, &claims_with(json!({"roles": null}))),
             Expect::Refuse("missing_claim"),
         ),
-        // jsonwebtoken counts an `exp` it cannot parse as absent, so this is a missing claim.
+        // A registered claim of the wrong JSON type (more in `jose_header_and_claim_types`).
         (
             "exp that is not a number",
             hs(claims_with(json!({"exp": "tomorrow"}))),
-            Expect::Refuse("missing_claim"),
+            Expect::Refuse("invalid_claim_type"),
         ),
         (
             "nbf that is not a number",
             hs(claims_with(json!({"nbf": "later"}))),
-            Expect::Refuse("malformed_token"),
+            Expect::Refuse("invalid_claim_type"),
         ),
         (
             "iat that is not a number",
             hs(claims_with(json!({"iat": "now"}))),
-            Expect::Refuse("malformed_token"),
+            Expect::Refuse("invalid_claim_type"),
         ),
         // Not a JWT at all.
         (
@@ -667,6 +684,11 @@ async fn token_table() {
         "unknown_kid",
         "token_revoked",
         "keys_unavailable",
+        "critical_header",
+        "unencoded_payload",
+        "invalid_claim_type",
+        "duplicate_member",
+        "invalid_identity",
     ] {
         let want = f64::from(expected_failures.get(reason).copied().unwrap_or(0));
         assert_eq!(s.failures(reason).await, want, "{reason}");
@@ -1041,6 +1063,40 @@ async fn dotted_claim_mapping() {
         "realm_access.roles missing",
     )
     .await;
+    // The claim mapped to the roles holds its member twice (serde_json would keep the last,
+    // `admin`), or the object holding it is given twice: refused, whichever copy an app or
+    // library would have read.
+    let hs_header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let mut without = keycloak_like.clone();
+    without
+        .as_object_mut()
+        .expect("object")
+        .remove("realm_access");
+    let without = without.to_string();
+    let without = without.trim_end_matches('}');
+    let with_all = keycloak_like.to_string();
+    let with_all = with_all.trim_end_matches('}');
+    for (case, payload) in [
+        (
+            "nested roles member repeated",
+            format!(r#"{without},"realm_access":{{"roles":["viewer"],"roles":["admin"]}}}}"#),
+        ),
+        (
+            "realm_access repeated at the top level",
+            format!(r#"{with_all},"realm_access":{{"roles":["admin"]}}}}"#),
+        ),
+        (
+            "nested roles member repeated through an escape",
+            format!(r#"{without},"realm_access":{{"roles":["viewer"],"r\u006fles":["admin"]}}}}"#),
+        ),
+    ] {
+        s.refused(
+            &hmac_token(&hs_header, &b64(payload.as_bytes())),
+            "duplicate_member",
+            case,
+        )
+        .await;
+    }
     // The mapped subject claim is missing (`sub` alone does not count).
     let no_subject = claims_with(json!({"realm_access": {"roles": ["editor"]}}));
     s.refused(
@@ -1437,4 +1493,595 @@ async fn reload_that_changes_the_jwks_source_fetches_the_new_one() {
     assert_eq!(new_jwks.hits(), 1, "no refetch for the unknown kid");
     assert_eq!(old_jwks.hits(), 1, "the old source is not asked any more");
     assert_eq!(s.accepted(&t2, "k2 again").await, Identity::alice());
+}
+
+/// `b64(header_text).b64(payload_text).signature` signed with `alg`'s test key over the exact
+/// texts given (repeated members, escapes and all).
+fn sign_raw(alg: Algorithm, header_text: &str, payload_text: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header_text.as_bytes()),
+        b64(payload_text.as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &encoding_key(alg), alg).expect("sign");
+    format!("{input}.{sig}")
+}
+
+/// `claims()` as JSON text with `extra` (`"name":value,…`) appended as more members.
+fn claims_text_with(extra: &str) -> String {
+    let base = claims().to_string();
+    format!("{},{extra}}}", base.trim_end_matches('}'))
+}
+
+#[tokio::test]
+async fn jose_header_and_claim_types() {
+    let s = Setup::standard().await;
+    let now = now();
+    let hs = |c: Value| sign(Algorithm::HS256, &c);
+    let payload = claims().to_string();
+    let with_crit = |alg: Algorithm, crit: &[&str]| {
+        let mut h = Header::new(alg);
+        h.crit = Some(crit.iter().map(|c| (*c).to_owned()).collect());
+        sign_with(h, &claims(), &encoding_key(alg))
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        // RFC 7515 §4.1.11: fortress understands no extension, so any `crit` refuses.
+        (
+            "crit [] (HS256)",
+            with_crit(Algorithm::HS256, &[]),
+            "critical_header",
+        ),
+        (
+            "crit [exp] (RS256)",
+            with_crit(Algorithm::RS256, &["exp"]),
+            "critical_header",
+        ),
+        (
+            "crit [b64] (ES256)",
+            with_crit(Algorithm::ES256, &["b64"]),
+            "critical_header",
+        ),
+        (
+            "crit [b64] with b64 false (RFC 7797 form)",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256","b64":false,"crit":["b64"]}"#,
+                &payload,
+            ),
+            "critical_header",
+        ),
+        (
+            "crit that is not a list",
+            sign_raw(Algorithm::HS256, r#"{"alg":"HS256","crit":"x"}"#, &payload),
+            "critical_header",
+        ),
+        // RFC 7797 `b64` without `crit`, either value.
+        (
+            "b64 false",
+            sign_raw(Algorithm::HS256, r#"{"alg":"HS256","b64":false}"#, &payload),
+            "unencoded_payload",
+        ),
+        (
+            "b64 true",
+            sign_raw(Algorithm::EdDSA, r#"{"alg":"EdDSA","b64":true}"#, &payload),
+            "unencoded_payload",
+        ),
+        // Repeated header members (RFC 7515 §4 / RFC 8725 §3.6).
+        (
+            "alg HS256 then none",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256","typ":"JWT","alg":"none"}"#,
+                &payload,
+            ),
+            "duplicate_member",
+        ),
+        (
+            "alg none then HS256",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"none","alg":"HS256"}"#,
+                &payload,
+            ),
+            "duplicate_member",
+        ),
+        (
+            "alg repeated with the same value (RS256)",
+            sign_raw(
+                Algorithm::RS256,
+                r#"{"alg":"RS256","alg":"RS256"}"#,
+                &payload,
+            ),
+            "duplicate_member",
+        ),
+        (
+            "alg spelled with a unicode escape, then plainly",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"al\u0067":"HS256","alg":"HS256"}"#,
+                &payload,
+            ),
+            "duplicate_member",
+        ),
+        (
+            "kid repeated",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256","kid":"a","kid":"b"}"#,
+                &payload,
+            ),
+            "duplicate_member",
+        ),
+        // Repeated payload members.
+        (
+            "sub repeated (alice, then admin)",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256"}"#,
+                &claims_text_with(r#""sub":"admin""#),
+            ),
+            "duplicate_member",
+        ),
+        (
+            "roles repeated (RS256)",
+            sign_raw(
+                Algorithm::RS256,
+                r#"{"alg":"RS256"}"#,
+                &claims_text_with(r#""roles":["admin"]"#),
+            ),
+            "duplicate_member",
+        ),
+        (
+            "exp repeated with a unicode escape",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256"}"#,
+                &claims_text_with(&format!(r#""\u0065xp":{}"#, now + 99_999)),
+            ),
+            "duplicate_member",
+        ),
+        (
+            "member repeated inside a nested claim",
+            sign_raw(
+                Algorithm::ES256,
+                r#"{"alg":"ES256"}"#,
+                &claims_text_with(r#""org":{"id":"a","id":"b"}"#),
+            ),
+            "duplicate_member",
+        ),
+        // Registered claims of the wrong JSON type (RFC 7519 §4.1).
+        (
+            "iss 123",
+            hs(claims_with(json!({"iss": 123}))),
+            "invalid_claim_type",
+        ),
+        (
+            "sub {}",
+            hs(claims_with(json!({"sub": {}}))),
+            "invalid_claim_type",
+        ),
+        (
+            "jti 5",
+            hs(claims_with(json!({"jti": 5}))),
+            "invalid_claim_type",
+        ),
+        (
+            "aud [1]",
+            hs(claims_with(json!({"aud": [1]}))),
+            "invalid_claim_type",
+        ),
+        (
+            "aud [\"api-a\", 1] (RS256)",
+            sign(Algorithm::RS256, &claims_with(json!({"aud": ["api-a", 1]}))),
+            "invalid_claim_type",
+        ),
+        (
+            "aud {}",
+            hs(claims_with(json!({"aud": {}}))),
+            "invalid_claim_type",
+        ),
+        (
+            "exp \"9999999999\"",
+            hs(claims_with(json!({"exp": "9999999999"}))),
+            "invalid_claim_type",
+        ),
+        (
+            "exp 1e20",
+            sign_raw(
+                Algorithm::HS256,
+                r#"{"alg":"HS256"}"#,
+                &claims_with(json!({"exp": "EXP"}))
+                    .to_string()
+                    .replace(r#""exp":"EXP""#, r#""exp":1e20"#),
+            ),
+            "invalid_claim_type",
+        ),
+        (
+            "exp with a fraction (a valid NumericDate fortress does not take)",
+            hs(claims_with(json!({"exp": (now + 600) as f64 + 0.5}))),
+            "invalid_claim_type",
+        ),
+        (
+            "exp negative",
+            hs(claims_with(json!({"exp": -1}))),
+            "invalid_claim_type",
+        ),
+        (
+            "nbf true",
+            hs(claims_with(json!({"nbf": true}))),
+            "invalid_claim_type",
+        ),
+        (
+            "iat null",
+            hs(claims_with(json!({"iat": Value::Null}))),
+            "missing_claim_never",
+        ),
+    ];
+    let mut counted: BTreeMap<&str, f64> = BTreeMap::new();
+    for (case, token, reason) in &cases {
+        if *reason == "missing_claim_never" {
+            // `claims_with` removes a null claim: this one is simply absent, and accepted.
+            assert_eq!(s.accepted(token, case).await, Identity::alice(), "{case}");
+            continue;
+        }
+        s.refused(token, reason, case).await;
+        *counted.entry(reason).or_default() += 1.0;
+    }
+    // Refused every time: a token that failed these checks never enters the cache.
+    let dup = &cases
+        .iter()
+        .find(|c| c.0.starts_with("sub repeated"))
+        .expect("case")
+        .1;
+    s.refused(dup, "duplicate_member", "sub repeated, again")
+        .await;
+    for (reason, n) in counted {
+        let extra = if reason == "duplicate_member" {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(s.failures(reason).await, n + extra, "{reason}");
+    }
+    // A token with none of these problems, sent twice (the second from the cache), passes.
+    let good = sign(Algorithm::RS256, &claims());
+    assert_eq!(s.accepted(&good, "clean").await, Identity::alice());
+    assert_eq!(s.accepted(&good, "clean, cached").await, Identity::alice());
+}
+
+#[tokio::test]
+async fn identity_values_that_cannot_travel_upstream_are_refused() {
+    let s = Setup::standard().await;
+    let hs = |c: Value| sign(Algorithm::HS256, &c);
+    let many_roles: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    let refused: Vec<(&str, Value)> = vec![
+        // Subjects.
+        (
+            "CR/LF in the subject",
+            json!({"sub": "alice\r\nX-Auth-Roles: admin"}),
+        ),
+        ("LF in the subject", json!({"sub": "alice\n"})),
+        ("NUL in the subject", json!({"sub": "ali\u{0}ce"})),
+        ("tab in the subject", json!({"sub": "ali\tce"})),
+        ("DEL in the subject", json!({"sub": "ali\u{7f}ce"})),
+        ("non-ASCII subject", json!({"sub": "alicé"})),
+        ("U+2028 in the subject", json!({"sub": "alice\u{2028}"})),
+        ("leading space in the subject", json!({"sub": " alice"})),
+        ("257-byte subject", json!({"sub": "a".repeat(257)})),
+        // Roles.
+        (
+            "comma inside a role",
+            json!({"roles": ["reader", "ad,min"]}),
+        ),
+        ("semicolon inside a role", json!({"roles": ["a;b"]})),
+        ("space inside a role", json!({"roles": ["a b"]})),
+        ("CR/LF inside a role", json!({"roles": ["reader\r\nadmin"]})),
+        (
+            "tab inside a roles string",
+            json!({"roles": "reader\tadmin"}),
+        ),
+        ("empty role", json!({"roles": ["reader", ""]})),
+        ("non-ASCII role", json!({"roles": ["lécteur"]})),
+        ("129-byte role", json!({"roles": ["r".repeat(129)]})),
+        ("65 roles", json!({"roles": many_roles})),
+        // Tenants.
+        ("comma in the tenant", json!({"tenant": "t1,t2"})),
+        ("semicolon in the tenant", json!({"tenant": "t1;x"})),
+        (
+            "CR/LF in the tenant",
+            json!({"tenant": "t1\r\nX-Auth-Subject: root"}),
+        ),
+        ("space in the tenant", json!({"tenant": "t 1"})),
+        ("non-ASCII tenant", json!({"tenant": "tënant"})),
+        ("129-byte tenant", json!({"tenant": "t".repeat(129)})),
+    ];
+    for (case, change) in &refused {
+        s.refused(&hs(claims_with(change.clone())), "invalid_identity", case)
+            .await;
+    }
+    // One RS256, to show the rule is not tied to an algorithm; and a second send of the same
+    // token is refused again (a refused principal is never cached).
+    let rs = sign(
+        Algorithm::RS256,
+        &claims_with(json!({"tenant": "acme,globex"})),
+    );
+    s.refused(&rs, "invalid_identity", "comma tenant (RS256)")
+        .await;
+    s.refused(&rs, "invalid_identity", "comma tenant (RS256), again")
+        .await;
+    assert_eq!(
+        s.failures("invalid_identity").await,
+        refused.len() as f64 + 2.0
+    );
+
+    // At the limits, and the characters that are allowed, go through exactly.
+    let max_roles: Vec<String> = (0..64).map(|i| format!("r{i}")).collect();
+    let accepted: Vec<(&str, Value, Identity)> = vec![
+        (
+            "e-mail subject",
+            json!({"sub": "alice@example.com"}),
+            Identity::of("alice@example.com", "reader,writer", Some("t1")),
+        ),
+        (
+            "inner space and comma in the subject",
+            json!({"sub": "CN=Alice Smith,O=Acme"}),
+            Identity::of("CN=Alice Smith,O=Acme", "reader,writer", Some("t1")),
+        ),
+        (
+            "256-byte subject, 128-byte role and tenant",
+            json!({"sub": "s".repeat(256), "roles": ["r".repeat(128)], "tenant": "t".repeat(128)}),
+            Identity::of(&"s".repeat(256), &"r".repeat(128), Some(&"t".repeat(128))),
+        ),
+        (
+            "64 roles",
+            json!({"roles": max_roles}),
+            Identity::of("alice", &max_roles.join(","), Some("t1")),
+        ),
+        (
+            "roles with colon, star and @",
+            json!({"roles": ["reports:read", "admin:*", "@ops"]}),
+            Identity::of("alice", "reports:read,admin:*,@ops", Some("t1")),
+        ),
+    ];
+    for (case, change, want) in accepted {
+        assert_eq!(
+            s.accepted(&hs(claims_with(change)), case).await,
+            want,
+            "{case}"
+        );
+    }
+}
+
+/// The auth settings of the credential tests: tokens from the header or the `session` cookie.
+fn cookie_jwt() -> String {
+    format!("issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [HS256]\ncookie: session")
+}
+
+/// Header lines a client sends.
+type Sent = Vec<(&'static str, String)>;
+/// Case name, path, headers sent, `Authorization` and `Cookie` values the upstream must see.
+type CredentialCase = (&'static str, &'static str, Sent, Vec<String>, Vec<String>);
+
+/// What the upstream saw of the credentials in its last request.
+fn last_credentials(up: &Upstream) -> (Vec<String>, Vec<String>) {
+    let seen = up.requests().pop().expect("the upstream saw the request");
+    let all = |name: &str| {
+        seen.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect::<Vec<_>>()
+    };
+    (all("authorization"), all("cookie"))
+}
+
+#[tokio::test]
+async fn unverified_credentials_do_not_reach_the_app() {
+    let s = Setup::start_full(
+        &cookie_jwt(),
+        true,
+        DEFAULT_CLAIMS,
+        "",
+        "  - name: trial\n    match: { path: \"/trial/**\" }\n    mode: dry-run\n",
+    )
+    .await;
+    let token = sign(Algorithm::HS256, &claims());
+    let forged = with_payload(&token, &claims_with(json!({"sub": "admin"})));
+    let cookie = format!("session={token}; theme=dark");
+    let none: Vec<String> = Vec::new();
+    let cases: Vec<CredentialCase> = vec![
+        (
+            "public route, valid bearer",
+            "/health",
+            vec![("Authorization", bearer(&token))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "public route, forged bearer in another case",
+            "/health",
+            vec![("Authorization", format!("bEaReR {forged}"))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "public route, token cookie among others",
+            "/health",
+            vec![("Cookie", cookie.clone())],
+            none.clone(),
+            vec!["theme=dark".to_owned()],
+        ),
+        (
+            "public route, only the token cookie",
+            "/health",
+            vec![("Cookie", format!("session={token}"))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "public route, bearer and cookie",
+            "/health",
+            vec![
+                ("Authorization", bearer(&token)),
+                ("Cookie", format!("lang=en; session={forged}; theme=dark")),
+            ],
+            none.clone(),
+            vec!["lang=en; theme=dark".to_owned()],
+        ),
+        (
+            "public route, Basic credentials are the app's own and stay",
+            "/health",
+            vec![("Authorization", "Basic YWxpY2U6cHc=".to_owned())],
+            vec!["Basic YWxpY2U6cHc=".to_owned()],
+            none.clone(),
+        ),
+        (
+            "dry-run route, forged bearer (refused, forwarded anyway)",
+            "/trial/x",
+            vec![("Authorization", bearer(&forged))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "dry-run route, forged cookie",
+            "/trial/x",
+            vec![("Cookie", format!("session={forged}; theme=dark"))],
+            none.clone(),
+            vec!["theme=dark".to_owned()],
+        ),
+        (
+            "protected route, verified bearer kept; the unverified cookie goes",
+            "/api/items",
+            vec![
+                ("Authorization", bearer(&token)),
+                ("Cookie", format!("session={forged}; theme=dark")),
+            ],
+            vec![bearer(&token)],
+            vec!["theme=dark".to_owned()],
+        ),
+        (
+            "protected route, verified cookie kept whole",
+            "/api/items",
+            vec![("Cookie", cookie.clone())],
+            none.clone(),
+            vec![cookie.clone()],
+        ),
+    ];
+    for (case, path, headers, want_auth, want_cookie) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = get_with(s.addr(), path, &h).await;
+        assert_eq!(r.status, 200, "{case}: {}", r.text());
+        assert_eq!(r.text(), format!("upstream saw GET {path}"), "{case}");
+        let (auth, cookies) = last_credentials(&s.up);
+        assert_eq!(auth, want_auth, "{case}");
+        assert_eq!(cookies, want_cookie, "{case}");
+        let seen = s.up.requests().pop().expect("request");
+        if path == "/health" || path.starts_with("/trial") {
+            assert!(seen.headers.get("x-auth-subject").is_none(), "{case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn forward_unverified_credentials_keeps_them() {
+    let s = Setup::start_full(
+        &cookie_jwt(),
+        true,
+        DEFAULT_CLAIMS,
+        "forward_unverified_credentials: true",
+        "",
+    )
+    .await;
+    let token = sign(Algorithm::HS256, &claims());
+    let cookie = format!("session={token}; theme=dark");
+    let r = get_with(
+        s.addr(),
+        "/health",
+        &[("Authorization", &bearer(&token)), ("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "upstream saw GET /health");
+    assert_eq!(
+        last_credentials(&s.up),
+        (vec![bearer(&token)], vec![cookie.clone()])
+    );
+    // A protected route with a verified token is unchanged by the switch.
+    let r = s.call(&[("Cookie", &cookie)]).await;
+    assert_eq!(s.assert_forwarded(&r, "cookie"), Identity::alice());
+    assert_eq!(last_credentials(&s.up), (vec![], vec![cookie]));
+}
+
+#[tokio::test]
+async fn forward_token_false_keeps_both_carriers_from_the_app() {
+    let s = Setup::start_full(
+        &cookie_jwt(),
+        true,
+        DEFAULT_CLAIMS,
+        "forward_token: false\nforward_unverified_credentials: true",
+        "",
+    )
+    .await;
+    let token = sign(Algorithm::HS256, &claims());
+    let cases: Vec<(&str, Sent, Vec<String>)> = vec![
+        (
+            "token in the cookie",
+            vec![("Cookie", format!("session={token}; theme=dark"))],
+            vec!["theme=dark".to_owned()],
+        ),
+        (
+            "token in the cookie, no other cookie",
+            vec![("Cookie", format!("session={token}"))],
+            vec![],
+        ),
+        (
+            "token in the header, a cookie too",
+            vec![
+                ("Authorization", bearer(&token)),
+                ("Cookie", format!("theme=dark; session={token}")),
+            ],
+            vec!["theme=dark".to_owned()],
+        ),
+    ];
+    for (case, headers, want_cookie) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = s.call(&h).await;
+        assert_eq!(s.assert_forwarded(&r, case), Identity::alice(), "{case}");
+        let (auth, cookies) = last_credentials(&s.up);
+        assert!(auth.is_empty(), "{case}: {auth:?}");
+        assert_eq!(cookies, want_cookie, "{case}");
+    }
+    // On a public route too, even with forward_unverified_credentials: true.
+    let r = get_with(
+        s.addr(),
+        "/health",
+        &[
+            ("Authorization", &bearer(&token)),
+            ("Cookie", &format!("session={token}; theme=dark")),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        last_credentials(&s.up),
+        (vec![], vec!["theme=dark".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn without_authentication_credentials_pass_as_sent() {
+    // No `authentication` section: fortress verifies nothing and handles no credentials (there
+    // is no policy to say which cookie is a token, nor a switch to keep them).
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "allow_insecure_local: true", CATCH_ALL)).await;
+    let token = sign(Algorithm::HS256, &claims());
+    let cookie = format!("session={token}; theme=dark");
+    let r = get_with(
+        fx.addr(),
+        "/anything",
+        &[("Authorization", &bearer(&token)), ("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_credentials(&up), (vec![bearer(&token)], vec![cookie]));
 }

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::cache::{TokenCache, Verified};
 use super::jwks::{Jwks, KeySet};
-use super::{AuthError, Principal, SharedPrincipal};
+use super::{AuthError, Principal, SharedPrincipal, identity, strict};
 pub use crate::policy::auth::{ClaimMap, JwtSettings, StaticKey};
 
 /// Verifies tokens against one policy's JWT settings, with the live key set and token cache
@@ -137,14 +136,11 @@ impl Verifier<'_> {
     }
 
     /// Reads `alg` from the header without trusting anything else in it, so that `none` (in
-    /// any case) and unknown names are refused as disallowed algorithms.
+    /// any case) and unknown names are refused as disallowed algorithms. The header is parsed
+    /// strictly first (`strict::header`): a repeated member (`alg` twice), `crit` or `b64`
+    /// refuses the token before any key is tried.
     fn header_algorithm(&self, token: &str) -> Result<Algorithm, AuthError> {
-        let header_b64 = token.split('.').next().ok_or(AuthError::MalformedToken)?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| AuthError::MalformedToken)?;
-        let header: Value =
-            serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)?;
+        let header = strict::header(token)?;
         let name = header
             .get("alg")
             .and_then(Value::as_str)
@@ -219,8 +215,10 @@ impl Verifier<'_> {
     }
 }
 
-/// Maps claims that were *not* verified (explain's `--claims`) to a principal.
+/// Maps claims that were *not* verified (explain's `--claims`) to a principal, with the same
+/// claim-type and identity rules as a token.
 pub fn principal_from_claims(map: &ClaimMap, claims: &Value) -> Result<SharedPrincipal, AuthError> {
+    strict::registered_claim_types(claims)?;
     let mut claims = claims.clone();
     if claims.get("exp").is_none()
         && let Some(obj) = claims.as_object_mut()
@@ -230,21 +228,25 @@ pub fn principal_from_claims(map: &ClaimMap, claims: &Value) -> Result<SharedPri
     principal(map, &claims).map(Arc::new)
 }
 
+/// Builds the principal. The subject, roles and tenant are the values fortress sends
+/// upstream as identity headers, so they are checked here (`identity`): a value that cannot
+/// travel as a header unambiguously refuses the token (`invalid_identity`) rather than being
+/// dropped or mangled on the way.
 fn principal(map: &ClaimMap, claims: &Value) -> Result<Principal, AuthError> {
     let subject = lookup(claims, &map.subject)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::MissingClaim)?
         .to_owned();
-    let roles = match lookup(claims, &map.roles) {
+    identity::subject(&subject)?;
+    let roles: Vec<String> = match lookup(claims, &map.roles) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
-            // Roles travel upstream comma-joined: a role containing `,` or white space
-            // would be ambiguous there, so such a token is refused.
-            .map(|v| match v.as_str() {
-                Some(r) if !r.is_empty() && !r.contains([',', ' ']) => Ok(r.to_owned()),
-                _ => Err(AuthError::MalformedToken),
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(AuthError::MalformedToken)
             })
             .collect::<Result<_, _>>()?,
         Some(Value::String(s)) => s
@@ -254,8 +256,14 @@ fn principal(map: &ClaimMap, claims: &Value) -> Result<Principal, AuthError> {
             .collect(),
         Some(_) => return Err(AuthError::MalformedToken),
     };
+    // Roles travel upstream comma-joined: a role containing `,` (or `;`, white space or a
+    // control character) would be ambiguous there, so such a token is refused.
+    identity::roles(&roles)?;
     let tenant = match lookup(claims, &map.tenant) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => {
+            identity::tenant(s)?;
+            Some(s.clone())
+        }
         _ => None,
     };
     let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
@@ -274,10 +282,34 @@ fn principal(map: &ClaimMap, claims: &Value) -> Result<Principal, AuthError> {
     })
 }
 
+/// Verifies the signature and the claims. Once the signature is known good, the payload's
+/// own decoded bytes are parsed strictly (`strict::payload`: no repeated member at any depth,
+/// registered claims of the right JSON type), so the claims used are exactly the ones signed,
+/// read one way. A failure there wins over the library's verdict on the same claims (an
+/// `exp` that is a string is a wrong type, not a missing claim). This runs before the
+/// verified-token cache is filled, so a cached token has passed it.
 fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Value, AuthError> {
-    jsonwebtoken::decode::<Value>(token, key, validation)
-        .map(|d| d.claims)
-        .map_err(|e| map_error(e.kind()))
+    match jsonwebtoken::decode::<Value>(token, key, validation) {
+        Ok(d) => {
+            strict::payload(token)?;
+            Ok(d.claims)
+        }
+        Err(e) => {
+            let err = map_error(e.kind());
+            // These are decided before (or instead of) the signature check: the payload was
+            // not shown to be the signer's, so its content says nothing.
+            if !matches!(
+                err,
+                AuthError::InvalidSignature
+                    | AuthError::DisallowedAlgorithm
+                    | AuthError::UnknownKid
+                    | AuthError::KeysUnavailable
+            ) {
+                strict::payload(token)?;
+            }
+            Err(err)
+        }
+    }
 }
 
 fn map_error(kind: &ErrorKind) -> AuthError {
@@ -347,6 +379,55 @@ mod tests {
     #[test]
     fn self_test_passes() {
         assert_eq!(self_test(), Ok(()));
+    }
+
+    #[test]
+    fn principal_checks_identity_values_and_claim_types() {
+        let map = ClaimMap {
+            subject: "sub".into(),
+            roles: "roles".into(),
+            tenant: "tenant".into(),
+        };
+        let ok = principal_from_claims(
+            &map,
+            &serde_json::json!({"sub": "alice", "roles": "a b", "tenant": "t1"}),
+        )
+        .expect("valid");
+        assert_eq!(ok.roles, ["a", "b"]);
+        assert_eq!(ok.tenant.as_deref(), Some("t1"));
+        for (claims, want) in [
+            (
+                serde_json::json!({"sub": "a\r\nb"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "tenant": "t1,t2"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": ["x;y"]}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": "ok bad\u{1}"}),
+                AuthError::InvalidIdentity,
+            ),
+            (
+                serde_json::json!({"sub": "a", "roles": [1]}),
+                AuthError::MalformedToken,
+            ),
+            (serde_json::json!({"sub": 1}), AuthError::InvalidClaimType),
+            (
+                serde_json::json!({"sub": "a", "exp": "soon"}),
+                AuthError::InvalidClaimType,
+            ),
+        ] {
+            assert_eq!(
+                principal_from_claims(&map, &claims).map(|_| ()),
+                Err(want),
+                "{claims}"
+            );
+        }
     }
 
     #[test]

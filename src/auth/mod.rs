@@ -3,8 +3,10 @@
 //! by `store::Live` and kept across reloads), and minting tokens for local testing.
 
 pub mod cache;
+pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod strict;
 pub mod token;
 
 use std::sync::Arc;

@@ -205,6 +205,7 @@ pub fn compile(
         },
         cookie: jwt.cookie.as_ref().map(|c| c.value.clone()),
         forward_token: raw.forward_token.unwrap_or(true),
+        forward_unverified_credentials: raw.forward_unverified_credentials.unwrap_or(false),
         identity_headers: identity,
     })
 }

@@ -246,9 +246,14 @@ pub struct RawAuthentication {
     /// Which claims hold the subject, roles and tenant (dotted paths allowed).
     #[serde(default)]
     pub claims: Option<RawClaims>,
-    /// Forward the client's `Authorization` header to the app (default true).
+    /// Forward the verified token to the app, in its `Authorization` header or token cookie
+    /// (default true).
     #[serde(default)]
     pub forward_token: Option<bool>,
+    /// Forward a bearer `Authorization` header or token cookie that fortress did not verify
+    /// (public routes, dry-run refusals) to the app (default false: they are removed).
+    #[serde(default)]
+    pub forward_unverified_credentials: Option<bool>,
     /// More client headers to strip as identity headers (besides `X-Auth-Subject`,
     /// `X-Auth-Roles`, `X-Tenant-Id`, `X-Auth-Claims`).
     #[serde(default)]

@@ -31,6 +31,7 @@ use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::credentials::Credentials;
 use crate::proxy::{request, response};
 use crate::state::AppState;
 use crate::stream::Mode;
@@ -94,12 +95,11 @@ async fn decide_and_forward(
             canonical: canonical.as_deref(),
             principal: ctx.principal.as_deref(),
             identity: ctx.snapshot.identity_headers(),
-            forward_token: ctx
-                .snapshot
-                .policy
-                .auth
-                .as_ref()
-                .is_none_or(|a| a.forward_token),
+            credentials: ctx.snapshot.policy.auth.as_ref().map(|a| Credentials {
+                cookie: a.cookie.as_deref(),
+                forward_token: a.forward_token,
+                forward_unverified: a.forward_unverified_credentials,
+            }),
         },
     )?;
     let mut upstream_req = upstream_req;

@@ -17,8 +17,11 @@ pub struct AuthSettings {
     pub jwt: JwtSettings,
     /// Cookie to read the token from when there is no `Authorization` header.
     pub cookie: Option<String>,
-    /// Forward the client's `Authorization` header to the app.
+    /// Forward the verified token (its `Authorization` header or token cookie) to the app.
     pub forward_token: bool,
+    /// Forward a bearer token or token cookie fortress did not verify (public routes,
+    /// dry-run refusals). Off by default: they are removed.
+    pub forward_unverified_credentials: bool,
     /// Client headers that only fortress may set.
     pub identity_headers: IdentityHeaders,
 }

@@ -3,7 +3,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 pub use crate::policy::identity::{IdentityHeaders, X_AUTH_ROLES, X_AUTH_SUBJECT, X_TENANT_ID};
 
 /// Removes every client-supplied identity header.
@@ -18,21 +18,22 @@ pub fn strip(identity: &IdentityHeaders, headers: &mut HeaderMap) {
     }
 }
 
-/// Sets fortress's identity headers for a verified principal.
-pub fn inject(headers: &mut HeaderMap, principal: &Principal) {
-    set(headers, X_AUTH_SUBJECT, &principal.subject);
-    set(headers, X_AUTH_ROLES, &principal.roles.join(","));
+/// Sets fortress's identity headers for a verified principal. The values were checked when
+/// the principal was built (`auth::identity`); one that still cannot be a header value
+/// refuses the request: the app never gets a request with an identity header left out.
+pub fn inject(headers: &mut HeaderMap, principal: &Principal) -> Result<(), AuthError> {
+    set(headers, X_AUTH_SUBJECT, &principal.subject)?;
+    set(headers, X_AUTH_ROLES, &principal.roles.join(","))?;
     if let Some(t) = &principal.tenant {
-        set(headers, X_TENANT_ID, t);
+        set(headers, X_TENANT_ID, t)?;
     }
+    Ok(())
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    // A claim that cannot be a header value (control characters) is left out rather than
-    // passed on mangled; the app then sees no value, not a wrong one.
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
-    }
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), AuthError> {
+    let v = HeaderValue::from_str(value).map_err(|_| AuthError::InvalidIdentity)?;
+    headers.insert(HeaderName::from_static(name), v);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -56,5 +57,30 @@ mod tests {
         strip(&ids, &mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_header_value_refuses() {
+        let p = |subject: &str, tenant: Option<&str>| Principal {
+            subject: subject.into(),
+            roles: vec!["r".into()],
+            tenant: tenant.map(Into::into),
+            jti: None,
+            expires_at: 0,
+            issued_at: None,
+        };
+        let mut h = HeaderMap::new();
+        assert_eq!(inject(&mut h, &p("alice", Some("t1"))), Ok(()));
+        assert_eq!(h["x-auth-subject"], "alice");
+        assert_eq!(h["x-auth-roles"], "r");
+        assert_eq!(h["x-tenant-id"], "t1");
+        for (s, t) in [("a\r\nb", None), ("alice", Some("t\n1")), ("a\0", None)] {
+            let mut h = HeaderMap::new();
+            assert_eq!(
+                inject(&mut h, &p(s, t)),
+                Err(AuthError::InvalidIdentity),
+                "{s:?} {t:?}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! This module knows nothing of the pipeline: it is told what was decided.
 
 pub mod body;
+pub mod credentials;
 pub mod headers;
 pub mod identity;
 pub mod request;

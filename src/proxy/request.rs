@@ -7,6 +7,7 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Version, header};
 use hyper::body::Incoming;
 
+use super::credentials::{self, Credentials};
 use super::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
 use super::identity::{IdentityHeaders, inject, strip};
 use crate::auth::Principal;
@@ -32,8 +33,9 @@ pub struct Forwarding<'a> {
     pub principal: Option<&'a Principal>,
     /// The identity headers only fortress may set.
     pub identity: &'a IdentityHeaders,
-    /// Whether the client's `Authorization` header goes to the app.
-    pub forward_token: bool,
+    /// Which client credentials go to the app (`None`: no `authentication` configured,
+    /// fortress handles no credentials and forwards them as sent).
+    pub credentials: Option<Credentials<'a>>,
 }
 
 /// Rewrites a client request for the upstream.
@@ -85,10 +87,12 @@ pub fn prepare(
     // spelling, then the verified principal's values are set.
     strip(f.identity, &mut parts.headers);
     if let Some(p) = f.principal {
-        inject(&mut parts.headers, p);
+        inject(&mut parts.headers, p).map_err(Rejection::Unauthenticated)?;
     }
-    if !f.forward_token {
-        parts.headers.remove(header::AUTHORIZATION);
+    // A bearer token or token cookie fortress did not verify does not reach the app (unless
+    // the policy says so); a verified one only with `forward_token`.
+    if let Some(c) = &f.credentials {
+        credentials::apply(c, &mut parts.headers, f.principal.is_some());
     }
     // Trace context: the request's trace id with this hop's span; untrusted tracestate goes.
     if let Ok(v) = HeaderValue::from_str(f.traceparent) {
