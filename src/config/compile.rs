@@ -14,9 +14,10 @@ use super::raw::{RawConfig, RawRoute, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
 use super::{Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
+use crate::policy::host::HostPattern;
 use crate::policy::route::{Access, Route, Router, TenantRule, TenantSource};
 use crate::policy::stream::StreamRules;
-use crate::policy::{DefaultAction, Environment, Mode, Policy};
+use crate::policy::{DefaultAction, Environment, Mode, PathSettings, Policy};
 
 /// Compiles a parsed config. `base` is the config file's directory (for relative paths).
 pub fn compile(
@@ -60,6 +61,13 @@ pub fn compile(
             rbac,
             auth,
             hash,
+            paths: PathSettings {
+                matrix_parameters: raw
+                    .paths
+                    .as_ref()
+                    .and_then(|p| p.matrix_parameters)
+                    .unwrap_or_default(),
+            },
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -135,7 +143,30 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         Some(a) => a.value,
         None => false,
     };
+    let hosts = raw.hosts.as_ref().map(|list| {
+        if list.is_empty() {
+            errors.push(ConfigError::whole(
+                "`server.hosts` is empty: list at least one host or leave it out",
+            ));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for h in list {
+            match HostPattern::parse(&h.value) {
+                Some(p) => out.push(p),
+                None => errors.push(ConfigError::at(
+                    h.pos,
+                    format!(
+                        "`{}` is not a host: expected HOST, HOST:PORT or *.DOMAIN (no scheme, \
+                         user info or path)",
+                        h.value
+                    ),
+                )),
+            }
+        }
+        out
+    });
     ServerSettings {
+        hosts,
         listen,
         admin,
         upstream,
