@@ -486,4 +486,59 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
+
+    fn load(server_extra: &str, top: &str) -> Result<Policy, String> {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+             {server_extra}{top}routes:\n  - name: all\n    match: {{ path: \"/**\" }}\n    \
+             public: true\n"
+        );
+        crate::config::load_str(&text, Path::new("/nowhere/fortress.yaml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn paths_and_hosts_settings() {
+        use crate::policy::MatrixParameters;
+        let p = load("", "").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Reject);
+        assert!(p.server.hosts.is_none());
+        let p = load("", "paths: { matrix_parameters: strip }\n").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Strip);
+        let p = load("", "paths: { matrix_parameters: reject }\n").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Reject);
+        let p = load(
+            "  hosts: [\"API.example.com\", \"*.example.com:8443\", \"[::1]\"]\n",
+            "",
+        )
+        .expect("valid");
+        let hosts = p.server.hosts.expect("hosts");
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[0].host, "api.example.com");
+        assert!(hosts[1].wildcard && hosts[1].port == Some(8443));
+
+        let e = load("", "paths: { matrix_parameters: keep }\n").expect_err("bad value");
+        assert!(e.contains("expected one of: reject, strip"), "{e}");
+        let e = load(
+            "  hosts: [\"http://a.test\", \"u@a.test\", \"*.\", \"a.test:99999\", \"a.test/x\"]\n",
+            "",
+        )
+        .expect_err("bad hosts");
+        assert_eq!(e.matches("is not a host").count(), 5, "{e}");
+        let e = load("  hosts: []\n", "").expect_err("empty");
+        assert!(e.contains("`server.hosts` is empty"), "{e}");
+    }
+
+    #[test]
+    fn patterns_with_path_parameters_can_never_match() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+                    routes:\n  - name: a\n    match: { path: \"/a;x/b\" }\n    public: true\n";
+        let e = crate::config::load_str(text, Path::new("/nowhere/f.yaml"))
+            .map(|_| ())
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("can never match: path_parameter"),
+            "{e}"
+        );
+    }
 }
