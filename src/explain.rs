@@ -236,7 +236,15 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             ),
             None => "no host (HTTP/1.0)".into(),
         },
-        Stage::Normalize => ctx.canonical_path(req.uri.path()).into_owned(),
+        // The canonical path is what is matched and forwarded; say so when it differs.
+        Stage::Normalize => {
+            let canonical = ctx.canonical_path(req.uri.path());
+            if canonical == req.uri.path() {
+                canonical.into_owned()
+            } else {
+                format!("{canonical} (sent as {})", req.uri.path())
+            }
+        }
         Stage::Route => ctx
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))
@@ -287,7 +295,7 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
             req.uri.path(),
             if ctx.snapshot.policy.paths.matrix_parameters == crate::policy::MatrixParameters::Strip
             {
-                " (paths.matrix_parameters: strip)"
+                "; paths.matrix_parameters: strip"
             } else {
                 ""
             }
@@ -299,11 +307,19 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("<none>")
         ),
-        (Stage::Host, _) => format!(
-            "{}: {} Host header(s)",
-            r.reason(),
-            req.headers.get_all(http::header::HOST).iter().count()
-        ),
+        (Stage::Host, _) => {
+            let hosts: Vec<&str> = req
+                .headers
+                .get_all(http::header::HOST)
+                .iter()
+                .map(|h| h.to_str().unwrap_or("<not visible ASCII>"))
+                .collect();
+            if hosts.is_empty() {
+                "no Host header".into()
+            } else {
+                format!("Host: {}", hosts.join(" | "))
+            }
+        }
         (Stage::Route, Rejection::DenyMethod(_)) => {
             format!("no route accepts {} here", req.method)
         }

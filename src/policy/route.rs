@@ -135,7 +135,7 @@ impl Router {
                 let patterns = match to_matchit(&route.pattern) {
                     Ok(p) => p,
                     Err(e) => {
-                        if pass == Pass::Primary {
+                        if pass == Pass::Primary && tier == Tier::Own {
                             errors.push((idx, e));
                         }
                         continue;
@@ -562,6 +562,11 @@ mod tests {
                 Router::build(vec![route("r", p, None)]).is_err(),
                 "{p} should be refused"
             );
+            // Once, even for a GET route that the HEAD tree also holds.
+            match Router::build(vec![route("r", p, Some(vec![Method::GET]))]) {
+                Err(errors) => assert_eq!(errors.len(), 1, "{p}: {errors:?}"),
+                Ok(_) => panic!("{p} should be refused"),
+            }
         }
     }
 
