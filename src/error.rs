@@ -121,6 +121,19 @@ pub enum PathError {
     DotSemicolon,
     /// A raw byte `>= 0x80`; non-ASCII characters must be percent-encoded.
     NonAscii,
+    /// A path parameter: `;` (raw or `%3B`) in a segment, e.g. `/admin;x=1/users`, which
+    /// Tomcat/Spring strip before routing (refused unless `paths.matrix_parameters: strip`).
+    PathParameter,
+    /// A raw character RFC 3986 does not allow in a path: `"`, `<`, `>`, `^`, `` ` ``, `{`,
+    /// `|`, `}`, `[`, `]`, `#`, space.
+    DisallowedCharacter,
+    /// Percent-encoded bytes that are not valid UTF-8: overlong forms (`%C0%AE`,
+    /// `%E0%80%AF`), lone continuation bytes, surrogates (`%ED%A0%80`), truncated sequences.
+    InvalidUtf8,
+    /// An encoded character that Unicode compatibility normalization (NFKC) or common
+    /// lookalike folding turns into `.`, `/` or `\` (e.g. `%EF%BC%8F` U+FF0F, `%E2%80%A4`
+    /// U+2024, division slash U+2215).
+    UnicodeLookalike,
 }
 
 impl PathError {
@@ -139,6 +152,45 @@ impl std::fmt::Display for PathError {
 }
 
 impl std::error::Error for PathError {}
+
+/// Why the `Host` (or HTTP/2 `:authority`) of a request was refused (RFC 9112 §3.2,
+/// RFC 9110 §7.2, RFC 9113 §8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum HostError {
+    /// An HTTP/1.1 request (or an HTTP/2 one without `:authority`) without `Host`.
+    MissingHost,
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// Not `host[:port]`: reg-name, IPv4 or bracketed IPv6, port 0-65535; no user info,
+    /// path, spaces or other characters.
+    InvalidHost,
+    /// HTTP/2 `:authority` and a `host` header that name different hosts.
+    AuthorityMismatch,
+}
+
+impl HostError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why a request method was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum MethodError {
+    /// The method token has a lower-case letter (`get`, `Delete`): methods are
+    /// case-sensitive (RFC 9110 §9.1), but many frameworks upper-case them.
+    MethodNotUppercase,
+}
+
+impl MethodError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// A set of the common methods (for the `Allow` header of a 405). Copy, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +217,9 @@ impl Methods {
             self
         }
     }
+
+    /// Every method of [`Methods::LIST`].
+    pub const ALL: Self = Self((1 << Self::LIST.len()) - 1);
 
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
@@ -206,6 +261,15 @@ pub enum Rejection {
     DenyUnmatched,
     /// A route matches the path but not the method; the methods that would be accepted.
     DenyMethod(Methods),
+    /// A method none of the routes can list (not one of [`Methods::LIST`]); the methods the
+    /// path accepts.
+    UnknownMethod(Methods),
+    /// The method token is malformed for fortress (e.g. not upper-case).
+    RejectMethod(MethodError),
+    /// `Host` / `:authority` missing, repeated, malformed or inconsistent.
+    RejectHost(HostError),
+    /// The host is not in `server.hosts`.
+    MisdirectedHost,
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable,
     /// The upstream failed in another way (bad response, reset mid-headers).
@@ -286,6 +350,20 @@ impl Rejection {
                 "method_not_allowed",
                 "method_not_allowed",
             ),
+            // 405, like any method the target does not accept (RFC 9110 §15.5.6), with the
+            // methods it does accept; the detailed reason says the method is unknown.
+            Rejection::UnknownMethod(_) => row(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method_not_allowed",
+            ),
+            Rejection::RejectMethod(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::RejectHost(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::MisdirectedHost => row(
+                S::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "host_not_allowed",
+            ),
             Rejection::UpstreamUnavailable => {
                 failure(S::BAD_GATEWAY, "bad_gateway", "upstream_unavailable")
             }
@@ -302,6 +380,7 @@ impl Rejection {
             Rejection::Unauthenticated(e) => e.code(),
             Rejection::RejectTransport(e) => e.code(),
             Rejection::RejectPath(e) => e.code(),
+            Rejection::UnknownMethod(_) => "unknown_method",
             other => other.row().public_reason,
         }
     }
@@ -336,7 +415,7 @@ impl Rejection {
                 );
             }
             // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
-            Rejection::DenyMethod(allowed) => {
+            Rejection::DenyMethod(allowed) | Rejection::UnknownMethod(allowed) => {
                 if let Ok(v) = HeaderValue::from_str(&allowed.to_header_value()) {
                     h.insert(header::ALLOW, v);
                 }
@@ -446,6 +525,48 @@ mod tests {
                 "credentials_over_http",
             ),
             (
+                Rejection::UnknownMethod(get_post),
+                405,
+                "method_not_allowed",
+                "method_not_allowed",
+                "unknown_method",
+            ),
+            (
+                Rejection::RejectMethod(MethodError::MethodNotUppercase),
+                400,
+                "bad_request",
+                "method_not_uppercase",
+                "method_not_uppercase",
+            ),
+            (
+                Rejection::RejectHost(HostError::AuthorityMismatch),
+                400,
+                "bad_request",
+                "authority_mismatch",
+                "authority_mismatch",
+            ),
+            (
+                Rejection::RejectHost(HostError::MissingHost),
+                400,
+                "bad_request",
+                "missing_host",
+                "missing_host",
+            ),
+            (
+                Rejection::MisdirectedHost,
+                421,
+                "misdirected_request",
+                "host_not_allowed",
+                "host_not_allowed",
+            ),
+            (
+                Rejection::RejectPath(PathError::PathParameter),
+                400,
+                "bad_request",
+                "path_parameter",
+                "path_parameter",
+            ),
+            (
                 Rejection::UpstreamUnavailable,
                 502,
                 "bad_gateway",
@@ -529,5 +650,11 @@ mod tests {
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()["allow"], "GET, HEAD, DELETE");
         assert!(r.headers().get("retry-after").is_none());
+        let r = Rejection::UnknownMethod(Methods::ALL).to_response("rid");
+        assert_eq!(r.status(), 405);
+        assert_eq!(
+            r.headers()["allow"],
+            "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
+        );
     }
 }

@@ -81,7 +81,6 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         .parse()
         .map_err(|_| format!("`{}` is not a request target", req.path))?;
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
     for h in &req.headers {
         let (k, v) = h
             .split_once(':')
@@ -91,6 +90,10 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         let value =
             HeaderValue::from_str(v.trim()).map_err(|_| format!("`{v}` is not a header value"))?;
         headers.append(name, value);
+    }
+    // `localhost` unless the caller names the host (`-H 'Host: api.example.com'`).
+    if !headers.contains_key(http::header::HOST) {
+        headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
     }
     if let Some(t) = &req.token {
         let value = HeaderValue::from_str(&format!("Bearer {t}"))
@@ -221,7 +224,27 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             ctx.conn.peer.ip(),
             if ctx.trusted { " (trusted proxy)" } else { "" }
         ),
-        Stage::Normalize => ctx.canonical_path(req.uri.path()).into_owned(),
+        Stage::Host => match req.headers.get(http::header::HOST) {
+            Some(h) => format!(
+                "{}{}",
+                h.to_str().unwrap_or("?"),
+                if ctx.snapshot.server.hosts.is_some() {
+                    " (in server.hosts)"
+                } else {
+                    ""
+                }
+            ),
+            None => "no host (HTTP/1.0)".into(),
+        },
+        // The canonical path is what is matched and forwarded; say so when it differs.
+        Stage::Normalize => {
+            let canonical = ctx.canonical_path(req.uri.path());
+            if canonical == req.uri.path() {
+                canonical.into_owned()
+            } else {
+                format!("{canonical} (sent as {})", req.uri.path())
+            }
+        }
         Stage::Route => ctx
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))
@@ -267,10 +290,52 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
         (Stage::Normalize, Rejection::RejectTargetForm) => {
             format!("{} is not an origin-form target", req.uri)
         }
-        (Stage::Normalize, Rejection::RejectPath(e)) => format!("{}: {e}", req.uri.path()),
+        (Stage::Normalize, Rejection::RejectPath(e)) => format!(
+            "{}: {e}{}",
+            req.uri.path(),
+            if ctx.snapshot.policy.paths.matrix_parameters == crate::policy::MatrixParameters::Strip
+            {
+                "; paths.matrix_parameters: strip"
+            } else {
+                ""
+            }
+        ),
+        (Stage::Host, Rejection::MisdirectedHost) => format!(
+            "host {} is not in server.hosts",
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("<none>")
+        ),
+        (Stage::Host, _) => {
+            let hosts: Vec<&str> = req
+                .headers
+                .get_all(http::header::HOST)
+                .iter()
+                .map(|h| h.to_str().unwrap_or("<not visible ASCII>"))
+                .collect();
+            if hosts.is_empty() {
+                "no Host header".into()
+            } else {
+                format!("Host: {}", hosts.join(" | "))
+            }
+        }
         (Stage::Route, Rejection::DenyMethod(_)) => {
             format!("no route accepts {} here", req.method)
         }
+        (Stage::Route, Rejection::UnknownMethod(a)) => format!(
+            "{} is not a method routes can list; this path accepts: {}",
+            req.method,
+            if a.is_empty() {
+                "nothing".to_string()
+            } else {
+                a.to_header_value()
+            }
+        ),
+        (Stage::Route, Rejection::RejectMethod(_)) => format!(
+            "method {} is not upper-case (frameworks would upper-case it)",
+            req.method
+        ),
         (Stage::Route, _) => "no route matches; default: deny".into(),
         (Stage::Authz, _) => ctx
             .route()

@@ -293,6 +293,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
     assert_eq!(
         text(&allow.stdout),
         "transport  pass     https from 127.0.0.1\n\
+         host       pass     localhost\n\
          normalize  pass     /api/orgs/acme/reports/q3\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
@@ -331,12 +332,61 @@ fn explain_shows_each_stage_and_exits_by_decision() {
         stages,
         vec![
             ("transport", "pass"),
+            ("host", "pass"),
             ("normalize", "pass"),
             ("route", "pass"),
             ("authn", "pass"),
             ("authz", "deny")
         ]
     );
+
+    // The edge rules run in explain too: path parameters, method case, HEAD following GET,
+    // a repeated Host.
+    for (args, stage, reason) in [
+        (
+            vec!["--path", "/api/admin;x=1/users"],
+            "normalize",
+            "path_parameter",
+        ),
+        (
+            vec!["--method", "get", "--path", "/api/admin/users"],
+            "route",
+            "method_not_uppercase",
+        ),
+        (
+            vec!["--method", "PROPFIND", "--path", "/api/admin/users"],
+            "route",
+            "unknown_method",
+        ),
+        (
+            vec!["--method", "HEAD", "--path", "/api/admin/users"],
+            "authz",
+            "missing_permission",
+        ),
+        (
+            vec!["-H", "Host: a.test", "-H", "Host: b.test", "--path", "/x"],
+            "host",
+            "duplicate_host",
+        ),
+        (
+            vec!["--path", "/api%EF%BC%8Fadmin/users"],
+            "normalize",
+            "unicode_lookalike",
+        ),
+    ] {
+        let mut all = vec!["explain", "--config", demo, "--token", &token, "--json"];
+        all.extend(args.iter().copied());
+        let out = fortress(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["reason"], reason, "{args:?}");
+        let last = v["stages"]
+            .as_array()
+            .and_then(|s| s.last())
+            .expect("stages");
+        assert_eq!(last["stage"], stage, "{args:?}");
+        assert_eq!(last["outcome"], "deny", "{args:?}");
+    }
 
     // A production config refuses to mint tokens.
     let prod = dir.path().join("prod.yaml");

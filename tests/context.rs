@@ -163,7 +163,8 @@ fn assert_405(status: u16, headers: &http::HeaderMap, body: &[u8], case: &str) {
         ),
         "{case}"
     );
-    assert_eq!(h("allow"), Some("GET, POST, PUT"), "{case}");
+    // HEAD follows GET, so the path accepts it too.
+    assert_eq!(h("allow"), Some("GET, HEAD, POST, PUT"), "{case}");
     assert_eq!(headers.get_all("allow").iter().count(), 1, "{case}");
     assert_eq!(h("content-type"), Some("application/json"), "{case}");
     assert_eq!(h("cache-control"), Some("no-store"), "{case}");

@@ -14,9 +14,10 @@ use super::raw::{RawConfig, RawRoute, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
 use super::{Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
+use crate::policy::host::HostPattern;
 use crate::policy::route::{Access, Route, Router, TenantRule, TenantSource};
 use crate::policy::stream::StreamRules;
-use crate::policy::{DefaultAction, Environment, Mode, Policy};
+use crate::policy::{DefaultAction, Environment, Mode, PathSettings, Policy};
 
 /// Compiles a parsed config. `base` is the config file's directory (for relative paths).
 pub fn compile(
@@ -60,6 +61,13 @@ pub fn compile(
             rbac,
             auth,
             hash,
+            paths: PathSettings {
+                matrix_parameters: raw
+                    .paths
+                    .as_ref()
+                    .and_then(|p| p.matrix_parameters)
+                    .unwrap_or_default(),
+            },
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -135,7 +143,30 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         Some(a) => a.value,
         None => false,
     };
+    let hosts = raw.hosts.as_ref().map(|list| {
+        if list.is_empty() {
+            errors.push(ConfigError::whole(
+                "`server.hosts` is empty: list at least one host or leave it out",
+            ));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for h in list {
+            match HostPattern::parse(&h.value) {
+                Some(p) => out.push(p),
+                None => errors.push(ConfigError::at(
+                    h.pos,
+                    format!(
+                        "`{}` is not a host: expected HOST, HOST:PORT or *.DOMAIN (no scheme, \
+                         user info or path)",
+                        h.value
+                    ),
+                )),
+            }
+        }
+        out
+    });
     ServerSettings {
+        hosts,
         listen,
         admin,
         upstream,
@@ -480,5 +511,60 @@ mod tests {
         for bad in ["", "10", "s", "1.5s", "-1s", "10 sec", "1d"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    fn load(server_extra: &str, top: &str) -> Result<Policy, String> {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+             {server_extra}{top}routes:\n  - name: all\n    match: {{ path: \"/**\" }}\n    \
+             public: true\n"
+        );
+        crate::config::load_str(&text, Path::new("/nowhere/fortress.yaml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn paths_and_hosts_settings() {
+        use crate::policy::MatrixParameters;
+        let p = load("", "").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Reject);
+        assert!(p.server.hosts.is_none());
+        let p = load("", "paths: { matrix_parameters: strip }\n").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Strip);
+        let p = load("", "paths: { matrix_parameters: reject }\n").expect("valid");
+        assert_eq!(p.paths.matrix_parameters, MatrixParameters::Reject);
+        let p = load(
+            "  hosts: [\"API.example.com\", \"*.example.com:8443\", \"[::1]\"]\n",
+            "",
+        )
+        .expect("valid");
+        let hosts = p.server.hosts.expect("hosts");
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[0].host, "api.example.com");
+        assert!(hosts[1].wildcard && hosts[1].port == Some(8443));
+
+        let e = load("", "paths: { matrix_parameters: keep }\n").expect_err("bad value");
+        assert!(e.contains("expected one of: reject, strip"), "{e}");
+        let e = load(
+            "  hosts: [\"http://a.test\", \"u@a.test\", \"*.\", \"a.test:99999\", \"a.test/x\"]\n",
+            "",
+        )
+        .expect_err("bad hosts");
+        assert_eq!(e.matches("is not a host").count(), 5, "{e}");
+        let e = load("  hosts: []\n", "").expect_err("empty");
+        assert!(e.contains("`server.hosts` is empty"), "{e}");
+    }
+
+    #[test]
+    fn patterns_with_path_parameters_can_never_match() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+                    routes:\n  - name: a\n    match: { path: \"/a;x/b\" }\n    public: true\n";
+        let e = crate::config::load_str(text, Path::new("/nowhere/f.yaml"))
+            .map(|_| ())
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("can never match: path_parameter"),
+            "{e}"
+        );
     }
 }

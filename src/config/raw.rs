@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::yaml::Located;
-pub use crate::policy::{DefaultAction, Environment, Mode};
+pub use crate::policy::{DefaultAction, Environment, MatrixParameters, Mode};
 
 /// The whole config file: process settings and policy.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -41,6 +41,19 @@ pub struct RawConfig {
     /// Routes, matched by method and path pattern; the most specific pattern wins.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// How request paths are canonicalized.
+    #[serde(default)]
+    pub paths: Option<RawPaths>,
+}
+
+/// `paths:` settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// `;` path parameters (`/a;x=1/b`, `%3B`): `reject` (400 `path_parameter`, default) or
+    /// `strip` (`;…` removed from each segment before matching and forwarding).
+    #[serde(default)]
+    pub matrix_parameters: Option<MatrixParameters>,
 }
 
 /// `server:` settings.
@@ -82,6 +95,10 @@ pub struct RawServer {
     /// `Host` gets 421: a DNS-rebinding page cannot reach the admin API.
     #[serde(default)]
     pub admin_hosts: Vec<Located<String>>,
+    /// Hosts this listener serves (`api.example.com`, `*.example.com`, `host:port`); a request
+    /// for another host gets 421. Absent: any well-formed host.
+    #[serde(default)]
+    pub hosts: Option<Vec<Located<String>>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.

@@ -9,7 +9,7 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{authn, authz, normalize, route, tenant, transport};
+use super::{authn, authz, host, normalize, route, tenant, transport};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -18,6 +18,8 @@ use crate::error::Rejection;
 pub enum Stage {
     /// HTTPS, forwarded proto, credentials over plain HTTP, `Connection` tricks.
     Transport,
+    /// `Host` / `:authority` well-formed, single, consistent, and allowed.
+    Host,
     /// Target form and canonical path.
     Normalize,
     /// Route match or the policy default.
@@ -82,6 +84,10 @@ pub async fn decide<O: Observer>(
     // HTTPS is required, credentials over plain HTTP, `Connection` naming protected headers)
     // is refused whatever it asks for, before its path or token is looked at.
     stage!(Stage::Transport, transport::check(ctx, req));
+    // The host right after: a request whose host is missing, ambiguous (two `Host`s, or an
+    // `:authority` that disagrees with `host`) or not served here (421) is refused before its
+    // path is read, so no check below ever judges a request meant for another virtual host.
+    stage!(Stage::Host, host::check(ctx, req));
     // The canonical path before routing: it is what is matched *and* what is forwarded.
     stage!(Stage::Normalize, normalize::check(ctx, req));
     // The route (or the default) decides what follows, including the route's dry-run mode.

@@ -2,7 +2,7 @@
 //! `error.rs` turns that into a response.
 //!
 //! 1. a [`RequestContext`]: one policy snapshot, ids, the connection, timers;
-//! 2. decide ([`decide::decide`]): transport, target form and canonical path, route,
+//! 2. decide ([`decide::decide`]): transport, host, target form and canonical path, route,
 //!    authentication, authorization, tenant — in that order, dry-run aware;
 //! 3. forward (`proxy::request`): canonical path, hop-by-hop and client identity headers
 //!    stripped, forwarding and identity headers set, body streamed;
@@ -15,6 +15,7 @@ pub mod authz;
 pub mod conn;
 pub mod context;
 pub mod decide;
+pub mod host;
 pub mod ids;
 pub mod normalize;
 pub mod route;

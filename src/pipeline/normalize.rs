@@ -14,7 +14,14 @@
 //!   decoded, every other escape is kept with upper-case hex digits;
 //! * runs of `/` are merged into one;
 //! * `.` and `..` segments are resolved (RFC 3986 §5.2.4), never above `/`;
-//! * a trailing slash is preserved.
+//! * a trailing slash is preserved;
+//! * only RFC 3986 path characters (`pchar` and `/`): no `"`, `<`, `>`, `^`, `` ` ``, `{`,
+//!   `|`, `}`, `[`, `]`, `#`;
+//! * percent-encoded bytes `>= 0x80` form valid UTF-8 (no overlong forms, surrogates or
+//!   truncated sequences), and no encoded character folds (NFKC or lookalike) to `.`, `/`
+//!   or `\`;
+//! * no `;` path parameter (raw or `%3B`): refused by default, or, with
+//!   [`MatrixParameters::Strip`], removed from each segment (`/a;x=1/b` → `/a/b`).
 //!
 //! The function is a single pass over the input and does not allocate when
 //! the input already is canonical.
@@ -27,6 +34,7 @@ use http::{Method, Version};
 use super::context::{Canonical, RequestContext};
 use super::decide::Step;
 use crate::error::Rejection;
+pub use crate::policy::MatrixParameters;
 
 pub use crate::error::PathError;
 
@@ -41,7 +49,8 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     if absolute || req.method == Method::CONNECT || uri.path() == "*" {
         return Err(Rejection::RejectTargetForm);
     }
-    ctx.canonical = match normalize_path(uri.path()).map_err(Rejection::RejectPath)? {
+    let matrix = ctx.snapshot.policy.paths.matrix_parameters;
+    ctx.canonical = match normalize_path_with(uri.path(), matrix).map_err(Rejection::RejectPath)? {
         Cow::Borrowed(_) => Canonical::AsSent,
         Cow::Owned(p) => Canonical::Rewritten(p),
     };
@@ -62,6 +71,20 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
 /// Returns a [`PathError`] describing the first problem found (scanning left
 /// to right) when the path cannot be canonicalized unambiguously.
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_path_with(path, MatrixParameters::Reject)
+}
+
+/// [`normalize_path`] with the policy's choice for `;` path parameters. With
+/// [`MatrixParameters::Strip`], `;…` is removed from every segment (after the same checks as
+/// the rest of the path), so the output never contains `;` or `%3B` either way.
+///
+/// # Errors
+///
+/// As [`normalize_path`].
+pub fn normalize_path_with(
+    path: &str,
+    matrix: MatrixParameters,
+) -> Result<Cow<'_, str>, PathError> {
     let src = path.as_bytes();
     if src.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
@@ -74,6 +97,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut decoded = false;
     // Offset (within the segment's output text) of its first ';' or "%3B".
     let mut semi: Option<usize> = None;
+    // Percent-encoded bytes >= 0x80 must form valid UTF-8.
+    let mut utf8 = Utf8::default();
 
     // The current segment starts at index 1 and its separator is src[0].
     out.put(0, b'/');
@@ -81,12 +106,16 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     // Whether the canonical path ends with '/' (last segment empty, '.' or '..').
     let trailing = loop {
         let Some(&b) = src.get(i) else {
-            break finish_segment(&mut out, seg_out, decoded, semi)?;
+            utf8.end()?;
+            break finish_segment(&mut out, seg_out, decoded, semi, matrix)?;
         };
+        if b != b'%' {
+            utf8.end()?;
+        }
         match b {
             b'/' => {
                 // A '/' later in the input makes `trailing` irrelevant.
-                finish_segment(&mut out, seg_out, decoded, semi)?;
+                finish_segment(&mut out, seg_out, decoded, semi, matrix)?;
                 seg_out = out.len();
                 decoded = false;
                 semi = None;
@@ -96,6 +125,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
             0x80..=0xFF => return Err(PathError::NonAscii),
             0x00..=0x1F | 0x7F => return Err(PathError::Nul),
             b'\\' => return Err(PathError::Backslash),
+            _ if !is_path_char(b) => return Err(PathError::DisallowedCharacter),
             b'%' => {
                 let (Some(&hi), Some(&lo)) = (src.get(i + 1), src.get(i + 2)) else {
                     return Err(PathError::BadPercentEncoding);
@@ -104,6 +134,11 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                     return Err(PathError::BadPercentEncoding);
                 };
                 let v = (h << 4) | l;
+                if v >= 0x80 {
+                    utf8.push(v)?;
+                } else {
+                    utf8.end()?;
+                }
                 match v {
                     b'/' => return Err(PathError::EncodedSlash),
                     b'\\' => return Err(PathError::EncodedBackslash),
@@ -151,14 +186,21 @@ fn finish_segment(
     seg_out: usize,
     decoded: bool,
     semi: Option<usize>,
+    matrix: MatrixParameters,
 ) -> Result<bool, PathError> {
-    let text = out.bytes().get(seg_out + 1..).unwrap_or_default();
     if let Some(k) = semi {
+        let text = out.bytes().get(seg_out + 1..).unwrap_or_default();
+        // `..;x` is `..` to Tomcat and Spring: refused in both modes, never resolved.
         if is_dots(text.get(..k).unwrap_or_default()) {
             return Err(PathError::DotSemicolon);
         }
-        return Ok(false);
+        match matrix {
+            MatrixParameters::Reject => return Err(PathError::PathParameter),
+            // What is left is matched and forwarded; an emptied segment is dropped like `//`.
+            MatrixParameters::Strip => out.truncate(seg_out + 1 + k),
+        }
     }
+    let text = out.bytes().get(seg_out + 1..).unwrap_or_default();
     match text {
         b"." | b".." if decoded => Err(PathError::EncodedDotSegment),
         b"" | b"." => {
@@ -177,6 +219,117 @@ fn finish_segment(
         }
         _ => Ok(false),
     }
+}
+
+/// RFC 3986 `pchar` minus `%` handling, plus `/`: unreserved, sub-delims, `:`, `@`, `%`.
+fn is_path_char(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'%'
+                | b'/'
+        )
+}
+
+/// A strict UTF-8 decoder over the percent-encoded bytes `>= 0x80` of a path (Unicode
+/// Table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF).
+#[derive(Default)]
+struct Utf8 {
+    /// Continuation bytes still expected.
+    need: u8,
+    /// Bounds of the next continuation byte.
+    lo: u8,
+    hi: u8,
+    /// The code point so far.
+    cp: u32,
+}
+
+impl Utf8 {
+    /// Feeds one encoded byte `>= 0x80`; a completed code point is checked for lookalikes.
+    fn push(&mut self, b: u8) -> Result<(), PathError> {
+        if self.need > 0 {
+            if b < self.lo || b > self.hi {
+                return Err(PathError::InvalidUtf8);
+            }
+            self.cp = (self.cp << 6) | u32::from(b & 0x3F);
+            self.need -= 1;
+            (self.lo, self.hi) = (0x80, 0xBF);
+            if self.need == 0 && is_lookalike(self.cp) {
+                return Err(PathError::UnicodeLookalike);
+            }
+            return Ok(());
+        }
+        let (need, lo, hi, bits) = match b {
+            0xC2..=0xDF => (1, 0x80, 0xBF, b & 0x1F),
+            0xE0 => (2, 0xA0, 0xBF, b & 0x0F),
+            0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF, b & 0x0F),
+            0xED => (2, 0x80, 0x9F, b & 0x0F),
+            0xF0 => (3, 0x90, 0xBF, b & 0x07),
+            0xF1..=0xF3 => (3, 0x80, 0xBF, b & 0x07),
+            0xF4 => (3, 0x80, 0x8F, b & 0x07),
+            _ => return Err(PathError::InvalidUtf8),
+        };
+        *self = Self {
+            need,
+            lo,
+            hi,
+            cp: u32::from(bits),
+        };
+        Ok(())
+    }
+
+    /// Anything but a continuation byte: no sequence may be left unfinished.
+    fn end(&self) -> Result<(), PathError> {
+        if self.need == 0 {
+            Ok(())
+        } else {
+            Err(PathError::InvalidUtf8)
+        }
+    }
+}
+
+/// Code points whose NFKC form contains `.`, `/` or `\` (from the Unicode data: one and two
+/// dot leaders, ellipses, small and fullwidth full stop, solidus and reverse solidus, `℀`-like
+/// and `⒈`-like compatibility characters, squared `a.m.`), plus slash and backslash lookalikes
+/// that NFKC keeps but other folding (IDNA, confusable maps) turns into `/` or `\`: fraction
+/// slash, division slash, set minus, reverse solidus operator, big solidus, big reverse
+/// solidus. Sorted, inclusive ranges.
+const LOOKALIKES: [(u32, u32); 18] = [
+    (0x2024, 0x2026),   // ․ ‥ …
+    (0x2044, 0x2044),   // ⁄ fraction slash
+    (0x2100, 0x2101),   // ℀ ℁
+    (0x2105, 0x2106),   // ℅ ℆
+    (0x2215, 0x2216),   // ∕ division slash, ∖ set minus
+    (0x2488, 0x249B),   // ⒈ … ⒛
+    (0x29F5, 0x29F5),   // ⧵ reverse solidus operator
+    (0x29F8, 0x29F9),   // ⧸ ⧹ big solidus, big reverse solidus
+    (0x33C2, 0x33C2),   // ㏂
+    (0x33C7, 0x33C7),   // ㏇
+    (0x33D8, 0x33D8),   // ㏘
+    (0xFE19, 0xFE19),   // ︙
+    (0xFE30, 0xFE30),   // ︰
+    (0xFE52, 0xFE52),   // ﹒ small full stop
+    (0xFE68, 0xFE68),   // ﹨ small reverse solidus
+    (0xFF0E, 0xFF0F),   // ． ／ fullwidth full stop and solidus
+    (0xFF3C, 0xFF3C),   // ＼ fullwidth reverse solidus
+    (0x1F100, 0x1F100), // 🄀
+];
+
+/// Whether `cp` is in [`LOOKALIKES`].
+fn is_lookalike(cp: u32) -> bool {
+    LOOKALIKES.iter().any(|&(lo, hi)| (lo..=hi).contains(&cp))
 }
 
 /// Whether `s` is exactly `.` or `..`.
@@ -354,10 +507,20 @@ mod tests {
             "/.well-known/acme-challenge/x",
             "/.well-known/acme-challenge/x",
         ),
-        ("/a;b", "/a;b"),
-        ("/a/b;jsessionid=1", "/a/b;jsessionid=1"),
-        ("/a/;x/b", "/a/;x/b"),
-        ("/a%3Bb", "/a%3Bb"),
+        (
+            "/caf%C3%A9/%E2%82%AC/%F0%9F%98%80",
+            "/caf%C3%A9/%E2%82%AC/%F0%9F%98%80",
+        ),
+        (
+            "/%ef%bf%bd%c2%80%f4%8f%bf%bf",
+            "/%EF%BF%BD%C2%80%F4%8F%BF%BF",
+        ),
+        ("/%E2%80%A3", "/%E2%80%A3"),
+        ("/%EF%BC%90", "/%EF%BC%90"),
+        (
+            "/a%22%3C%3E%5E%60%7B%7C%7D%23",
+            "/a%22%3C%3E%5E%60%7B%7C%7D%23",
+        ),
         ("/api/v1/users/42", "/api/v1/users/42"),
         ("/a+b=c&d@e:f!$'()*,", "/a+b=c&d@e:f!$'()*,"),
         ("/x/%2e%2e%2e/", "/x/.../"),
@@ -409,7 +572,127 @@ mod tests {
         ("http://host/a", PathError::NotOriginForm),
         ("/caf\u{e9}", PathError::NonAscii),
         ("/\u{2215}etc", PathError::NonAscii),
+        // Path parameters (refused by default).
+        ("/a;b", PathError::PathParameter),
+        ("/api/admin;x=1/users", PathError::PathParameter),
+        ("/a/b;jsessionid=1", PathError::PathParameter),
+        ("/a/;x/b", PathError::PathParameter),
+        ("/a;/b", PathError::PathParameter),
+        ("/a;", PathError::PathParameter),
+        ("/a%3Bb", PathError::PathParameter),
+        ("/a%3bb/c", PathError::PathParameter),
+        ("/a;x;y/b", PathError::PathParameter),
+        ("/a;x/b;y", PathError::PathParameter),
+        // Characters RFC 3986 does not allow in a path.
+        ("/a\"b", PathError::DisallowedCharacter),
+        ("/a<b", PathError::DisallowedCharacter),
+        ("/a>b", PathError::DisallowedCharacter),
+        ("/a^b", PathError::DisallowedCharacter),
+        ("/a`b", PathError::DisallowedCharacter),
+        ("/a{b", PathError::DisallowedCharacter),
+        ("/a|b", PathError::DisallowedCharacter),
+        ("/a}b", PathError::DisallowedCharacter),
+        ("/a[b", PathError::DisallowedCharacter),
+        ("/a]b", PathError::DisallowedCharacter),
+        ("/a#b", PathError::DisallowedCharacter),
+        ("/a b", PathError::DisallowedCharacter),
+        ("/a?b", PathError::DisallowedCharacter),
+        // Not UTF-8 after decoding.
+        ("/%C0%AE", PathError::InvalidUtf8),
+        ("/%c0%ae%c0%ae/etc", PathError::InvalidUtf8),
+        ("/%C1%BF", PathError::InvalidUtf8),
+        ("/%E0%80%AF", PathError::InvalidUtf8),
+        ("/%F0%80%80%AF", PathError::InvalidUtf8),
+        ("/%80", PathError::InvalidUtf8),
+        ("/a%BFb", PathError::InvalidUtf8),
+        ("/%ED%A0%80", PathError::InvalidUtf8),
+        ("/%ED%BF%BF", PathError::InvalidUtf8),
+        ("/%F4%90%80%80", PathError::InvalidUtf8),
+        ("/%F5%80%80%80", PathError::InvalidUtf8),
+        ("/%FF", PathError::InvalidUtf8),
+        ("/%C3", PathError::InvalidUtf8),
+        ("/%C3/a", PathError::InvalidUtf8),
+        ("/%C3a", PathError::InvalidUtf8),
+        ("/%C3%41", PathError::InvalidUtf8),
+        ("/%E2%82", PathError::InvalidUtf8),
+        ("/%E2%82%AC%AC", PathError::InvalidUtf8),
+        // Compatibility forms of `.`, `/`, `\`.
+        ("/%EF%BC%8F", PathError::UnicodeLookalike),
+        ("/a%ef%bc%8fb", PathError::UnicodeLookalike),
+        ("/%EF%BC%8E%EF%BC%8E/etc", PathError::UnicodeLookalike),
+        ("/%E2%80%A4", PathError::UnicodeLookalike),
+        ("/%E2%80%A5/x", PathError::UnicodeLookalike),
+        ("/%EF%B9%92", PathError::UnicodeLookalike),
+        ("/%E2%88%95etc", PathError::UnicodeLookalike),
+        ("/%E2%81%84etc", PathError::UnicodeLookalike),
+        ("/%EF%BC%BC", PathError::UnicodeLookalike),
+        ("/%EF%B9%A8", PathError::UnicodeLookalike),
+        ("/%E2%84%80", PathError::UnicodeLookalike),
+        ("/%F0%9F%84%80", PathError::UnicodeLookalike),
     ];
+
+    /// `paths: { matrix_parameters: strip }`: what is matched and forwarded.
+    const STRIPPED: &[(&str, Result<&str, PathError>)] = &[
+        ("/api/admin;x=1/users", Ok("/api/admin/users")),
+        ("/a;b", Ok("/a")),
+        ("/a;", Ok("/a")),
+        ("/a;/b", Ok("/a/b")),
+        ("/a/b;jsessionid=ABC123", Ok("/a/b")),
+        ("/a;x;y=1/b;z", Ok("/a/b")),
+        ("/a%3Bx/b", Ok("/a/b")),
+        ("/a%3bx=%41/b", Ok("/a/b")),
+        ("/a/;x/b", Ok("/a/b")),
+        ("/a/;x", Ok("/a/")),
+        ("/;x", Ok("/")),
+        ("/a;x/../b", Ok("/b")),
+        ("/a/b;x/", Ok("/a/b/")),
+        ("/%41;x", Ok("/A")),
+        ("/plain/path", Ok("/plain/path")),
+        ("/..;/admin", Err(PathError::DotSemicolon)),
+        ("/a/..;x/b", Err(PathError::DotSemicolon)),
+        ("/a/.;x", Err(PathError::DotSemicolon)),
+        ("/a/%2e%2e%3Bx/b", Err(PathError::DotSemicolon)),
+        ("/a;x=%2F/b", Err(PathError::EncodedSlash)),
+        ("/a;x=%C0%AE", Err(PathError::InvalidUtf8)),
+        ("/a;x=<", Err(PathError::DisallowedCharacter)),
+        ("/a;x=%252e", Err(PathError::DoubleEncoding)),
+    ];
+
+    #[test]
+    fn stripped_table() {
+        for &(input, expected) in STRIPPED {
+            let got = normalize_path_with(input, MatrixParameters::Strip);
+            assert_eq!(got.as_deref().map_err(|e| *e), expected, "input {input:?}");
+            if let Ok(out) = got {
+                assert!(!out.contains(';') && !out.contains("%3B"), "{out:?}");
+                let again = normalize_path_with(&out, MatrixParameters::Strip);
+                assert!(matches!(again, Ok(Cow::Borrowed(_))), "{out:?}");
+                assert_eq!(normalize_path(&out).as_deref(), Ok(&*out), "{out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_lookalike_is_refused_and_its_neighbours_are_not() {
+        for &(lo, hi) in &LOOKALIKES {
+            for cp in [lo, hi] {
+                let c = char::from_u32(cp).expect("scalar");
+                let mut buf = [0u8; 4];
+                let enc: String = c
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect();
+                assert_eq!(
+                    normalize_path(&format!("/x{enc}y")),
+                    Err(PathError::UnicodeLookalike),
+                    "U+{cp:04X}"
+                );
+            }
+        }
+        // U+2023 (triangular bullet) and U+FF10 (fullwidth digit zero) are fine.
+        assert!(normalize_path("/%E2%80%A3%EF%BC%90").is_ok());
+    }
 
     #[test]
     fn accepted_table() {
@@ -451,7 +734,6 @@ mod tests {
             "/static/app.min.js",
             "/a%3Ab",
             "/caf%C3%A9",
-            "/a;b=c",
         ] {
             assert!(
                 matches!(normalize_path(input), Ok(Cow::Borrowed(s)) if s == input),
@@ -474,6 +756,10 @@ mod tests {
             (PathError::EscapesRoot, "escapes_root"),
             (PathError::DotSemicolon, "dot_semicolon"),
             (PathError::NonAscii, "non_ascii"),
+            (PathError::PathParameter, "path_parameter"),
+            (PathError::DisallowedCharacter, "disallowed_character"),
+            (PathError::InvalidUtf8, "invalid_utf8"),
+            (PathError::UnicodeLookalike, "unicode_lookalike"),
         ];
         for (err, code) in all {
             assert_eq!(err.code(), code);
@@ -494,6 +780,25 @@ mod tests {
         let b = p.as_bytes();
         assert_eq!(b.first(), Some(&b'/'), "{p:?}");
         assert!(!p.contains("//"), "{p:?}");
+        assert!(!p.contains(';') && !p.contains("%3B"), "{p:?}");
+        assert!(p.bytes().all(is_path_char), "{p:?}");
+        let mut utf8 = Utf8::default();
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            if c == b'%' {
+                let v = hex_val(b[i + 1]).unwrap_or(0) << 4 | hex_val(b[i + 2]).unwrap_or(0);
+                if v >= 0x80 {
+                    assert!(utf8.push(v).is_ok(), "{p:?}");
+                } else {
+                    assert!(utf8.end().is_ok(), "{p:?}");
+                }
+                i += 3;
+            } else {
+                assert!(utf8.end().is_ok(), "{p:?}");
+                i += 1;
+            }
+        }
+        assert!(utf8.end().is_ok(), "{p:?}");
         for seg in p.split('/').skip(1) {
             assert!(seg != "." && seg != "..", "{p:?}");
             let before_semi = seg.split(';').next().unwrap_or_default();
@@ -518,7 +823,7 @@ mod tests {
     fn property_idempotent_and_total() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut accepted = 0;
-        for _ in 0..2000 {
+        for _ in 0..4000 {
             let mut p = String::new();
             if rng.below(10) != 0 {
                 p.push('/');
@@ -526,11 +831,17 @@ mod tests {
             for _ in 0..rng.below(12) {
                 p.push_str(PIECES[rng.below(PIECES.len())]);
             }
-            match normalize_path(&p) {
+            let matrix = if rng.below(2) == 0 {
+                MatrixParameters::Reject
+            } else {
+                MatrixParameters::Strip
+            };
+            match normalize_path_with(&p, matrix) {
                 Ok(out) => {
                     accepted += 1;
                     assert_canonical(&out);
-                    match normalize_path(&out) {
+                    assert!(matches!(normalize_path(&out), Ok(Cow::Borrowed(_))));
+                    match normalize_path_with(&out, matrix) {
                         Ok(Cow::Borrowed(again)) => assert_eq!(again, &*out, "input {p:?}"),
                         other => panic!("not idempotent for {p:?}: {out:?} -> {other:?}"),
                     }

@@ -1,11 +1,13 @@
 //! The route stage: method + canonical path → route (through the policy's prebuilt
-//! matchers, `policy::route`), or the policy default.
+//! matchers, `policy::route`), or the policy default. The router also refuses methods that
+//! are not upper-case (400) and methods no route can list (405, whatever the default), and
+//! routes HEAD like the GET of the same path.
 
 use http::request::Parts;
 
 use super::context::{Canonical, RequestContext};
 use super::decide::Step;
-use crate::error::Rejection;
+use crate::error::{MethodError, Methods, Rejection};
 use crate::policy::DefaultAction;
 use crate::policy::route::Lookup;
 
@@ -27,6 +29,17 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
             ctx.dry_run = route.access.dry_run.unwrap_or(policy.dry_run);
             Ok(Step::Pass)
         }
+        Lookup::NotUppercase => Err(Rejection::RejectMethod(MethodError::MethodNotUppercase)),
+        // Never forwarded, even with `default: allow` (no route can list such a method); the
+        // `Allow` header names what the path accepts (any method, for an unmatched path under
+        // `default: allow`).
+        Lookup::UnknownMethod(allowed) => Err(Rejection::UnknownMethod(
+            if allowed.is_empty() && policy.default == DefaultAction::Allow {
+                Methods::ALL
+            } else {
+                allowed
+            },
+        )),
         Lookup::MethodNotAllowed(allowed) if policy.default == DefaultAction::Deny => {
             Err(Rejection::DenyMethod(allowed))
         }

@@ -6,6 +6,7 @@
 //! request pipeline, the proxy, metrics or the live state.
 
 pub mod auth;
+pub mod host;
 pub mod identity;
 pub mod rbac;
 pub mod route;
@@ -38,6 +39,27 @@ pub struct Policy {
     pub auth: Option<auth::AuthSettings>,
     /// Short SHA-256 of the file's bytes; identifies the active policy.
     pub hash: String,
+    /// How request paths are canonicalized (`paths:`).
+    pub paths: PathSettings,
+}
+
+/// `paths:` settings, compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathSettings {
+    /// What a `;` path parameter in a segment gets.
+    pub matrix_parameters: MatrixParameters,
+}
+
+/// What a path parameter (`;…` in a segment, raw or `%3B`) gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MatrixParameters {
+    /// 400 `path_parameter` (default).
+    #[default]
+    Reject,
+    /// `;…` is removed from each segment before matching, and the app gets the stripped
+    /// path that was matched.
+    Strip,
 }
 
 impl Policy {
@@ -75,6 +97,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Extra host names the admin listener answers to (lower case).
     pub admin_hosts: Vec<String>,
+    /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.
+    pub hosts: Option<Vec<host::HostPattern>>,
 }
 
 impl ServerSettings {

@@ -6,6 +6,14 @@
 //! beats a `{param}` segment, which beats a trailing `**`. Patterns that would be equally
 //! specific for the same method (e.g. `/a/{x}` and `/a/{y}`, or `/a/{x}` and `/a/**`) are
 //! refused when the config is compiled.
+//!
+//! Methods: only the methods a route can list ([`Methods::LIST`]) are routed; any other method
+//! is [`Lookup::UnknownMethod`], and a method token with a lower-case letter is
+//! [`Lookup::NotUppercase`] (frameworks upper-case methods, so `get` would be judged as an
+//! unknown method and served as `GET`). `HEAD` is routed like `GET` (RFC 9110 §9.3.2): its
+//! tree holds the routes that accept `HEAD` *and* those that accept `GET`, so the most
+//! specific pattern for the path wins and `HEAD` never falls through to a broader route than
+//! the `GET` it mirrors; on the same pattern, a route that accepts `HEAD` itself wins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +96,11 @@ pub enum Lookup<'r, 'p> {
     MethodNotAllowed(Methods),
     /// No route matches the path.
     NotFound,
+    /// A method no route can list (not one of [`Methods::LIST`]); the methods the path
+    /// accepts (empty when no route matches it).
+    UnknownMethod(Methods),
+    /// The method token has a lower-case letter.
+    NotUppercase,
 }
 
 /// Prebuilt matchers over a route table.
@@ -110,25 +123,36 @@ impl Router {
         let mut owners: Vec<HashMap<String, usize>> = vec![HashMap::new(); TREES];
         let mut errors = Vec::new();
         // Exact forms first, so `/a` written as a route wins over the `/a` that `/a/**` implies.
+        // Within each pass, the routes of a tree come first, then (for the HEAD tree only) the
+        // GET routes that HEAD follows: a route that accepts HEAD itself keeps its pattern,
+        // and a GET route's equally specific pattern is then left out of the HEAD tree (the
+        // GET tree reports real overlaps).
         for pass in [Pass::Primary, Pass::ImpliedPrefix] {
-            for (idx, route) in routes.iter().enumerate() {
+            for (tier, (idx, route)) in [Tier::Own, Tier::HeadFollowsGet]
+                .into_iter()
+                .flat_map(|t| routes.iter().enumerate().map(move |r| (t, r)))
+            {
                 let patterns = match to_matchit(&route.pattern) {
                     Ok(p) => p,
                     Err(e) => {
-                        if pass == Pass::Primary {
+                        if pass == Pass::Primary && tier == Tier::Own {
                             errors.push((idx, e));
                         }
                         continue;
                     }
                 };
-                for tree in tree_indexes(route.methods.as_deref()) {
+                let trees_for = match tier {
+                    Tier::Own => tree_indexes(route.methods.as_deref()),
+                    Tier::HeadFollowsGet => head_follows_get(route.methods.as_deref()),
+                };
+                for tree in trees_for {
                     let list = match pass {
                         Pass::Primary => &patterns[..1],
                         Pass::ImpliedPrefix => &patterns[1..],
                     };
                     for pattern in list {
                         if let Some(&owner) = owners[tree].get(pattern) {
-                            if pass == Pass::Primary && owner != idx {
+                            if pass == Pass::Primary && owner != idx && tier == Tier::Own {
                                 errors.push((idx, overlap_message(&routes[owner], tree)));
                             }
                             continue;
@@ -137,6 +161,7 @@ impl Router {
                             Ok(()) => {
                                 owners[tree].insert(pattern.clone(), idx);
                             }
+                            Err(_) if tier == Tier::HeadFollowsGet => {}
                             Err(e) => {
                                 let with = conflicting_owner(&e, &owners[tree]);
                                 let msg = match with {
@@ -161,7 +186,13 @@ impl Router {
 
     /// Finds the route for a method and a canonical path.
     pub fn lookup<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Lookup<'r, 'p> {
+        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Lookup::NotUppercase;
+        }
         let tree = tree_index(method);
+        if tree >= TREE_METHODS.len() {
+            return Lookup::UnknownMethod(self.allowed(path));
+        }
         if let Ok(m) = self.trees[tree].at(path) {
             // INVARIANT: values in the trees are indexes into `self.routes`.
             if let Some(route) = self.routes.get(*m.value) {
@@ -171,25 +202,36 @@ impl Router {
                 };
             }
         }
+        let allowed = self.allowed(path);
+        if allowed.is_empty() {
+            Lookup::NotFound
+        } else {
+            Lookup::MethodNotAllowed(allowed)
+        }
+    }
+
+    /// The methods some route accepts for this path.
+    fn allowed(&self, path: &str) -> Methods {
         let mut allowed = Methods::default();
-        let mut any = false;
-        for (i, t) in self.trees.iter().enumerate() {
+        for (i, t) in self.trees.iter().enumerate().take(TREE_METHODS.len()) {
             if t.at(path).is_ok() {
-                any = true;
                 allowed = allowed.with_index(i);
             }
         }
-        if any {
-            Lookup::MethodNotAllowed(allowed)
-        } else {
-            Lookup::NotFound
-        }
+        allowed
     }
 
     /// All routes, in config order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+}
+
+/// Which routes a build step inserts: a tree's own routes, or the GET routes HEAD follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Own,
+    HeadFollowsGet,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -287,6 +329,16 @@ fn tree_indexes(methods: Option<&[Method]>) -> Vec<usize> {
     }
 }
 
+/// The HEAD tree, for a route that lists GET but not HEAD.
+fn head_follows_get(methods: Option<&[Method]>) -> Vec<usize> {
+    match methods {
+        Some(list) if list.contains(&Method::GET) && !list.contains(&Method::HEAD) => {
+            vec![tree_index(&Method::HEAD)]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn tree_index(method: &Method) -> usize {
     TREE_METHODS
         .iter()
@@ -322,6 +374,91 @@ mod tests {
             Lookup::Found { route, .. } => route.name.to_string(),
             Lookup::MethodNotAllowed(_) => "405".into(),
             Lookup::NotFound => "404".into(),
+            Lookup::UnknownMethod(_) => "unknown".into(),
+            Lookup::NotUppercase => "lowercase".into(),
+        }
+    }
+
+    fn m(s: &str) -> Method {
+        Method::from_bytes(s.as_bytes()).expect("method")
+    }
+
+    #[test]
+    fn head_follows_the_get_route_of_the_same_path() {
+        let r = Router::build(vec![
+            route("api", "/api/**", None),
+            route("admin", "/api/admin", Some(vec![Method::GET])),
+            route(
+                "admin-tree",
+                "/api/admin/**",
+                Some(vec![Method::GET, Method::POST]),
+            ),
+            route("users", "/api/users/{id}", Some(vec![Method::GET])),
+            route("head-ok", "/pub/**", Some(vec![Method::HEAD])),
+            route("pub-get", "/pub/x", Some(vec![Method::GET])),
+            route("pub-param", "/pub2/{x}", Some(vec![Method::GET])),
+            route("pub-head", "/pub2/**", Some(vec![Method::HEAD])),
+            route("both", "/both", Some(vec![Method::GET])),
+            route("both-head", "/both", Some(vec![Method::HEAD])),
+            route("eq-get", "/eq/{x}", Some(vec![Method::GET])),
+            route("eq-head", "/eq/{y}", Some(vec![Method::HEAD])),
+            route("only-get", "/only", Some(vec![Method::GET])),
+        ])
+        .expect("valid");
+        // Not the broader any-method route: the GET route's checks.
+        assert_eq!(name(&r, Method::HEAD, "/api/admin"), "admin");
+        assert_eq!(name(&r, Method::HEAD, "/api/admin/x/y"), "admin-tree");
+        assert_eq!(name(&r, Method::HEAD, "/api/admin/"), "admin-tree");
+        assert_eq!(name(&r, Method::HEAD, "/api/users/7"), "users");
+        assert_eq!(name(&r, Method::HEAD, "/api/other"), "api");
+        // A more specific GET route beats a broader route that lists HEAD.
+        assert_eq!(name(&r, Method::HEAD, "/pub/x"), "pub-get");
+        assert_eq!(name(&r, Method::HEAD, "/pub/x/y"), "head-ok");
+        assert_eq!(name(&r, Method::HEAD, "/pub/y"), "head-ok");
+        // `{x}` and `**` are equally specific: the route that lists HEAD itself.
+        assert_eq!(name(&r, Method::HEAD, "/pub2/x"), "pub-head");
+        assert_eq!(name(&r, Method::GET, "/pub2/x"), "pub-param");
+        // Same pattern: the route that lists HEAD itself.
+        assert_eq!(name(&r, Method::HEAD, "/both"), "both-head");
+        assert_eq!(name(&r, Method::GET, "/both"), "both");
+        assert_eq!(name(&r, Method::HEAD, "/eq/1"), "eq-head");
+        assert_eq!(name(&r, Method::GET, "/eq/1"), "eq-get");
+        assert_eq!(name(&r, Method::HEAD, "/only"), "only-get");
+        // GET does not follow HEAD, and POST does not follow anything.
+        assert_eq!(name(&r, Method::POST, "/only"), "405");
+        match r.lookup(&Method::POST, "/only") {
+            Lookup::MethodNotAllowed(a) => assert_eq!(a.to_header_value(), "GET, HEAD"),
+            _ => panic!("405 expected"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_lowercase_methods_are_never_routed() {
+        let r = Router::build(vec![
+            route("api", "/api/**", None),
+            route("admin", "/api/admin", Some(vec![Method::GET])),
+        ])
+        .expect("valid");
+        for bad in [
+            "get", "Get", "gET", "head", "post", "dElEtE", "propfind", "m-search",
+        ] {
+            assert_eq!(name(&r, m(bad), "/api/admin"), "lowercase", "{bad}");
+        }
+        for unknown in [
+            "PROPFIND", "FOO", "GETS", "M-SEARCH", "CONNECT", "G.ET", "ACL",
+        ] {
+            assert_eq!(name(&r, m(unknown), "/api/admin"), "unknown", "{unknown}");
+            match r.lookup(&m(unknown), "/nowhere") {
+                Lookup::UnknownMethod(a) => assert!(a.is_empty()),
+                _ => panic!("unknown expected"),
+            }
+        }
+        match r.lookup(&m("PROPFIND"), "/api/admin") {
+            Lookup::UnknownMethod(a) => assert_eq!(
+                a.to_header_value(),
+                "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
+            ),
+            _ => panic!("unknown expected"),
         }
     }
 
@@ -371,12 +508,15 @@ mod tests {
         .expect("valid");
         assert_eq!(name(&r, Method::DELETE, "/x"), "405");
         match r.lookup(&Method::DELETE, "/x") {
-            Lookup::MethodNotAllowed(m) => assert_eq!(m.to_header_value(), "GET, POST, PUT"),
+            // HEAD follows GET, so the path accepts it too.
+            Lookup::MethodNotAllowed(m) => {
+                assert_eq!(m.to_header_value(), "GET, HEAD, POST, PUT")
+            }
             _ => panic!("expected 405"),
         }
         assert_eq!(
             name(&r, Method::from_bytes(b"PURGE").expect("m"), "/x"),
-            "405"
+            "unknown"
         );
     }
 
@@ -422,6 +562,11 @@ mod tests {
                 Router::build(vec![route("r", p, None)]).is_err(),
                 "{p} should be refused"
             );
+            // Once, even for a GET route that the HEAD tree also holds.
+            match Router::build(vec![route("r", p, Some(vec![Method::GET]))]) {
+                Err(errors) => assert_eq!(errors.len(), 1, "{p}: {errors:?}"),
+                Ok(_) => panic!("{p} should be refused"),
+            }
         }
     }
 
