@@ -222,6 +222,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             if ctx.trusted { " (trusted proxy)" } else { "" }
         ),
         Stage::Normalize => ctx.canonical_path(req.uri.path()).into_owned(),
+        Stage::Ambiguity => "headers and query unambiguous".into(),
         Stage::Route => ctx
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))

@@ -294,6 +294,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
         text(&allow.stdout),
         "transport  pass     https from 127.0.0.1\n\
          normalize  pass     /api/orgs/acme/reports/q3\n\
+         ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
@@ -332,6 +333,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
         vec![
             ("transport", "pass"),
             ("normalize", "pass"),
+            ("ambiguity", "pass"),
             ("route", "pass"),
             ("authn", "pass"),
             ("authz", "deny")
