@@ -91,6 +91,29 @@ impl TransportError {
     }
 }
 
+/// Why a request would mean one thing to fortress and another to the app behind it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr, strum::FromRepr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum AmbiguityError {
+    /// A header name with `_` that folds (case, `_` → `-`) onto a header the policy reads
+    /// or fortress sets (`Content_Length`, `X_Forwarded_For`, `X_Auth_Subject`, …).
+    ProtectedHeaderSpelling,
+    /// The route's tenant header or query key is given twice, as a list, in another spelling,
+    /// after a `;`, or is named in `Connection`.
+    AmbiguousTenant,
+    /// A `_method` query parameter (any case or encoding): a method override the app may obey.
+    MethodOverride,
+}
+
+impl AmbiguityError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Why a request path cannot be canonicalized safely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -257,6 +280,8 @@ pub enum Rejection {
     DenyTenant,
     /// The path cannot be canonicalized safely.
     RejectPath(PathError),
+    /// A header or query parameter the policy reads is ambiguous.
+    RejectAmbiguous(AmbiguityError),
     /// No route matches and the default is deny.
     DenyUnmatched,
     /// A route matches the path but not the method; the methods that would be accepted.
@@ -344,6 +369,7 @@ impl Rejection {
             Rejection::DenyPermission => row(S::FORBIDDEN, "forbidden", "missing_permission"),
             Rejection::DenyTenant => row(S::FORBIDDEN, "forbidden", "tenant_mismatch"),
             Rejection::RejectPath(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::RejectAmbiguous(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
             Rejection::DenyUnmatched => row(S::NOT_FOUND, "not_found", "no_route"),
             Rejection::DenyMethod(_) => row(
                 S::METHOD_NOT_ALLOWED,
@@ -381,6 +407,7 @@ impl Rejection {
             Rejection::RejectTransport(e) => e.code(),
             Rejection::RejectPath(e) => e.code(),
             Rejection::UnknownMethod(_) => "unknown_method",
+            Rejection::RejectAmbiguous(e) => e.code(),
             other => other.row().public_reason,
         }
     }
@@ -394,6 +421,31 @@ impl Rejection {
     /// Deny or error.
     pub fn kind(self) -> Kind {
         self.row().kind
+    }
+
+    /// Whether a dry-run route may record this refusal and forward the request anyway. Only
+    /// policy decisions (token, permission, tenant) can be tried out in dry-run; a request
+    /// that is ambiguous is refused in every mode.
+    pub fn dry_run_may_forward(self) -> bool {
+        match self {
+            Rejection::Unauthenticated(_) | Rejection::DenyPermission | Rejection::DenyTenant => {
+                true
+            }
+            // 404/405: there is no route whose mode could apply.
+            Rejection::DenyUnmatched
+            | Rejection::DenyMethod(_)
+            | Rejection::RejectTargetForm
+            | Rejection::RejectTransport(_)
+            | Rejection::RejectPath(_)
+            | Rejection::RejectAmbiguous(_)
+            | Rejection::UnknownMethod(_)
+            | Rejection::RejectMethod(_)
+            | Rejection::RejectHost(_)
+            | Rejection::MisdirectedHost
+            | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamFailed
+            | Rejection::UpstreamTimeout => false,
+        }
     }
 
     /// The short JSON response with the headers this refusal needs: `Allow` on 405,
@@ -474,6 +526,27 @@ mod tests {
                 "bad_request",
                 "encoded_slash",
                 "encoded_slash",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::AmbiguousTenant),
+                400,
+                "bad_request",
+                "ambiguous_tenant",
+                "ambiguous_tenant",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::ProtectedHeaderSpelling),
+                400,
+                "bad_request",
+                "protected_header_spelling",
+                "protected_header_spelling",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::MethodOverride),
+                400,
+                "bad_request",
+                "method_override",
+                "method_override",
             ),
             (
                 Rejection::DenyUnmatched,

@@ -245,6 +245,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
                 format!("{canonical} (sent as {})", req.uri.path())
             }
         }
+        Stage::Ambiguity => "headers and query unambiguous".into(),
         Stage::Route => ctx
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))

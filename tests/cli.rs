@@ -295,6 +295,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
         "transport  pass     https from 127.0.0.1\n\
          host       pass     localhost\n\
          normalize  pass     /api/orgs/acme/reports/q3\n\
+         ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
@@ -334,6 +335,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("transport", "pass"),
             ("host", "pass"),
             ("normalize", "pass"),
+            ("ambiguity", "pass"),
             ("route", "pass"),
             ("authn", "pass"),
             ("authz", "deny")

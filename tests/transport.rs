@@ -1,5 +1,6 @@
-//! Transport rules (HTTPS, trusted proxies, X-Forwarded-Proto, no credentials over plain HTTP)
-//! and identity headers (client copies stripped in every spelling, fortress's own injected).
+//! Transport rules (HTTPS, trusted proxies, X-Forwarded-Proto, no credentials over plain HTTP),
+//! identity headers (client copies stripped, `_` spellings refused, fortress's own injected),
+//! header names with `_`, method overrides, and client-IP headers from untrusted peers.
 
 mod support;
 
@@ -211,7 +212,7 @@ async fn upstream_never_sees_a_client_chosen_identity() {
     let tok = token("alice", &["analyst", "viewer"], "acme");
     let req = format!(
         "GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: Bearer {tok}\r\n\
-         X-Auth-Subject: admin\r\nX_Auth_Roles: admin\r\nx-tenant_id: other\r\n\
+         X-Auth-Subject: admin\r\nX-Auth-Roles: admin\r\nx-tenant-id: other\r\n\
          X-AUTH-CLAIMS: {{}}\r\n\r\n"
     );
     let r = raw(fx.addr(), req.as_bytes()).await;
@@ -287,4 +288,258 @@ async fn authorization_is_forwarded_unless_configured_otherwise() {
     assert_eq!(r.status, 200);
     assert!(up.requests()[0].headers.get("authorization").is_none());
     assert_eq!(up.requests()[0].headers["x-auth-subject"], "alice");
+}
+
+/// A raw request on `target` with extra header lines (each ending in `\r\n`).
+fn request(target: &str, tok: Option<&str>, headers: &str) -> String {
+    let auth = tok.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{auth}{headers}\r\n")
+}
+
+/// The header names the upstream received, sorted.
+fn names(seen: &Seen) -> Vec<String> {
+    let mut names: Vec<String> = seen.headers.keys().map(|k| k.as_str().to_owned()).collect();
+    names.sort();
+    names
+}
+
+/// nginx's default (`underscores_in_headers off`): header names with `_` are dropped. An `_`
+/// spelling of a header fortress reads or sets (RFC 9112 framing headers, `X-Forwarded-*`,
+/// identity headers) is refused in both modes: it is an attack, not noise.
+#[tokio::test]
+async fn underscore_header_names_are_dropped_or_kept_and_protected_spellings_refused() {
+    let tok = token("alice", &["analyst"], "acme");
+    let protected = [
+        "Transfer_Encoding: chunked",
+        "Content_Length: 5",
+        "X_Forwarded_For: 6.6.6.6",
+        "X_Forwarded_Proto: https",
+        "X-Forwarded_Host: evil.example",
+        "x_forwarded_prefix: /admin",
+        "X_Auth_Subject: admin",
+        "X_AUTH_ROLES: admin",
+        "x-tenant_id: other",
+        "X_Real_IP: 6.6.6.6",
+        "X_Request_ID: chosen",
+    ];
+    for keep in [false, true] {
+        let up = Upstream::echo().await;
+        let server = if keep {
+            "require_https: false\nallow_insecure_local: true\nunderscore_headers: keep"
+        } else {
+            "require_https: false\nallow_insecure_local: true"
+        };
+        let fx = start(&up, server, "identity_headers: [X-User-Email]").await;
+        for h in protected.iter().chain(&["X_User_Email: root@example"]) {
+            for tok in [Some(tok.as_str()), None] {
+                let target = if tok.is_some() { "/api/x" } else { "/open" };
+                let r = raw(
+                    fx.addr(),
+                    request(target, tok, &format!("{h}\r\n")).as_bytes(),
+                )
+                .await;
+                assert_refused(&r, 400, "bad_request", "protected_header_spelling");
+            }
+        }
+        assert_eq!(up.hits(), 0, "keep={keep}");
+        let r = raw(
+            fx.addr(),
+            request(
+                "/api/x",
+                Some(&tok),
+                "X_Custom: 1\r\nSome_Header: 2\r\nx_: 3\r\n_x: 4\r\nX-Normal: 5\r\n",
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = &up.requests()[0];
+        let underscored: Vec<String> = names(seen)
+            .into_iter()
+            .filter(|n| n.contains('_'))
+            .collect();
+        if keep {
+            assert_eq!(underscored, vec!["_x", "some_header", "x_", "x_custom"]);
+            assert_eq!(seen.headers["x_custom"], "1");
+        } else {
+            assert!(underscored.is_empty(), "{underscored:?}");
+        }
+        assert_eq!(seen.headers["x-normal"], "5");
+        assert_eq!(seen.headers["x-auth-subject"], "alice");
+    }
+}
+
+/// Method and URL override headers never reach the app (any spelling, any peer); a `_method`
+/// query parameter in any spelling a framework reads (Rails, Laravel, Symfony, PHP arrays,
+/// `;` separators) is refused on every route.
+#[tokio::test]
+async fn method_overrides_are_stripped_or_refused() {
+    let tok = token("alice", &["analyst"], "acme");
+    let up = Upstream::echo().await;
+    let fx = start(
+        &up,
+        "require_https: false\nallow_insecure_local: true\ntrusted_proxies: [127.0.0.0/8]\n\
+         underscore_headers: keep",
+        "",
+    )
+    .await;
+    for q in [
+        "_method=DELETE",
+        "_METHOD=DELETE",
+        "_Method=put",
+        "a=1&_method=PATCH",
+        "%5Fmethod=DELETE",
+        "%5fmethod=DELETE",
+        "_m%65thod=DELETE",
+        "_method[]=DELETE",
+        "x=1;_method=DELETE",
+        "_method",
+    ] {
+        for (path, tok) in [("/open", None), ("/api/x", Some(tok.as_str()))] {
+            let target = format!("{path}?{q}");
+            let r = raw(fx.addr(), request(&target, tok, "").as_bytes()).await;
+            assert_refused(&r, 400, "bad_request", "method_override");
+        }
+    }
+    assert_eq!(up.hits(), 0);
+    let overrides = "X-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: PUT\r\n\
+         X-Method-Override: PATCH\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n\
+         X-Original-Method: DELETE\r\nX_HTTP_Method_Override: DELETE\r\nx-original_url: /a\r\n";
+    let r = raw(
+        fx.addr(),
+        request("/api/x?method=x&a_method=y", Some(&tok), overrides).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.target, "/api/x?method=x&a_method=y");
+    for n in names(seen) {
+        let folded = n.replace('_', "-");
+        assert!(
+            !folded.contains("method")
+                && !folded.contains("original")
+                && !folded.contains("rewrite"),
+            "{n} reached the app"
+        );
+    }
+}
+
+const CLIENT_IP_HEADERS: &str = "X-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\n\
+    X-Client-IP: 6.6.6.6\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\n\
+    X-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /admin\r\nCF-Connecting-IP: 6.6.6.6\r\n\
+    Forwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-For: 6.6.6.6\r\n";
+
+/// Client-IP and scheme headers an app may trust (nginx `real_ip`, Envoy, Cloudflare, RFC
+/// 7239 `Forwarded`) are removed when the peer is not a trusted proxy, and `X-Real-IP` is
+/// always fortress's: the TCP peer, or behind trusted proxies the right-most untrusted
+/// `X-Forwarded-For` address.
+#[tokio::test]
+async fn client_ip_headers_from_untrusted_peers_are_replaced() {
+    let up = Upstream::echo().await;
+    let fx = start(&up, "require_https: false", "").await;
+    let r = raw(
+        fx.addr(),
+        request("/open", None, CLIENT_IP_HEADERS).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    let client_side: Vec<String> = names(seen)
+        .into_iter()
+        .filter(|n| n.contains("ip") || n.starts_with("x-forwarded") || n == "forwarded")
+        .collect();
+    assert_eq!(
+        client_side,
+        vec![
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip"
+        ]
+    );
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+
+    // From a trusted proxy they are kept; X-Real-IP is the right-most untrusted address.
+    let up = Upstream::echo().await;
+    let fx = start(
+        &up,
+        "require_https: false\ntrusted_proxies: [127.0.0.0/8, 10.0.0.0/8]",
+        "",
+    )
+    .await;
+    for (xff, real) in [
+        (
+            "X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.5\r\n",
+            "203.0.113.9",
+        ),
+        (
+            "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n",
+            "203.0.113.9",
+        ),
+        ("X-Forwarded-For: 10.0.0.9, 10.0.0.5\r\n", "10.0.0.9"),
+        (
+            "X-Forwarded-For: 6.6.6.6, unknown, 10.0.0.5\r\n",
+            "10.0.0.5",
+        ),
+        ("", "127.0.0.1"),
+    ] {
+        let headers = format!("True-Client-IP: 198.51.100.7\r\nX-Real-IP: 6.6.6.6\r\n{xff}");
+        let r = raw(fx.addr(), request("/open", None, &headers).as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = up.requests().pop().expect("seen");
+        assert_eq!(seen.headers["x-real-ip"], real, "{xff}");
+        assert_eq!(seen.headers.get_all("x-real-ip").iter().count(), 1);
+        assert_eq!(seen.headers["true-client-ip"], "198.51.100.7");
+    }
+
+    // The list is configurable; `Forwarded` from untrusted peers always goes.
+    let up = Upstream::echo().await;
+    let fx = start(
+        &up,
+        "require_https: false\nstrip_client_headers: [X-Custom-IP]",
+        "",
+    )
+    .await;
+    let r = raw(
+        fx.addr(),
+        request(
+            "/open",
+            None,
+            "X-Custom-IP: 6.6.6.6\r\nTrue-Client-IP: 1.2.3.4\r\nForwarded: for=6.6.6.6\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    assert!(seen.headers.get("x-custom-ip").is_none());
+    assert!(seen.headers.get("forwarded").is_none());
+    assert_eq!(seen.headers["true-client-ip"], "1.2.3.4");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+}
+
+#[test]
+fn header_rule_settings_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let yaml = policy(
+        up,
+        dir.path(),
+        "underscore_headers: sometimes\nstrip_client_headers: [\"bad name\"]",
+        "",
+    );
+    let path = dir.path().join("f.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let err = fortress::config::load_file(&path).expect_err("refused");
+    assert!(err.to_string().contains("sometimes"), "{err}");
+    let yaml = policy(up, dir.path(), "strip_client_headers: [\"bad name\"]", "")
+        + "  - name: t\n    match: { path: /t }\n    tenant: { header: X_Org }\n";
+    std::fs::write(&path, yaml).expect("write");
+    let err = fortress::config::load_file(&path)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("`bad name` is not a header name"), "{err}");
+    assert!(err.contains("tenant header `X_Org` contains `_`"), "{err}");
 }

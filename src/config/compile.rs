@@ -14,7 +14,12 @@ use super::raw::{RawConfig, RawRoute, RawServer, RawTimeouts};
 use super::yaml::{ConfigError, Located};
 use super::{Env, ServerSettings, Timeouts, TlsFiles};
 use crate::pipeline::normalize::normalize_path;
+use crate::policy::auth::AuthSettings;
+use crate::policy::headers::{
+    ALWAYS_PROTECTED, DEFAULT_STRIP_CLIENT_HEADERS, HeaderRules, NameSet,
+};
 use crate::policy::host::HostPattern;
+use crate::policy::identity::IdentityHeaders;
 use crate::policy::route::{Access, Route, Router, TenantRule, TenantSource};
 use crate::policy::stream::StreamRules;
 use crate::policy::{DefaultAction, Environment, Mode, PathSettings, Policy};
@@ -41,6 +46,7 @@ pub fn compile(
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
     let routes = compile_routes(&raw, &server, &streams, &mut errors);
+    let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
         Err(route_errors) => {
@@ -60,6 +66,7 @@ pub fn compile(
             router,
             rbac,
             auth,
+            headers,
             hash,
             paths: PathSettings {
                 matrix_parameters: raw
@@ -211,6 +218,53 @@ struct CompiledRoutes {
     positions: Vec<super::yaml::Pos>,
 }
 
+/// The request header rules: `_` names, client headers stripped from untrusted peers, and
+/// the headers whose `_` spelling is refused (fixed ones, identity headers, tenant headers).
+fn header_rules(
+    raw: &RawConfig,
+    auth: Option<&AuthSettings>,
+    routes: &[Route],
+    errors: &mut Vec<ConfigError>,
+) -> HeaderRules {
+    let mut strip_untrusted = NameSet::default();
+    match &raw.server.strip_client_headers {
+        None => DEFAULT_STRIP_CLIENT_HEADERS
+            .iter()
+            .for_each(|n| strip_untrusted.add(n)),
+        Some(list) => {
+            for n in list {
+                if http::HeaderName::from_bytes(n.value.as_bytes()).is_ok() {
+                    strip_untrusted.add(&n.value);
+                } else {
+                    errors.push(ConfigError::at(
+                        n.pos,
+                        format!("`{}` is not a header name", n.value),
+                    ));
+                }
+            }
+        }
+    }
+    let mut protected = NameSet::new(ALWAYS_PROTECTED);
+    let identity: &IdentityHeaders = match auth {
+        Some(a) => &a.identity_headers,
+        None => IdentityHeaders::builtin(),
+    };
+    identity.names().for_each(|n| protected.add(n));
+    let mut tenant_headers = NameSet::default();
+    for r in routes {
+        if let Some(TenantSource::Header(h)) = r.access.tenant.as_ref().map(|t| &t.source) {
+            tenant_headers.add(h.as_str());
+            protected.add(h.as_str());
+        }
+    }
+    HeaderRules {
+        underscore: raw.server.underscore_headers.unwrap_or_default(),
+        strip_untrusted,
+        protected,
+        tenant_headers,
+    }
+}
+
 fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
@@ -325,6 +379,17 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
                     return None;
                 }
                 TenantSource::PathParam(p.value.clone())
+            }
+            (None, Some(h), None) if h.value.contains('_') => {
+                errors.push(ConfigError::at(
+                    h.pos,
+                    format!(
+                        "tenant header `{}` contains `_`: apps read it as the `-` spelling, \
+                         which fortress refuses from clients; use `-`",
+                        h.value
+                    ),
+                ));
+                return None;
             }
             (None, Some(h), None) => match http::HeaderName::from_bytes(h.value.as_bytes()) {
                 Ok(name) => TenantSource::Header(name),

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::yaml::Located;
+pub use crate::policy::headers::UnderscoreHeaders;
 pub use crate::policy::{DefaultAction, Environment, MatrixParameters, Mode};
 
 /// The whole config file: process settings and policy.
@@ -99,6 +100,15 @@ pub struct RawServer {
     /// for another host gets 421. Absent: any well-formed host.
     #[serde(default)]
     pub hosts: Option<Vec<Located<String>>>,
+    /// Request header names containing `_`: `drop` (default, like nginx) or `keep`. An `_`
+    /// spelling of a header the policy reads is refused either way.
+    #[serde(default)]
+    pub underscore_headers: Option<UnderscoreHeaders>,
+    /// Client headers removed (in every spelling) when the peer is not a trusted proxy
+    /// (default: X-Real-IP, True-Client-IP, X-Client-IP, X-Forwarded-Ssl, X-Forwarded-Scheme,
+    /// X-Forwarded-Port, X-Forwarded-Prefix, CF-Connecting-IP, Forwarded).
+    #[serde(default)]
+    pub strip_client_headers: Option<Vec<Located<String>>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.

@@ -9,7 +9,7 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{authn, authz, host, normalize, route, tenant, transport};
+use super::{ambiguity, authn, authz, host, normalize, route, tenant, transport};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -22,6 +22,8 @@ pub enum Stage {
     Host,
     /// Target form and canonical path.
     Normalize,
+    /// `_` spellings of headers the policy reads, method overrides in the query.
+    Ambiguity,
     /// Route match or the policy default.
     Route,
     /// JWT and revocation.
@@ -90,6 +92,10 @@ pub async fn decide<O: Observer>(
     stage!(Stage::Host, host::check(ctx, req));
     // The canonical path before routing: it is what is matched *and* what is forwarded.
     stage!(Stage::Normalize, normalize::check(ctx, req));
+    // Ambiguity before routing, so no route's mode can let it through: a request whose
+    // headers or query the app could read differently (an `_` spelling of a header the policy
+    // reads, a `_method` override) is refused before any stage reads them.
+    stage!(Stage::Ambiguity, ambiguity::check(ctx, req));
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
@@ -101,8 +107,9 @@ pub async fn decide<O: Observer>(
     Ok(())
 }
 
-/// Reports a stage's result, and applies dry-run: after routing, a refusal on a dry-run
-/// route is recorded (the first one wins) and the request goes on.
+/// Reports a stage's result, and applies dry-run: after routing, a policy refusal (token,
+/// permission, tenant) on a dry-run route is recorded (the first one wins) and the request
+/// goes on. An ambiguous request is refused in every mode.
 fn gate<O: Observer>(
     ctx: &mut RequestContext,
     req: &Parts,
@@ -115,7 +122,7 @@ fn gate<O: Observer>(
             obs.passed(stage, ctx, req, step);
             Ok(())
         }
-        Err(r) if stage > Stage::Route && ctx.dry_run => {
+        Err(r) if stage > Stage::Route && ctx.dry_run && r.dry_run_may_forward() => {
             ctx.dry_run_refusal(r);
             obs.refused(stage, ctx, req, r, true);
             Ok(())

@@ -10,6 +10,7 @@
 //! 5. complete: the context rides in the response body and becomes the completion record
 //!    when the body ends or is dropped (or when the request is dropped before a response).
 
+pub mod ambiguity;
 pub mod authn;
 pub mod authz;
 pub mod conn;
@@ -70,6 +71,16 @@ pub async fn handle(
     Ok(resp.map(|b| b.with_events(ctx)))
 }
 
+/// The route's tenant header, with the tenant the tenant check read from it.
+fn tenant_header(ctx: &RequestContext) -> Option<(&http::HeaderName, Option<&str>)> {
+    let rule = ctx.route()?.access.tenant.as_ref()?;
+    let crate::policy::route::TenantSource::Header(name) = &rule.source else {
+        return None;
+    };
+    let own = ctx.principal.as_ref().and_then(|p| p.tenant.as_deref());
+    Some((name, ctx.requested_tenant.as_str(own)))
+}
+
 async fn decide_and_forward(
     state: &AppState,
     ctx: &mut RequestContext,
@@ -101,6 +112,9 @@ async fn decide_and_forward(
                 forward_token: a.forward_token,
                 forward_unverified: a.forward_unverified_credentials,
             }),
+            rules: &ctx.snapshot.policy.headers,
+            trusted_proxies: &ctx.snapshot.server.trusted_proxies,
+            tenant_header: tenant_header(ctx),
         },
     )?;
     let mut upstream_req = upstream_req;

@@ -2,12 +2,14 @@
 
 use std::borrow::Cow;
 
+use http::header::{CONNECTION, HeaderMap, HeaderName};
 use http::request::Parts;
 
+use super::ambiguity::{key_matches, query_key};
 use super::context::{RequestContext, RequestedTenant};
 use super::decide::Step;
 use crate::auth::Principal;
-use crate::error::Rejection;
+use crate::error::{AmbiguityError, Rejection};
 use crate::policy::rbac::Rbac;
 use crate::policy::route::{TenantRule, TenantSource};
 
@@ -20,12 +22,17 @@ pub enum TenantPass {
     Crossed,
 }
 
-/// The tenant stage: needs the principal. Records the tenant the request named.
+/// The tenant stage: needs the principal. Records the tenant the request named. A request
+/// that names its tenant ambiguously (twice, as a list, in `Connection`, in another spelling
+/// of the query key) is refused with 400 `ambiguous_tenant`, in every mode: the app could
+/// read another tenant than the one judged. (`_` spellings of a tenant header are refused
+/// earlier, by the ambiguity stage.)
 pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let Some(rule) = ctx.route().and_then(|r| r.access.tenant.as_ref()) else {
         return Ok(Step::Skip("no tenant rule"));
     };
-    let requested = requested(rule, ctx, req);
+    let requested = requested(rule, ctx, req)
+        .map_err(|Ambiguous| Rejection::RejectAmbiguous(AmbiguityError::AmbiguousTenant))?;
     let pass = match (&ctx.principal, &requested) {
         (Some(p), Some(asked)) => judge(rule, p, &ctx.snapshot.rbac, asked),
         _ => None,
@@ -70,39 +77,76 @@ fn judge(
     }
 }
 
-/// The tenant named by the request; `None` when missing, duplicated or undecodable.
+/// The request names its tenant in more than one way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ambiguous;
+
+/// The tenant named by the request; `Ok(None)` when missing or undecodable.
 fn requested<'a>(
     rule: &TenantRule,
     ctx: &'a RequestContext,
     req: &'a Parts,
-) -> Option<Cow<'a, str>> {
+) -> Result<Option<Cow<'a, str>>, Ambiguous> {
     match &rule.source {
         // The canonical path keeps reserved characters percent-encoded; compare decoded.
-        TenantSource::PathParam(name) => ctx.param(name, req.uri.path()).and_then(percent_decode),
-        TenantSource::Header(name) => {
-            let mut values = req.headers.get_all(name).iter();
-            match (values.next(), values.next()) {
-                (Some(v), None) => v.to_str().ok().map(Cow::Borrowed),
-                _ => None,
-            }
+        TenantSource::PathParam(name) => {
+            Ok(ctx.param(name, req.uri.path()).and_then(percent_decode))
         }
-        TenantSource::Query(name) => query_value(req.uri.query()?, name),
+        TenantSource::Header(name) => header_value(&req.headers, name),
+        TenantSource::Query(name) => match req.uri.query() {
+            Some(q) => query_value(q, name).map(|v| v.and_then(percent_decode)),
+            None => Ok(None),
+        },
     }
 }
 
-/// The value of query key `name`; `None` when missing or duplicated (ambiguous).
-fn query_value<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+/// The value of the tenant header. Ambiguous when it is sent twice, holds a list (`,`), or
+/// `Connection` names it (the next hop would drop it, or not).
+fn header_value<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<Cow<'h, str>>, Ambiguous> {
+    let listed = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| crate::policy::identity::same_name(name.as_str(), n.trim()));
+    if listed {
+        return Err(Ambiguous);
+    }
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) if v.as_bytes().contains(&b',') => Err(Ambiguous),
+        (Some(v), None) => Ok(v.to_str().ok().map(Cow::Borrowed)),
+        (Some(_), Some(_)) => Err(Ambiguous),
+    }
+}
+
+/// The raw value of query key `name`; `Ok(None)` when missing. Ambiguous when the key is
+/// given twice, in another spelling a framework reads as the same key (`ORG`, `Org`,
+/// `%4Frg`, `org[]`), or next to a `;` (`a=1;org=x`, `org=x;y`: frameworks that split on `;`
+/// read another value).
+fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a str>, Ambiguous> {
     let mut found = None;
     for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode(k).as_deref() == Some(name) {
-            if found.is_some() {
-                return None; // duplicated: ambiguous, deny
+        if pair.contains(';') {
+            if pair.split(';').any(|p| key_matches(query_key(p), name)) {
+                return Err(Ambiguous);
             }
-            found = Some(v);
+            continue;
         }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key_matches(k, name) {
+            continue;
+        }
+        if percent_decode(k).as_deref() != Some(name) || found.is_some() {
+            return Err(Ambiguous);
+        }
+        found = Some(v);
     }
-    found.and_then(percent_decode)
+    Ok(found)
 }
 
 /// Strict percent-decoding to UTF-8 (`+` is not a space). `None` on a bad escape.
@@ -142,9 +186,42 @@ mod tests {
 
     #[test]
     fn query_source() {
-        assert_eq!(query_value("a=1&org=acme", "org").as_deref(), Some("acme"));
-        assert_eq!(query_value("org=a&org=b", "org"), None);
-        assert_eq!(query_value("orgx=a", "org"), None);
-        assert_eq!(query_value("o%72g=acme", "org").as_deref(), Some("acme"));
+        assert_eq!(query_value("a=1&org=acme", "org"), Ok(Some("acme")));
+        assert_eq!(query_value("orgx=a", "org"), Ok(None));
+        assert_eq!(query_value("o%72g=acme", "org"), Ok(Some("acme")));
+        assert_eq!(query_value("", "org"), Ok(None));
+        for q in [
+            "org=a&org=b",
+            "org=a&org=a",
+            "org=a&ORG=b",
+            "Org=a",
+            "org=a&%4Frg=b",
+            "org[]=a",
+            "org=a&org[x]=b",
+            "a=1;org=x",
+            "org=a;b",
+            "org=a&x=1;org=b",
+        ] {
+            assert_eq!(query_value(q, "org"), Err(Ambiguous), "{q}");
+        }
+    }
+
+    #[test]
+    fn header_source() {
+        let name = HeaderName::from_static("x-org-id");
+        let mut h = HeaderMap::new();
+        assert_eq!(header_value(&h, &name), Ok(None));
+        h.insert("x-org-id", http::HeaderValue::from_static("acme"));
+        assert_eq!(header_value(&h, &name), Ok(Some(Cow::Borrowed("acme"))));
+        h.insert(
+            CONNECTION,
+            http::HeaderValue::from_static("close, X_Org_Id"),
+        );
+        assert_eq!(header_value(&h, &name), Err(Ambiguous));
+        h.remove(CONNECTION);
+        h.append("x-org-id", http::HeaderValue::from_static("acme"));
+        assert_eq!(header_value(&h, &name), Err(Ambiguous));
+        h.insert("x-org-id", http::HeaderValue::from_static("acme, globex"));
+        assert_eq!(header_value(&h, &name), Err(Ambiguous));
     }
 }

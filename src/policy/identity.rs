@@ -45,10 +45,15 @@ impl IdentityHeaders {
     pub fn contains(&self, name: &str) -> bool {
         self.names.iter().any(|n| same_name(n, name))
     }
+
+    /// The names (normalized).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
 }
 
 /// `normalized` (lower case, `-`) equals `name` once folded the same way.
-fn same_name(normalized: &str, name: &str) -> bool {
+pub(crate) fn same_name(normalized: &str, name: &str) -> bool {
     normalized.len() == name.len()
         && normalized.bytes().zip(name.bytes()).all(|(n, b)| {
             let b = if b == b'_' {
@@ -60,7 +65,8 @@ fn same_name(normalized: &str, name: &str) -> bool {
         })
 }
 
-fn normalize(name: &str) -> String {
+/// Lower case, `_` → `-`.
+pub(crate) fn normalize(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b == b'_' {

@@ -6,6 +6,7 @@
 //! request pipeline, the proxy, metrics or the live state.
 
 pub mod auth;
+pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod rbac;
@@ -37,6 +38,8 @@ pub struct Policy {
     pub rbac: rbac::Rbac,
     /// JWT authentication, if configured.
     pub auth: Option<auth::AuthSettings>,
+    /// Request header rules (spellings refused, client headers dropped, `_` names).
+    pub headers: headers::HeaderRules,
     /// Short SHA-256 of the file's bytes; identifies the active policy.
     pub hash: String,
     /// How request paths are canonicalized (`paths:`).

@@ -1,9 +1,10 @@
 //! Header hygiene both ways: hop-by-hop headers (including those a `Connection` header names)
 //! are removed, and fortress sets the forwarding headers itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 
 /// The request id header.
 const X_REQUEST_ID: &str = "x-request-id";
@@ -34,6 +35,8 @@ pub struct ClientSide<'a> {
     pub peer: SocketAddr,
     /// Whether the peer is a trusted proxy (its forwarding headers are kept and extended).
     pub trusted: bool,
+    /// The trusted proxies (skipped, right to left, in `X-Forwarded-For`).
+    pub trusted_proxies: &'a [IpNet],
     /// Whether the client connection is TLS.
     pub tls: bool,
     /// The host the client asked for (Host header or HTTP/2 `:authority`).
@@ -42,15 +45,30 @@ pub struct ClientSide<'a> {
     pub request_id: &'a str,
 }
 
-/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `X-Request-ID` on a request going upstream.
-/// Values from untrusted peers are replaced, never extended.
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP` and `X-Request-ID` on a request
+/// going upstream. Values from untrusted peers are replaced, never extended.
 pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
+    let client_ip = client_ip(headers, client);
     let peer_ip = client.peer.ip().to_string();
     let xff = match (client.trusted, joined(headers, &X_FORWARDED_FOR)) {
         (true, Some(prior)) => format!("{prior}, {peer_ip}"),
         _ => peer_ip,
     };
     set(headers, X_FORWARDED_FOR, xff);
+    // The client IP fortress determined; from an untrusted peer it is the `X-Forwarded-For`
+    // value just set (shared, not copied).
+    let real_ip = match headers.get(X_FORWARDED_FOR) {
+        Some(v) if !client.trusted => Some(v.clone()),
+        _ => HeaderValue::try_from(client_ip.to_string()).ok(),
+    };
+    match real_ip {
+        Some(v) => {
+            headers.insert(X_REAL_IP, v);
+        }
+        None => {
+            headers.remove(X_REAL_IP);
+        }
+    }
 
     let proto = if client.tls {
         "https"
@@ -84,6 +102,43 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         HeaderName::from_static(X_REQUEST_ID),
         client.request_id.to_owned(),
     );
+}
+
+/// The client's IP: the TCP peer; behind a trusted proxy, the right-most `X-Forwarded-For`
+/// address that is not a trusted proxy (if every address is trusted, or an entry cannot be
+/// read, the last trusted address reached: never one left of an unreadable entry).
+fn client_ip(headers: &HeaderMap, client: &ClientSide<'_>) -> IpAddr {
+    let mut ip = client.peer.ip();
+    if !client.trusted {
+        return ip;
+    }
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return ip;
+        };
+        for entry in value.rsplit(',') {
+            let Some(addr) = parse_ip(entry.trim()) else {
+                return ip;
+            };
+            ip = addr;
+            if !client.trusted_proxies.iter().any(|n| n.contains(&addr)) {
+                return ip;
+            }
+        }
+    }
+    ip
+}
+
+/// An address as proxies write it: `IP`, `IPv4:port`, `[IPv6]:port` or `[IPv6]`.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            s.strip_prefix('[')
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse().ok())
+        })
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -130,15 +185,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn client(trusted: bool) -> ClientSide<'static> {
+        static TRUSTED: std::sync::LazyLock<Vec<IpNet>> =
+            std::sync::LazyLock::new(|| vec!["10.0.0.0/8".parse().expect("net")]);
         ClientSide {
             peer: "10.1.2.3:5555".parse().expect("addr"),
             trusted,
+            trusted_proxies: &TRUSTED,
             tls: false,
             host: None,
             request_id: "rid",
@@ -187,5 +246,33 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["x-real-ip"], "1.1.1.1");
+    }
+
+    #[test]
+    fn real_ip_is_the_rightmost_untrusted_address() {
+        let cases: [(&[&str], &str); 8] = [
+            (&[], "10.1.2.3"),
+            (&["203.0.113.9"], "203.0.113.9"),
+            (&["6.6.6.6, 203.0.113.9"], "203.0.113.9"),
+            (&["6.6.6.6", "203.0.113.9, 10.0.0.7"], "203.0.113.9"),
+            (&["10.0.0.9, 10.0.0.8"], "10.0.0.9"),
+            (&["6.6.6.6, garbage, 10.0.0.8"], "10.0.0.8"),
+            (&["[2001:db8::1]:443"], "2001:db8::1"),
+            (&["198.51.100.1:8080"], "198.51.100.1"),
+        ];
+        for (xff, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+            set_forwarding(&mut h, &client(true));
+            assert_eq!(h["x-real-ip"], want, "{xff:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        set_forwarding(&mut h, &client(false));
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
     }
 }

@@ -1,17 +1,24 @@
 //! The request as the upstream sees it: the canonical path on an absolute URI for the pool,
-//! HTTP/1.1, hop-by-hop headers removed, forwarding headers set, client identity headers
-//! stripped in every spelling and fortress's own set, trace context for this hop.
+//! HTTP/1.1, hop-by-hop headers removed; in one pass over the header names, `_` names (unless
+//! kept), client identity headers, method/URL override headers, the client-IP headers of
+//! untrusted peers and other spellings of the tenant header removed; forwarding headers and
+//! `X-Real-IP` set, fortress's identity headers and the checked tenant set, trace context for
+//! this hop.
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Version, header};
 use hyper::body::Incoming;
+use ipnet::IpNet;
 
 use super::credentials::{self, Credentials};
 use super::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
-use super::identity::{IdentityHeaders, inject, strip};
+use super::identity::{IdentityHeaders, inject};
 use crate::auth::Principal;
 use crate::error::Rejection;
+use crate::policy::headers::{HeaderRules, UnderscoreHeaders};
+use crate::policy::identity::same_name;
 
 /// Everything the rewrite needs to know about the request's judgement.
 pub struct Forwarding<'a> {
@@ -36,6 +43,12 @@ pub struct Forwarding<'a> {
     /// Which client credentials go to the app (`None`: no `authentication` configured,
     /// fortress handles no credentials and forwards them as sent).
     pub credentials: Option<Credentials<'a>>,
+    /// The policy's header rules (`_` names, client headers stripped from untrusted peers).
+    pub rules: &'a HeaderRules,
+    /// The trusted proxies (to find the client IP in a trusted `X-Forwarded-For`).
+    pub trusted_proxies: &'a [IpNet],
+    /// The route's tenant header and the tenant the tenant check read from it (`None`: none).
+    pub tenant_header: Option<(&'a HeaderName, Option<&'a str>)>,
 }
 
 /// Rewrites a client request for the upstream.
@@ -73,21 +86,27 @@ pub fn prepare(
     parts.uri = Uri::from_parts(uri).map_err(|_| Rejection::RejectTargetForm)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    // Before the forwarding headers are set, so a configured strip list never removes them.
+    strip_client_headers(&mut parts.headers, f);
     set_forwarding(
         &mut parts.headers,
         &ClientSide {
             peer: f.peer,
             trusted: f.trusted,
+            trusted_proxies: f.trusted_proxies,
             tls: f.tls,
             host: host.as_ref(),
             request_id: f.request_id,
         },
     );
-    // Only fortress says who the caller is: client copies of identity headers go, in every
-    // spelling, then the verified principal's values are set.
-    strip(f.identity, &mut parts.headers);
+    // Only fortress says who the caller is: client copies of identity headers went above, in
+    // every spelling; the verified principal's values are set.
     if let Some(p) = f.principal {
         inject(&mut parts.headers, p).map_err(Rejection::Unauthenticated)?;
+    }
+    // The app reads the tenant fortress checked, and only that one.
+    if let Some((name, checked)) = f.tenant_header {
+        set_tenant(&mut parts.headers, name, checked);
     }
     // A bearer token or token cookie fortress did not verify does not reach the app (unless
     // the policy says so); a verified one only with `forward_token`.
@@ -108,4 +127,159 @@ pub fn prepare(
     Ok(Request::from_parts(parts, body))
 }
 
+/// Removes, in one pass over the names, every header the app must not get from the client:
+/// names with `_` (unless `underscore_headers: keep`), identity headers and method/URL
+/// override headers (every spelling), the `strip_client_headers` list when the peer is not a
+/// trusted proxy (every spelling), and spellings of the tenant header other than its own.
+/// Allocates only when something is removed.
+fn strip_client_headers(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let doomed = |name: &str| {
+        (f.rules.underscore == UnderscoreHeaders::Drop && name.contains('_'))
+            || f.identity.contains(name)
+            || HeaderRules::is_override(name)
+            || (!f.trusted && f.rules.strip_untrusted.contains(name))
+            || f.tenant_header
+                .is_some_and(|(t, _)| t.as_str() != name && same_name(t.as_str(), name))
+    };
+    if !headers.keys().any(|k| doomed(k.as_str())) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| doomed(k.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
+
+/// Sets the tenant header to the checked value (left as is when it already is exactly that),
+/// or removes it when the check read none.
+fn set_tenant(headers: &mut HeaderMap, name: &HeaderName, checked: Option<&str>) {
+    let Some(value) = checked else {
+        headers.remove(name);
+        return;
+    };
+    let mut sent = headers.get_all(name).iter();
+    if let (Some(v), None) = (sent.next(), sent.next())
+        && v.as_bytes() == value.as_bytes()
+    {
+        return;
+    }
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
 const TRACEPARENT: &str = "traceparent";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::headers::{DEFAULT_STRIP_CLIENT_HEADERS, NameSet};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn sorted(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn one_pass_strips_what_the_app_must_not_get_from_the_client() {
+        let upstream = Authority::from_static("127.0.0.1:1");
+        let tenant = HeaderName::from_static("x-org-id");
+        let mut rules = HeaderRules {
+            strip_untrusted: NameSet::new(DEFAULT_STRIP_CLIENT_HEADERS),
+            ..HeaderRules::default()
+        };
+        let sent = [
+            ("x-app", "1"),
+            ("x_custom", "1"),
+            ("x-auth-subject", "admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-org-id", "acme"),
+            ("x-org_id", "globex"),
+        ];
+        for (trusted, keep, want) in [
+            (false, false, vec!["x-app", "x-org-id"]),
+            (true, false, vec!["true-client-ip", "x-app", "x-org-id"]),
+            (false, true, vec!["x-app", "x-org-id", "x_custom"]),
+        ] {
+            rules.underscore = if keep {
+                UnderscoreHeaders::Keep
+            } else {
+                UnderscoreHeaders::Drop
+            };
+            let f = Forwarding {
+                upstream: &upstream,
+                peer: "10.0.0.1:1".parse().expect("addr"),
+                tls: false,
+                trusted,
+                request_id: "rid",
+                traceparent: "",
+                canonical: None,
+                principal: None,
+                identity: IdentityHeaders::builtin(),
+                credentials: None,
+                rules: &rules,
+                trusted_proxies: &[],
+                tenant_header: Some((&tenant, Some("acme"))),
+            };
+            let mut h = headers(&sent);
+            strip_client_headers(&mut h, &f);
+            assert_eq!(sorted(&h), want, "trusted={trusted} keep={keep}");
+        }
+        // Nothing to strip: the map is left alone.
+        let mut h = headers(&[("x-app", "1")]);
+        let f = Forwarding {
+            upstream: &upstream,
+            peer: "10.0.0.1:1".parse().expect("addr"),
+            tls: false,
+            trusted: false,
+            request_id: "rid",
+            traceparent: "",
+            canonical: None,
+            principal: None,
+            identity: IdentityHeaders::builtin(),
+            credentials: None,
+            rules: &rules,
+            trusted_proxies: &[],
+            tenant_header: None,
+        };
+        strip_client_headers(&mut h, &f);
+        assert_eq!(sorted(&h), vec!["x-app"]);
+    }
+
+    #[test]
+    fn the_tenant_header_is_the_checked_value() {
+        let name = HeaderName::from_static("x-org-id");
+        let mut h = headers(&[("x-org-id", "acme")]);
+        set_tenant(&mut h, &name, Some("acme"));
+        assert_eq!(h["x-org-id"], "acme");
+        let mut h = headers(&[("x-org-id", "globex"), ("x-org-id", "acme")]);
+        set_tenant(&mut h, &name, Some("acme"));
+        assert_eq!(h.get_all("x-org-id").iter().count(), 1);
+        assert_eq!(h["x-org-id"], "acme");
+        set_tenant(&mut h, &name, None);
+        assert!(h.get("x-org-id").is_none());
+    }
+}

@@ -120,6 +120,18 @@ impl Upstream {
         .await
     }
 
+    /// An upstream that reads headers the way a CGI/WSGI app does (`HTTP_` + the name upper
+    /// cased with `-` → `_`, so `X-Org-Id` and `X_Org_Id` are the same key) and answers 200
+    /// with that environ as JSON: each key with every value that could land there (an app
+    /// keeps one of them, which one depends on the server).
+    pub async fn wsgi() -> Self {
+        Self::spawn(|req: Request<Incoming>| async move {
+            let body = serde_json::to_string(&wsgi_environ(req.headers())).expect("json");
+            Response::new(full(body))
+        })
+        .await
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
@@ -129,6 +141,24 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// The CGI/WSGI view of request headers: `HTTP_X_ORG_ID` → every value sent under any
+/// spelling that folds onto it (`Content-Type`/`Content-Length` lose the `HTTP_` prefix, as in
+/// CGI).
+pub fn wsgi_environ(headers: &HeaderMap) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut env: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, value) in headers {
+        let key = name.as_str().to_ascii_uppercase().replace('-', "_");
+        let key = match key.as_str() {
+            "CONTENT_TYPE" | "CONTENT_LENGTH" => key,
+            _ => format!("HTTP_{key}"),
+        };
+        env.entry(key)
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    env
 }
 
 /// A config with ephemeral listeners in front of `upstream`, plus `rest` appended verbatim
