@@ -234,7 +234,12 @@ fn check(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for f in files {
         match config::load_file(f) {
-            Ok(c) => println!("{}: ok (policy hash {})", f.display(), c.hash),
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: ok (policy hash {})", f.display(), c.hash);
+            }
             Err(e) => {
                 ok = false;
                 eprintln!("{e}");

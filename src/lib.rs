@@ -125,6 +125,9 @@ impl Fortress {
         let store: Arc<dyn StateStore> = Arc::new(store::memory::MemoryStore::new(
             store::memory::DEFAULT_MAX_ENTRIES,
         ));
+        for w in &config.warnings {
+            warn!(warning = %w, "policy lint warning");
+        }
         let live = Live::new(store.clone());
         let first = Snapshot::bind(config, &live, &metrics);
         let state: AppState = Arc::new(State {

@@ -663,3 +663,115 @@ async fn request_targets_must_be_clean_utf8_and_rfc3986_characters() {
         "upstream saw GET /caf%C3%A9/%E2%82%AC/%F0%9F%98%80/%22%3C%3E%7B%7D"
     );
 }
+
+#[tokio::test]
+async fn case_insensitive_paths_are_judged_and_forwarded_lower_cased() {
+    // For apps that route case-insensitively (ASP.NET, IIS, Spring with case-insensitive
+    // matching): `/API/ADMIN` must be judged by the admin route, and the app must receive the
+    // path fortress judged.
+    let up = Upstream::echo().await;
+    let f = start(up.addr, "paths: { case_insensitive: true }\n").await;
+    let admin = token(&["admin"]);
+    let viewer = token(&["viewer"]);
+    for target in [
+        "/API/ADMIN",
+        "/Api/Admin",
+        "/api/ADMIN",
+        "/API/admin/USERS",
+        "/aPi/AdMiN/x",
+    ] {
+        let r = send(f.fx.addr(), "GET", target, Some(&viewer)).await;
+        assert_refused(&r, 403, "forbidden", "missing_permission", target);
+        let r = send(f.fx.addr(), "GET", target, Some(&admin)).await;
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+        assert_eq!(
+            r.text(),
+            format!("upstream saw GET {}", target.to_ascii_lowercase()),
+            "{target}"
+        );
+    }
+    // Escapes keep their (canonical, upper-case) hex digits; the query is left alone.
+    let r = send(f.fx.addr(), "GET", "/API/Files/A%2FB?Q=X", None).await;
+    assert_refused(&r, 400, "bad_request", "encoded_slash", "encoded slash");
+    let r = send(f.fx.addr(), "GET", "/API/N%C3%A9e?Q=X", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "upstream saw GET /api/n%C3%A9e?Q=X");
+    let before = up.hits();
+    let r = send(f.fx.addr(), "GET", "/REPORTS", None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(up.hits(), before, "refused requests never reach the app");
+}
+
+#[tokio::test]
+async fn case_insensitive_paths_need_lower_case_patterns() {
+    let up = Upstream::echo().await;
+    let yaml = config(
+        up.addr,
+        "",
+        "paths: { case_insensitive: true }\nroutes:\n  - name: a\n    match: { path: /Api/x }\n    public: true\n",
+    );
+    let err = fortress::config::load_str(&yaml, std::path::Path::new("p.yaml"))
+        .expect_err("upper-case pattern refused")
+        .to_string();
+    assert!(err.contains("p.yaml:11:"), "{err}");
+    assert!(err.contains("`/Api/x` has upper-case letters"), "{err}");
+}
+
+#[test]
+fn protected_routes_a_broader_route_would_catch_are_warned_about() {
+    let yaml = |top: &str| {
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  environment: local\n\
+             {top}authentication:\n  jwt:\n    issuer: i\n    audiences: [a]\n    algorithms: [HS256]\n    \
+             secret: {{ value: \"0123456789abcdef0123456789abcdef\" }}\n\
+             roles:\n  admin: [\"admin:*\"]\n{POLICY_ROUTES}"
+        )
+    };
+    let load = |top: &str| {
+        fortress::config::load_str(&yaml(top), std::path::Path::new("p.yaml")).expect("valid")
+    };
+    let warnings = load("").warnings;
+    // `/api/admin` (GET, protected) is caught as `/API/ADMIN` by `default: allow` and as
+    // `/api/admin.json` by the public `/api/**`; `/reports` as `/REPORTS` and
+    // `/reports.json` by `default: allow`.
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.starts_with("p.yaml:")
+        && w.contains(
+            "route `admin` is protected, but GET /API/ADMIN is caught by `default: allow`"
+        )));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("GET /api/admin.json is caught by route `api`"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("GET /REPORTS is caught by `default: allow`"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("GET /reports.json is caught by `default: allow`"))
+    );
+    // Case variants cannot reach another route when paths are lower-cased.
+    let warnings = load("paths: { case_insensitive: true }\n").warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings.iter().all(|w| w.contains(".json")),
+        "{warnings:#?}"
+    );
+}
+
+const POLICY_ROUTES: &str = "default: allow
+routes:
+  - name: api
+    match: { path: \"/api/**\" }
+    public: true
+  - name: admin
+    match: { methods: [GET], path: /api/admin }
+    require: [\"admin:*\"]
+  - name: reports
+    match: { methods: [GET], path: /reports }
+    require: [\"admin:*\"]
+";

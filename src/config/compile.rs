@@ -47,6 +47,40 @@ pub fn compile(
     let streams = super::streams::compile(&raw.streams, &mut errors);
     let routes = compile_routes(&raw, &server, &streams, &mut errors);
     let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
+    let paths = PathSettings {
+        matrix_parameters: raw
+            .paths
+            .as_ref()
+            .and_then(|p| p.matrix_parameters)
+            .unwrap_or_default(),
+        case_insensitive: raw
+            .paths
+            .as_ref()
+            .and_then(|p| p.case_insensitive.as_ref())
+            .is_some_and(|c| c.value),
+    };
+    if paths.case_insensitive {
+        // Requests are lower-cased before matching: an upper-case literal could never match.
+        for r in &raw.routes {
+            let path = &r.matcher.path;
+            let literal_upper = path
+                .value
+                .split('/')
+                .filter(|seg| !seg.starts_with('{'))
+                .any(|seg| seg.bytes().any(|b| b.is_ascii_uppercase()));
+            if literal_upper {
+                errors.push(ConfigError::at(
+                    path.pos,
+                    format!(
+                        "path pattern `{}` has upper-case letters but `paths.case_insensitive` \
+                         lower-cases every request path: write it in lower case",
+                        path.value
+                    ),
+                ));
+            }
+        }
+    }
+    let positions = routes.positions.clone();
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
         Err(route_errors) => {
@@ -60,6 +94,12 @@ pub fn compile(
     };
     match router {
         Some(router) if errors.is_empty() => Ok(Policy {
+            warnings: super::lint::shadowed_routes(
+                &router,
+                &positions,
+                raw.default.unwrap_or(DefaultAction::Deny),
+                paths.case_insensitive,
+            ),
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),
             dry_run: raw.mode == Some(Mode::DryRun),
@@ -68,13 +108,7 @@ pub fn compile(
             auth,
             headers,
             hash,
-            paths: PathSettings {
-                matrix_parameters: raw
-                    .paths
-                    .as_ref()
-                    .and_then(|p| p.matrix_parameters)
-                    .unwrap_or_default(),
-            },
+            paths,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

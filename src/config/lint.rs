@@ -93,3 +93,60 @@ pub fn lint(raw: &RawConfig, rbac: &Rbac, errors: &mut Vec<ConfigError>) {
 
 /// Path segments that look privileged by default.
 pub const DEFAULT_PRIVILEGED: [&str; 5] = ["admin", "internal", "debug", "actuator", "metrics"];
+
+/// Warnings (not errors) for protected routes that a broader route would catch under a
+/// spelling the app may treat as the same path: upper case (`/API/ADMIN`, for apps that route
+/// case-insensitively) or a format suffix (`/api/admin.json`, for frameworks with suffix
+/// matching, e.g. Rails, older Spring). Each is `LINE:COL: message` at the protected route.
+pub fn shadowed_routes(
+    router: &crate::policy::route::Router,
+    positions: &[super::yaml::Pos],
+    default: crate::policy::DefaultAction,
+    case_insensitive: bool,
+) -> Vec<String> {
+    use crate::policy::route::Lookup;
+    let mut out = Vec::new();
+    for (route, pos) in router.routes().iter().zip(positions) {
+        let protected = !route.public
+            && (!route.access.require_all.is_empty() || !route.access.require_any.is_empty());
+        if !protected || route.pattern.ends_with("**") {
+            continue;
+        }
+        // A concrete path for the pattern (`{param}` → `x`), then its variants.
+        let path: String = route
+            .pattern
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let method = route
+            .methods
+            .as_ref()
+            .and_then(|m| m.first().cloned())
+            .unwrap_or(http::Method::GET);
+        let mut variants = vec![format!("{path}.json")];
+        if !case_insensitive && path.bytes().any(|b| b.is_ascii_lowercase()) {
+            variants.insert(0, path.to_ascii_uppercase());
+        }
+        for variant in variants {
+            let caught_by = match router.lookup(&method, &variant) {
+                Lookup::Found { route: other, .. } if other.index != route.index => {
+                    format!("route `{}` ({})", other.name, other.pattern)
+                }
+                Lookup::NotFound | Lookup::MethodNotAllowed(_)
+                    if default == crate::policy::DefaultAction::Allow =>
+                {
+                    "`default: allow`".to_owned()
+                }
+                _ => continue,
+            };
+            out.push(format!(
+                "{}:{}: route `{}` is protected, but {method} {variant} is caught by {caught_by} \
+                 with weaker checks; an app that treats it as {path} would serve it there \
+                 (set `paths.case_insensitive`, or add a route for the variant)",
+                pos.line, pos.col, route.name
+            ));
+        }
+    }
+    out
+}

@@ -109,7 +109,12 @@ pub fn load_str_with_env(text: &str, path: &Path, env: &dyn Env) -> Result<Polic
     };
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     match compile::compile(raw, base, short_hash(text.as_bytes()), env) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(mut config) if errors.is_empty() => {
+            for w in &mut config.warnings {
+                *w = format!("{}:{w}", path.display());
+            }
+            Ok(config)
+        }
         Ok(_) => Err(fail(errors)),
         Err(more) => {
             errors.extend(more);

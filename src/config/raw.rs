@@ -55,6 +55,12 @@ pub struct RawPaths {
     /// `strip` (`;…` removed from each segment before matching and forwarding).
     #[serde(default)]
     pub matrix_parameters: Option<MatrixParameters>,
+    /// `true` for apps that route case-insensitively (ASP.NET, Spring with
+    /// `setUseCaseSensitiveMatch(false)`, IIS): paths are lower-cased (ASCII letters, not the
+    /// `%XX` escapes) before matching *and* forwarding, so `/API/ADMIN` is judged and served
+    /// as `/api/admin`. Route patterns must then be lower case. Default `false`.
+    #[serde(default)]
+    pub case_insensitive: Option<Located<bool>>,
 }
 
 /// `server:` settings.

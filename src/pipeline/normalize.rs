@@ -49,12 +49,53 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     if absolute || req.method == Method::CONNECT || uri.path() == "*" {
         return Err(Rejection::RejectTargetForm);
     }
-    let matrix = ctx.snapshot.policy.paths.matrix_parameters;
-    ctx.canonical = match normalize_path_with(uri.path(), matrix).map_err(Rejection::RejectPath)? {
-        Cow::Borrowed(_) => Canonical::AsSent,
-        Cow::Owned(p) => Canonical::Rewritten(p),
+    let settings = ctx.snapshot.policy.paths;
+    let canonical = normalize_path_with(uri.path(), settings.matrix_parameters)
+        .map_err(Rejection::RejectPath)?;
+    // Case-insensitive apps: the lower-cased path is matched and forwarded, so fortress and
+    // the app agree on `/API/ADMIN`.
+    let lowered = settings
+        .case_insensitive
+        .then(|| lower_case(&canonical))
+        .flatten();
+    ctx.canonical = match (lowered, canonical) {
+        (Some(p), _) | (None, Cow::Owned(p)) => Canonical::Rewritten(p),
+        (None, Cow::Borrowed(_)) => Canonical::AsSent,
     };
     Ok(Step::Pass)
+}
+
+/// The canonical `path` with ASCII letters lower-cased, except the hex digits of `%XX`
+/// escapes (canonical form keeps them upper case); `None` when nothing changes.
+fn lower_case(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    let mut upper = false;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            i += 3;
+            continue;
+        }
+        upper |= b.is_ascii_uppercase();
+        i += 1;
+    }
+    if !upper {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut escape = 0;
+    for &b in bytes {
+        if b == b'%' {
+            escape = 2;
+            out.push(b);
+        } else if escape > 0 {
+            escape -= 1;
+            out.push(b);
+        } else {
+            out.push(b.to_ascii_lowercase());
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Canonicalizes the path part of an origin-form request target (no query
@@ -853,5 +894,17 @@ mod tests {
             }
         }
         assert!(accepted >= 300, "only {accepted} generated paths accepted");
+    }
+
+    #[test]
+    fn lower_casing_keeps_escapes() {
+        assert_eq!(lower_case("/api/x"), None);
+        assert_eq!(lower_case("/API/Admin").as_deref(), Some("/api/admin"));
+        assert_eq!(
+            lower_case("/A%2FB/%C3%A9X").as_deref(),
+            Some("/a%2Fb/%C3%A9x")
+        );
+        assert_eq!(lower_case("/%AB"), None);
+        assert_eq!(lower_case("/x%"), None);
     }
 }

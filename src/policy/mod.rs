@@ -44,6 +44,9 @@ pub struct Policy {
     pub hash: String,
     /// How request paths are canonicalized (`paths:`).
     pub paths: PathSettings,
+    /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
+    /// and reload log them), each `FILE:LINE:COL: message`.
+    pub warnings: Vec<String>,
 }
 
 /// `paths:` settings, compiled.
@@ -51,6 +54,8 @@ pub struct Policy {
 pub struct PathSettings {
     /// What a `;` path parameter in a segment gets.
     pub matrix_parameters: MatrixParameters,
+    /// Lower-case paths (ASCII letters outside `%XX`) before matching and forwarding.
+    pub case_insensitive: bool,
 }
 
 /// What a path parameter (`;…` in a segment, raw or `%3B`) gets.

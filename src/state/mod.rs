@@ -42,6 +42,9 @@ impl State {
     /// Compiles-in a new policy: binds it to the live state and swaps it in.
     pub fn install(&self, policy: crate::policy::Policy) -> Arc<Snapshot> {
         let hash = policy.hash.clone();
+        for w in &policy.warnings {
+            tracing::warn!(warning = %w, "policy lint warning");
+        }
         let old = self
             .config
             .replace(Snapshot::bind(policy, &self.live, &self.metrics));
