@@ -367,3 +367,56 @@ const MIN_REFRESH_GAP: Duration = Duration::from_millis(50);
 /// The longest wait between retries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ttl_ms: u64, min_ms: u64) -> JwksSettings {
+        JwksSettings {
+            source: JwksSource::File(PathBuf::from("/nonexistent/jwks.json")),
+            ca_file: None,
+            ttl: Duration::from_millis(ttl_ms),
+            min_refresh_interval: Duration::from_millis(min_ms),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_refresh_interval_up_to_the_ttl() {
+        let s = settings(10_000, 1_000);
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| u64::try_from(backoff(&s, n).as_millis()).expect("ms"))
+            .collect();
+        assert_eq!(waits, [1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        // A TTL shorter than the interval never makes retries faster than the interval.
+        assert_eq!(backoff(&settings(300, 2_000), 3), Duration::from_secs(2));
+        assert_eq!(
+            backoff(&settings(u64::MAX / 2, 1_000), 40),
+            MAX_BACKOFF,
+            "capped, no overflow"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_asks_are_rate_limited_and_never_wait() {
+        let j = Jwks::new(&settings(60_000, 60_000));
+        // Never attempted: the first ask goes through, at once.
+        j.request_refresh();
+        let woke = tokio::time::timeout(Duration::ZERO, j.wake.notified()).await;
+        assert!(woke.is_ok(), "the first ask wakes the task");
+        // More asks within the interval are dropped.
+        for _ in 0..10 {
+            j.request_refresh();
+        }
+        let woke = tokio::time::timeout(Duration::ZERO, j.wake.notified()).await;
+        assert!(
+            woke.is_err(),
+            "asks within min_refresh_interval are dropped"
+        );
+        // A failed attempt keeps nothing and reports no key set.
+        assert!(!j.refresh_once().await);
+        assert!(!j.is_loaded());
+        assert_eq!(j.generation(), 0);
+        j.first_attempt(Duration::ZERO).await;
+    }
+}

@@ -51,3 +51,69 @@ fn single<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, version: Version, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri("/ws")
+            .version(version);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "WebSocket"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
+
+    #[test]
+    fn only_a_complete_rfc_6455_handshake_counts() {
+        assert!(is_websocket_handshake(&parts(
+            "GET",
+            Version::HTTP_11,
+            &GOOD
+        )));
+        let without = |name: &str| -> Vec<(&str, &str)> {
+            GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
+        };
+        let mut cases: Vec<(&str, Parts)> = vec![
+            ("POST", parts("POST", Version::HTTP_11, &GOOD)),
+            ("HTTP/1.0", parts("GET", Version::HTTP_10, &GOOD)),
+            ("HTTP/2", parts("GET", Version::HTTP_2, &GOOD)),
+        ];
+        for name in [
+            "connection",
+            "upgrade",
+            "sec-websocket-key",
+            "sec-websocket-version",
+        ] {
+            cases.push((name, parts("GET", Version::HTTP_11, &without(name))));
+        }
+        let mut h = without("sec-websocket-version");
+        h.push(("sec-websocket-version", "8"));
+        cases.push(("version 8", parts("GET", Version::HTTP_11, &h)));
+        let mut h = without("upgrade");
+        h.push(("upgrade", "h2c"));
+        cases.push(("h2c", parts("GET", Version::HTTP_11, &h)));
+        let mut h = GOOD.to_vec();
+        h.push(("upgrade", "websocket"));
+        cases.push(("two Upgrade headers", parts("GET", Version::HTTP_11, &h)));
+        let mut h = without("connection");
+        h.push(("connection", "close"));
+        cases.push((
+            "Connection without upgrade",
+            parts("GET", Version::HTTP_11, &h),
+        ));
+        for (what, p) in cases {
+            assert!(!is_websocket_handshake(&p), "{what}");
+        }
+    }
+}

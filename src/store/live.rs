@@ -143,3 +143,68 @@ impl Live {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn policy(jwks_path: &std::path::Path) -> Policy {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  \
+             upstream: http://127.0.0.1:1\n  environment: local\n  require_https: false\n\
+             authentication:\n  jwt:\n    issuer: i\n    audiences: [a]\n    algorithms: [RS256]\n    \
+             jwks: {{ file: \"{}\", ttl: 10m, min_refresh_interval: 1s }}\n\
+             routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n",
+            jwks_path.display()
+        );
+        crate::config::load_str(&text, &jwks_path.with_file_name("fortress.yaml"))
+            .expect("valid policy")
+    }
+
+    fn jwks_doc() -> String {
+        let jwk = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/rsa.jwk.json"
+        ))
+        .expect("jwk");
+        format!(r#"{{"keys":[{jwk}]}}"#)
+    }
+
+    #[tokio::test]
+    async fn jwks_task_starts_on_first_bind_and_stops_when_the_source_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (one, two) = (dir.path().join("one.json"), dir.path().join("two.json"));
+        std::fs::write(&one, jwks_doc()).expect("write");
+        std::fs::write(&two, jwks_doc()).expect("write");
+        let live = Live::new(Arc::new(MemoryStore::new(16)));
+        assert!(live.jwks_ready(), "no source bound: nothing to wait for");
+
+        let first = live.bind(&policy(&one)).expect("auth");
+        let jwks = first.jwks.clone().expect("jwks bound");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert!(jwks.is_loaded(), "the task fetched the set");
+        assert!(live.jwks_ready());
+        assert_eq!(jwks.current().keys.len(), 1);
+
+        // The same source again: same cache, no second task.
+        let again = live.bind(&policy(&one)).expect("auth");
+        assert!(Arc::ptr_eq(&jwks, again.jwks.as_ref().expect("jwks")));
+        drop((first, again));
+        // Held by the registry, its task and this test.
+        assert_eq!(Arc::strong_count(&jwks), 3);
+
+        // Another source: the old one leaves the registry and its task stops.
+        let other = live.bind(&policy(&two)).expect("auth");
+        assert!(!Arc::ptr_eq(&jwks, other.jwks.as_ref().expect("jwks")));
+        let mut stopped = false;
+        for _ in 0..1000 {
+            if Arc::strong_count(&jwks) == 1 {
+                stopped = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(stopped, "the dropped source's task released it");
+    }
+}
