@@ -150,6 +150,7 @@ fn token(sub: &str, roles: &[&str]) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({
         "sub": sub, "roles": roles, "iss": "iss", "aud": "aud", "exp": now + 600,
+        "tenant": "acme",
     });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -174,6 +175,8 @@ async fn start(up: &WsUpstream, websocket_idle: &str) -> Fx {
          roles:\n  chatter: [\"chat:use\"]\n  viewer: [\"reports:read\"]\n\
          routes:\n  - name: ws\n    match: {{ path: \"/ws/**\" }}\n    websocket: true\n    \
          require: [\"chat:use\"]\n  \
+         - name: ws-org\n    match: {{ path: \"/ws-org/**\" }}\n    websocket: true\n    \
+         require: [\"chat:use\"]\n    tenant: {{ header: X-Org-Id }}\n  \
          - name: plain\n    match: {{ path: \"/plain/**\" }}\n    public: true\n",
         secret.display()
     );
@@ -247,8 +250,17 @@ async fn handshake_goes_through_every_check_first() {
         assert_eq!(r.json()["reason"], reason, "{what}");
         assert_eq!(r.header("upgrade"), None, "{what}");
     }
-    // A malformed handshake on the websocket route: 400, whoever sends it.
+    // Another tenant's channel: the tenant check refuses the handshake.
     let good = token("ann", &["chatter"]);
+    let req = handshake(
+        "/ws-org/chat",
+        Some(&good),
+        "Sec-WebSocket-Version: 13\r\nX-Org-Id: globex\r\n",
+    );
+    let r = raw_one(addr, req.as_bytes()).await;
+    assert_eq!(r.status, 403, "other tenant: {}", r.text());
+    assert_eq!(r.json()["reason"], "tenant_mismatch");
+    // A malformed handshake on the websocket route: 400, whoever sends it.
     for (what, req) in [
         ("no version", handshake("/ws/chat", Some(&good), "")),
         (
@@ -270,6 +282,18 @@ async fn handshake_goes_through_every_check_first() {
         up.heads().is_empty(),
         "no refused handshake reached the upstream"
     );
+    // The own tenant's channel passes every check and is upgraded.
+    let req = handshake(
+        "/ws-org/chat",
+        Some(&good),
+        "Sec-WebSocket-Version: 13\r\nX-Org-Id: acme\r\n",
+    );
+    let (_tcp, head, _) = open(addr, &req).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let seen = up.heads();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(header(&seen[0], "x-org-id").as_deref(), Some("acme"));
+    assert_eq!(header(&seen[0], "x-tenant-id").as_deref(), Some("acme"));
 }
 
 #[tokio::test]
