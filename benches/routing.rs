@@ -32,6 +32,7 @@ fn table(n: usize) -> Router {
             upstream_timeout: Duration::from_secs(30),
             access: Default::default(),
             stream: None,
+            websocket: false,
             params_used: Vec::new(),
             index: 0,
         });

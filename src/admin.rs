@@ -89,8 +89,15 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Ready when a config is active (always, once started) and the upstream accepts TCP.
+/// Ready when a config is active (always, once started), every bound JWKS source has a key
+/// set, and the upstream accepts TCP.
 async fn readyz(state: &AppState) -> Response<ProxyBody> {
+    if !state.live.jwks_ready() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"not_ready"}"#.into(),
+        );
+    }
     let upstream = state.config.snapshot().server.upstream.clone();
     let addr = upstream.as_str().to_owned();
     let reachable = matches!(

@@ -82,6 +82,11 @@ pub enum TransportError {
     CredentialsOverHttp,
     /// `Connection` names `Authorization` or an identity header.
     ConnectionNamesProtectedHeader,
+    /// `Upgrade: websocket` on a `websocket: true` route, but not a valid WebSocket handshake
+    /// (HTTP/1.1 `GET`, `Connection: upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`).
+    InvalidUpgrade,
+    /// HTTP/2 extended CONNECT (RFC 8441, `:protocol`): not supported.
+    ExtendedConnect,
 }
 
 impl TransportError {
@@ -352,9 +357,9 @@ impl Rejection {
             Rejection::RejectTargetForm => row(S::BAD_REQUEST, "bad_request", "target_form"),
             Rejection::RejectTransport(e) => match e {
                 TransportError::MalformedForwardedProto
-                | TransportError::ConnectionNamesProtectedHeader => {
-                    row(S::BAD_REQUEST, "bad_request", e.code())
-                }
+                | TransportError::ConnectionNamesProtectedHeader
+                | TransportError::InvalidUpgrade
+                | TransportError::ExtendedConnect => row(S::BAD_REQUEST, "bad_request", e.code()),
                 TransportError::HttpsRequired
                 | TransportError::UntrustedForwardedProto
                 | TransportError::CredentialsOverHttp => row(S::FORBIDDEN, "forbidden", e.code()),

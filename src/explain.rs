@@ -130,6 +130,8 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let mut obs = Recorder::default();
+    // No background task outside the proxy: the key set is fetched once, here.
+    runtime.block_on(live.fetch_once());
     let result = runtime.block_on(decide::decide(&mut ctx, &parts, &mut obs));
     let (decision, status, reason, allowed) = match result {
         Ok(()) => match ctx.dry_run_denial() {

@@ -130,6 +130,9 @@ impl Fortress {
         }
         let live = Live::new(store.clone());
         let first = Snapshot::bind(config, &live, &metrics);
+        // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
+        // on: the instance reports not ready and the background task keeps retrying.
+        live.first_fetches(auth::jwks::FETCH_TIMEOUT).await;
         let state: AppState = Arc::new(State {
             config: PolicyHandle::new(first),
             metrics,

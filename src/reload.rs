@@ -182,7 +182,7 @@ async fn reload_config(
             *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
-            state.install(*next);
+            state.install(*next).await;
             state.metrics.reload_ok.inc();
             info!(policy.hash = %hash, "config reloaded");
             Outcome::Applied { hash }

@@ -1142,11 +1142,15 @@ async fn jwks_setup(jwks: &Upstream, ttl: &str, min_refresh: &str) -> Setup {
     .await
 }
 
+/// Rotation through an unknown `kid`. The TTL is long, so the only refetch is the one the
+/// unknown kid asks for. Since the background-refresh change the first request with the new
+/// kid is refused at once (`unknown_kid`) instead of waiting for the refetch; a later one
+/// passes once the refreshed set landed.
 #[tokio::test]
 async fn jwks_rotation() {
     let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
     let jwks = jwks_server(doc.clone()).await;
-    let s = jwks_setup(&jwks, "500ms", "100ms").await;
+    let s = jwks_setup(&jwks, "10m", "100ms").await;
     let k1 = encoding_key(Algorithm::RS256);
     let k2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
     let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &k1);
@@ -1156,26 +1160,28 @@ async fn jwks_rotation() {
         s.accepted(&t1, "k1 before rotation").await,
         Identity::alice()
     );
-    assert_eq!(jwks.hits(), 1, "fetched on first use");
+    assert_eq!(jwks.hits(), 1, "fetched once, at startup");
 
-    // Rotate: the set now holds only k2. Past min_refresh_interval, an unknown kid refetches.
+    // Rotate: the set now holds only k2. The k2 token is refused at once (no wait for a
+    // fetch) and asks for a refresh; once it landed the same token passes.
     *doc.lock().expect("lock") = jwks_json(&[("rsa2", "k2")]);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        s.accepted(&t2, "k2 after rotation").await,
-        Identity::alice()
-    );
-    assert!(jwks.hits() >= 2, "refetched for the unknown kid");
-
-    // k1 is gone from the set; its cached verification does not outlive the key set.
-    let gone = eventually(Duration::from_secs(5), || async {
-        s.call_token(&t1).await.status == 401
+    s.refused(&t2, "unknown_kid", "k2 before the refresh").await;
+    let landed = eventually(Duration::from_secs(10), || async {
+        let r = s.call_token(&t2).await;
+        if r.status != 200 {
+            assert_refused(&r, "unknown_kid", "k2 while the refresh is pending");
+        }
+        r.status == 200
     })
     .await;
-    assert!(
-        gone,
-        "the k1 token is refused once the key set no longer has k1"
+    assert!(landed, "k2 is accepted once the refreshed set landed");
+    assert_eq!(
+        jwks.hits(),
+        2,
+        "exactly one refetch, asked by the unknown kid"
     );
+
+    // k1 is gone from the set; its cached verification does not outlive the key set.
     let hits = s.up.hits();
     s.refused(&t1, "unknown_kid", "k1 after rotation").await;
     assert_eq!(
@@ -1187,6 +1193,220 @@ async fn jwks_rotation() {
         s.accepted(&t2, "k2 still accepted").await,
         Identity::alice()
     );
+}
+
+/// Rotation with no request asking: the background task refetches before the TTL runs out,
+/// so the new key works and the removed one (cached token too) stops, with no unknown `kid`
+/// ever seen.
+#[tokio::test]
+async fn jwks_background_refresh_rotates_keys_before_the_ttl() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let jwks = jwks_server(doc.clone()).await;
+    let s = jwks_setup(&jwks, "400ms", "1m").await;
+    let k1 = encoding_key(Algorithm::RS256);
+    let k2 = EncodingKey::from_rsa_pem(&key_bytes("rsa2.pem")).expect("rsa2");
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &k1);
+    let t2 = sign_kid(Algorithm::RS256, "k2", &claims(), &k2);
+    assert_eq!(s.accepted(&t1, "k1, cached now").await, Identity::alice());
+
+    *doc.lock().expect("lock") = jwks_json(&[("rsa2", "k2")]);
+    let changed_at = jwks.hits();
+    // A fetch counted after the change served the new document; wait until one happened and
+    // the cached k1 token stops working.
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        jwks.hits() > changed_at && s.call_token(&t1).await.status == 401
+    })
+    .await;
+    assert!(refreshed, "the background refresh replaced the set");
+    s.refused(&t1, "unknown_kid", "k1 after the background refresh")
+        .await;
+    assert_eq!(s.accepted(&t2, "k2").await, Identity::alice());
+    assert_eq!(
+        s.failures("unknown_kid").await,
+        2.0,
+        "k2 was never an unknown kid; only the two refused k1 requests counted"
+    );
+}
+
+/// A JWKS endpoint that serves `doc` until `hang` is set; from then on it accepts connections
+/// and never answers. Counts accepted connections, and how many of the hung ones the client
+/// (fortress) closed.
+struct HungJwks {
+    addr: SocketAddr,
+    hang: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    hung_closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HungJwks {
+    async fn spawn(doc: String) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hang = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let hung_closed = Arc::new(AtomicUsize::new(0));
+        let (h, a, c) = (hang.clone(), accepted.clone(), hung_closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let hung = h.load(Ordering::SeqCst);
+                let (doc, c) = (doc.clone(), c.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    if hung {
+                        // Read whatever comes, answer nothing, note when the client gives up.
+                        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                        c.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    );
+                    let _ = tcp.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            hang,
+            accepted,
+            hung_closed,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn hung_closed(&self) -> usize {
+        self.hung_closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A hung JWKS endpoint (accepts, never answers) stalls no request: a token whose key set is
+/// loaded is answered while fortress's fetch still hangs on the endpoint, and an unknown `kid`
+/// is refused at once, with at most one refresh attempt on the endpoint.
+#[tokio::test]
+async fn hung_jwks_endpoint_never_stalls_requests() {
+    let jwks = HungJwks::spawn(jwks_json(&[("rsa", "k1")])).await;
+    let s = Setup::start(
+        &format!(
+            "issuer: {ISSUER}\naudiences: [api-a]\nalgorithms: [RS256]\n\
+             jwks: {{ url: \"http://{}/jwks.json\", ttl: 10m, min_refresh_interval: 100ms }}",
+            jwks.addr
+        ),
+        false,
+        DEFAULT_CLAIMS,
+    )
+    .await;
+    let key = encoding_key(Algorithm::RS256);
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    assert_eq!(s.accepted(&t1, "k1, set loaded").await, Identity::alice());
+    assert_eq!(jwks.accepted(), 1, "the startup fetch");
+
+    // The endpoint hangs. Unknown kids are refused at once; one of them gets the background
+    // task to try a refresh, which hangs on the endpoint.
+    jwks.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut i = 0;
+    let (s_ref, jwks_ref) = (&s, &jwks);
+    let attempted = eventually(Duration::from_secs(10), || {
+        i += 1;
+        let t = sign_kid(Algorithm::RS256, &format!("rnd-{i}"), &claims(), &key);
+        let (s, jwks) = (s_ref, jwks_ref);
+        async move {
+            s.refused(&t, "unknown_kid", "unknown kid, endpoint hung")
+                .await;
+            jwks.accepted() == 2
+        }
+    })
+    .await;
+    assert!(attempted, "the unknown kid asked for a refresh");
+
+    // While that fetch hangs: more unknown kids, refused at once, ask nothing more; tokens
+    // signed by the loaded key (new ones, not in the token cache) pass.
+    for n in 0..5 {
+        let t = sign_kid(Algorithm::RS256, &format!("later-{n}"), &claims(), &key);
+        s.refused(&t, "unknown_kid", "unknown kid during the hung fetch")
+            .await;
+        let fresh = sign_kid(
+            Algorithm::RS256,
+            "k1",
+            &claims_with(json!({"jti": format!("hung-{n}")})),
+            &key,
+        );
+        assert_eq!(
+            s.accepted(&fresh, "a new k1 token during the hung fetch")
+                .await,
+            Identity::alice()
+        );
+    }
+    assert_eq!(
+        jwks.accepted(),
+        2,
+        "at most one refresh attempt on the endpoint"
+    );
+    assert_eq!(
+        jwks.hung_closed(),
+        0,
+        "every request above was answered while fortress's fetch was still hanging"
+    );
+}
+
+/// A JWKS endpoint that fails at startup: fortress starts, is not ready, refuses RS256 tokens
+/// with `keys_unavailable`, keeps retrying in the background, and turns ready (and accepts the
+/// token) once the endpoint answers.
+#[tokio::test]
+async fn readiness_waits_for_the_first_key_set() {
+    let doc = Arc::new(Mutex::new(jwks_json(&[("rsa", "k1")])));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let jwks = switchable_jwks_server(doc, failing.clone()).await;
+    let s = jwks_setup(&jwks, "1s", "100ms").await;
+    assert!(
+        jwks.hits() >= 1,
+        "the first fetch was tried before startup finished"
+    );
+    let readyz = || async {
+        raw(
+            s.fx.admin(),
+            b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    };
+    let r = readyz().await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), r#"{"status":"not_ready"}"#);
+    let key = encoding_key(Algorithm::RS256);
+    let t1 = sign_kid(Algorithm::RS256, "k1", &claims(), &key);
+    s.refused(&t1, "keys_unavailable", "no key set yet").await;
+    let retried = eventually(Duration::from_secs(10), || async { jwks.hits() >= 2 }).await;
+    assert!(retried, "the background task retries");
+    let r = readyz().await;
+    assert_eq!(r.status, 503, "still not ready while the endpoint fails");
+
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let ready = eventually(Duration::from_secs(10), || async {
+        readyz().await.status == 200
+    })
+    .await;
+    assert!(ready, "ready once the key set is loaded");
+    assert_eq!(readyz().await.text(), r#"{"status":"ready"}"#);
+    assert_eq!(s.accepted(&t1, "k1 once loaded").await, Identity::alice());
 }
 
 #[tokio::test]

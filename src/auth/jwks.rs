@@ -1,14 +1,19 @@
-//! JWKS key sets from a file or an HTTP(S) URL: cached with a TTL, refetched when a token names
-//! an unknown `kid` (itself rate-limited, so a flood of random `kid`s cannot hammer the
-//! endpoint), and the last good set kept when a refresh fails.
+//! JWKS key sets from a file or an HTTP(S) URL, fetched by a background task (one per source)
+//! and never on the request path: requests only read the current (last good) set, lock-free.
 //!
-//! A [`Jwks`] is live state: `store::Live` keeps one per source across policy reloads, so a
-//! reload neither throws the keys away nor fetches them again. The TTL and refresh interval
-//! come from the policy that is active at the time of each call.
+//! The task ([`Jwks::run`]) refetches before the TTL runs out, retries a failed fetch with
+//! backoff (from `min_refresh_interval`, doubling), and keeps the last good set meanwhile. A
+//! token naming an unknown `kid` only *asks* for an early refresh ([`Jwks::request_refresh`]),
+//! itself rate-limited to once per `min_refresh_interval` since the last attempt, so a flood of
+//! random `kid`s cannot hammer the endpoint and a hung endpoint never stalls a request.
+//!
+//! A [`Jwks`] is live state: `store::Live` keeps one per source across policy reloads (and
+//! runs its task), so a reload neither throws the keys away nor fetches them again. The TTL and
+//! refresh interval come from the policy bound last ([`Jwks::update_settings`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,7 +24,8 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
 
 pub use crate::policy::auth::{JwksSettings, JwksSource};
 
@@ -41,21 +47,34 @@ pub struct JwkKey {
 pub struct KeySet {
     /// Keys.
     pub keys: Vec<JwkKey>,
-    /// Bumped on every successful fetch (token cache entries carry it).
+    /// Bumped whenever a fetch brings a different document (token cache entries carry it, so
+    /// a key removed from the set stops working for cached tokens too).
     pub generation: u64,
     fetched_at: Option<Instant>,
+    doc: Bytes,
+}
+
+impl KeySet {
+    /// Whether a set was ever loaded (an empty set before the first good fetch).
+    pub fn loaded(&self) -> bool {
+        self.fetched_at.is_some()
+    }
 }
 
 /// The cached key set of one source.
 pub struct Jwks {
     source: JwksSource,
     ca_file: Option<PathBuf>,
+    settings: ArcSwap<JwksSettings>,
     current: ArcSwap<KeySet>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Early-refresh asks (unknown `kid`), coalesced.
+    wake: Notify,
+    /// When the last fetch attempt started (ms since `epoch`; `u64::MAX`: never).
     last_attempt_ms: AtomicU64,
-    /// Whether the last fetch failed (then it is retried at most once per
-    /// `min_refresh_interval`, not on every request).
-    last_failed: AtomicBool,
+    /// When a request last asked for an early refresh (ms since `epoch`; `u64::MAX`: never).
+    asked_ms: AtomicU64,
+    /// Finished fetch attempts (the first one is awaited at startup).
+    attempts: watch::Sender<u64>,
     epoch: Instant,
 }
 
@@ -68,22 +87,34 @@ impl std::fmt::Debug for Jwks {
 }
 
 impl Jwks {
-    /// An empty cache for `settings`' source; the first use fetches.
+    /// An empty cache for `settings`' source; its task ([`Jwks::run`]) fetches.
     pub fn new(settings: &JwksSettings) -> Self {
         Self {
             source: settings.source.clone(),
             ca_file: settings.ca_file.clone(),
+            settings: ArcSwap::from_pointee(settings.clone()),
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
             last_attempt_ms: AtomicU64::new(u64::MAX),
-            last_failed: AtomicBool::new(false),
+            asked_ms: AtomicU64::new(u64::MAX),
+            attempts: watch::Sender::new(0),
             epoch: Instant::now(),
         }
     }
 
-    /// The generation of the current key set (no fetch).
+    /// The current key set (lock-free; never fetches).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// The generation of the current key set.
     pub fn generation(&self) -> u64 {
         self.current.load().generation
+    }
+
+    /// Whether a key set was ever loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().loaded()
     }
 
     /// Whether this cache serves `settings` (same source, fetched the same way).
@@ -91,67 +122,111 @@ impl Jwks {
         self.source == settings.source && self.ca_file == settings.ca_file
     }
 
-    /// Whether the key set is missing or older than `ttl` (the next use fetches).
-    pub fn is_stale(&self, ttl: Duration) -> bool {
-        self.current
-            .load()
-            .fetched_at
-            .is_none_or(|t| t.elapsed() >= ttl)
+    /// Takes the TTL and refresh interval of the policy bound last.
+    pub fn update_settings(&self, settings: &JwksSettings) {
+        self.settings.store(Arc::new(settings.clone()));
     }
 
-    /// The key set, fetched first if it is missing or older than the TTL.
-    pub async fn keys(&self, settings: &JwksSettings) -> Arc<KeySet> {
-        let cur = self.current.load_full();
-        let stale = cur.fetched_at.is_none_or(|t| t.elapsed() >= settings.ttl);
-        if !stale {
-            return cur;
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Asks the background task for an early refresh (a token named an unknown `kid`). Does
+    /// not wait. Ignored when the last attempt or ask was less than `min_refresh_interval` ago.
+    pub fn request_refresh(&self) {
+        let min = self.settings.load().min_refresh_interval;
+        let now = self.now_ms();
+        let since = |t: u64| t == u64::MAX || Duration::from_millis(now.saturating_sub(t)) >= min;
+        let asked = self.asked_ms.load(Ordering::Acquire);
+        if !since(self.last_attempt_ms.load(Ordering::Acquire)) || !since(asked) {
+            return;
         }
-        self.fetch(settings, false).await
+        // One ask per interval, however many requests race here.
+        if self
+            .asked_ms
+            .compare_exchange(asked, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.wake.notify_one();
+        }
     }
 
-    /// Fetches again because a token named an unknown `kid`, unless the last fetch was less
-    /// than `min_refresh_interval` ago.
-    pub async fn refresh_for_unknown_kid(&self, settings: &JwksSettings) -> Arc<KeySet> {
-        self.fetch(settings, true).await
+    /// Waits until the first fetch attempt finished (successful or not), at most `limit`.
+    pub async fn first_attempt(&self, limit: Duration) {
+        let mut rx = self.attempts.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n > 0)).await;
     }
 
-    async fn fetch(&self, settings: &JwksSettings, rate_limited: bool) -> Arc<KeySet> {
-        let _guard = self.fetch_lock.lock().await;
-        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_attempt_ms.load(Ordering::Acquire);
-        let since = Duration::from_millis(now_ms.saturating_sub(last));
-        let cur = self.current.load_full();
-        if last != u64::MAX {
-            // Another request fetched while we waited for the lock, or the last fetch failed
-            // (a broken endpoint is retried once per interval, not by every request).
-            let fresh = cur.fetched_at.is_some_and(|t| t.elapsed() < settings.ttl);
-            let failed = self.last_failed.load(Ordering::Acquire);
-            if since < settings.min_refresh_interval && (rate_limited || fresh || failed) {
-                return cur;
+    /// The background task: fetches at once, then before the TTL runs out, early when asked,
+    /// and with backoff after a failure. Runs until aborted (its source left the registry).
+    pub async fn run(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        loop {
+            let ok = self.refresh_once().await;
+            let settings = self.settings.load_full();
+            failures = if ok { 0 } else { failures.saturating_add(1) };
+            let wait = if ok {
+                // Before the set gets stale: at three quarters of the TTL.
+                settings.ttl.mul_f64(0.75).max(MIN_REFRESH_GAP)
+            } else {
+                backoff(&settings, failures)
+            };
+            let due = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => break,
+                    () = self.wake.notified() => {
+                        // An ask: honoured when the last attempt is far enough back (asks that
+                        // piled up while a fetch ran are dropped).
+                        let min = self.settings.load().min_refresh_interval;
+                        let last = self.last_attempt_ms.load(Ordering::Acquire);
+                        let since = Duration::from_millis(self.now_ms().saturating_sub(last));
+                        if last == u64::MAX || since >= min {
+                            break;
+                        }
+                    }
+                }
             }
         }
-        self.last_attempt_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// One fetch attempt; a good document replaces the set, a failure keeps the last good one.
+    pub async fn refresh_once(&self) -> bool {
+        self.last_attempt_ms.store(self.now_ms(), Ordering::Release);
         let loaded = self.load().await;
-        self.last_failed.store(loaded.is_err(), Ordering::Release);
-        match loaded {
-            Ok(keys) => {
-                let next = Arc::new(KeySet {
+        let ok = match loaded {
+            Ok((doc, keys)) => {
+                let cur = self.current.load_full();
+                // The same document keeps its generation (cached tokens stay valid); a changed
+                // one bumps it, so tokens verified with a removed key stop matching.
+                let generation = if cur.loaded() && cur.doc == doc {
+                    cur.generation
+                } else {
+                    cur.generation + 1
+                };
+                if generation != cur.generation {
+                    info!(keys = keys.len(), source = ?self.source, "JWKS fetched");
+                } else {
+                    debug!(source = ?self.source, "JWKS refetched, unchanged");
+                }
+                self.current.store(Arc::new(KeySet {
                     keys,
-                    generation: cur.generation + 1,
+                    generation,
                     fetched_at: Some(Instant::now()),
-                });
-                info!(keys = next.keys.len(), source = ?self.source, "JWKS fetched");
-                self.current.store(next.clone());
-                next
+                    doc,
+                }));
+                true
             }
             Err(e) => {
                 warn!(error = %e, source = ?self.source, "JWKS fetch failed; keeping the last good key set");
-                cur
+                false
             }
-        }
+        };
+        self.attempts.send_modify(|n| *n = n.saturating_add(1));
+        ok
     }
 
-    async fn load(&self) -> Result<Vec<JwkKey>, String> {
+    async fn load(&self) -> Result<(Bytes, Vec<JwkKey>), String> {
         let bytes = match &self.source {
             JwksSource::File(p) => tokio::fs::read(p)
                 .await
@@ -163,8 +238,18 @@ impl Jwks {
                     .map_err(|_| format!("{uri}: timed out"))??
             }
         };
-        parse(&bytes)
+        let keys = parse(&bytes)?;
+        Ok((bytes, keys))
     }
+}
+
+/// The wait before retrying after `failures` failed attempts in a row: `min_refresh_interval`
+/// doubled per further failure, at most the TTL (and never below the interval).
+fn backoff(settings: &JwksSettings, failures: u32) -> Duration {
+    let base = settings.min_refresh_interval.max(MIN_REFRESH_GAP);
+    let cap = settings.ttl.min(MAX_BACKOFF).max(base);
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(cap)
 }
 
 /// Parses a JWKS document into usable keys (symmetric `oct` keys are ignored: a shared secret
@@ -275,5 +360,63 @@ fn tls_connector(ca_file: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one fetch may take (the first one is awaited this long at startup).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest gap between two scheduled fetches.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(50);
+/// The longest wait between retries after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ttl_ms: u64, min_ms: u64) -> JwksSettings {
+        JwksSettings {
+            source: JwksSource::File(PathBuf::from("/nonexistent/jwks.json")),
+            ca_file: None,
+            ttl: Duration::from_millis(ttl_ms),
+            min_refresh_interval: Duration::from_millis(min_ms),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_refresh_interval_up_to_the_ttl() {
+        let s = settings(10_000, 1_000);
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| u64::try_from(backoff(&s, n).as_millis()).expect("ms"))
+            .collect();
+        assert_eq!(waits, [1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        // A TTL shorter than the interval never makes retries faster than the interval.
+        assert_eq!(backoff(&settings(300, 2_000), 3), Duration::from_secs(2));
+        assert_eq!(
+            backoff(&settings(u64::MAX / 2, 1_000), 40),
+            MAX_BACKOFF,
+            "capped, no overflow"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_asks_are_rate_limited_and_never_wait() {
+        let j = Jwks::new(&settings(60_000, 60_000));
+        // Never attempted: the first ask goes through, at once.
+        j.request_refresh();
+        let woke = tokio::time::timeout(Duration::ZERO, j.wake.notified()).await;
+        assert!(woke.is_ok(), "the first ask wakes the task");
+        // More asks within the interval are dropped.
+        for _ in 0..10 {
+            j.request_refresh();
+        }
+        let woke = tokio::time::timeout(Duration::ZERO, j.wake.notified()).await;
+        assert!(
+            woke.is_err(),
+            "asks within min_refresh_interval are dropped"
+        );
+        // A failed attempt keeps nothing and reports no key set.
+        assert!(!j.refresh_once().await);
+        assert!(!j.is_loaded());
+        assert_eq!(j.generation(), 0);
+        j.first_attempt(Duration::ZERO).await;
+    }
+}

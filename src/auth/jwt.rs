@@ -31,38 +31,23 @@ impl Verifier<'_> {
         if token.is_empty() || token.len() > s.max_token_bytes {
             return Err(AuthError::MalformedToken);
         }
-        let jwks_settings = match (self.jwks, &s.jwks) {
-            (Some(j), Some(settings)) => Some((j, settings)),
+        let jwks = match (self.jwks, &s.jwks) {
+            (Some(j), Some(_)) => Some(j),
             // Settings name a JWKS but none is bound (cannot happen once installed): fail
             // closed for the key-set algorithms rather than skip the key set.
             (None, Some(_)) => return Err(AuthError::KeysUnavailable),
             _ => None,
         };
-        // Fast path: a token verified before against the current key set. A stale JWKS skips
-        // it, so the slow path refetches and keys removed from the set stop working.
-        let fresh_generation = match jwks_settings {
-            None => Some(0),
-            Some((j, js)) if !j.is_stale(js.ttl) => Some(j.generation()),
-            Some(_) => None,
-        };
-        if let Some(g) = fresh_generation
-            && let Some(p) = self.cache.get(token, now, g, s.fingerprint)
-        {
+        // The current (last good) key set, read lock-free: a request never waits for a fetch.
+        // The background task keeps it fresh; a refetch that changed the set bumps the
+        // generation, so tokens verified with a removed key stop matching the cache.
+        let keys = jwks.map(Jwks::current);
+        let generation = keys.as_ref().map_or(0, |k| k.generation);
+        if let Some(p) = self.cache.get(token, now, generation, s.fingerprint) {
             return Ok(p);
         }
         let alg = self.header_algorithm(token)?;
         let family = alg.family();
-        let jwks = match (jwks_settings, family) {
-            (Some((j, js)), AlgorithmFamily::Rsa | AlgorithmFamily::Ec | AlgorithmFamily::Ed) => {
-                Some(j.keys(js).await)
-            }
-            _ => None,
-        };
-        let generation = match (&jwks, self.jwks) {
-            (Some(k), _) => k.generation,
-            (None, Some(j)) => j.generation(),
-            (None, None) => 0,
-        };
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::MalformedToken)?;
         let validation = self.validation(alg);
         let claims = match family {
@@ -71,34 +56,26 @@ impl Verifier<'_> {
                 decode(token, key, &validation)?
             }
             _ => {
-                let mut keys = jwks;
-                let mut found = self.try_keys(
+                let found = self.try_keys(
                     token,
                     alg,
                     header.kid.as_deref(),
                     keys.as_deref(),
                     &validation,
                 );
-                if matches!(found, Err(AuthError::UnknownKid))
-                    && let Some((j, js)) = jwks_settings
-                {
-                    let refreshed = j.refresh_for_unknown_kid(js).await;
-                    found = self.try_keys(
-                        token,
-                        alg,
-                        header.kid.as_deref(),
-                        Some(&refreshed),
-                        &validation,
-                    );
-                    keys = Some(refreshed);
+                match (found, jwks, keys.as_deref()) {
+                    // No key for it: ask the background task for an early refresh (rate
+                    // limited) and refuse now; a later request passes once the set landed.
+                    (Err(e @ (AuthError::UnknownKid | AuthError::KeysUnavailable)), Some(j), k) => {
+                        j.request_refresh();
+                        return Err(if k.is_some_and(KeySet::loaded) {
+                            e
+                        } else {
+                            AuthError::KeysUnavailable
+                        });
+                    }
+                    (found, _, _) => found?,
                 }
-                let claims = found?;
-                if let Some(k) = keys.as_ref()
-                    && k.generation != generation
-                {
-                    return self.finish(token, claims, now, k.generation);
-                }
-                claims
             }
         };
         self.finish(token, claims, now, generation)

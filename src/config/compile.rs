@@ -160,6 +160,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         upstream_connect: duration_or(&t.upstream_connect, Duration::from_secs(2), errors),
         upstream_response: duration_or(&t.upstream_response, Duration::from_secs(30), errors),
         shutdown_grace: duration_or(&t.shutdown_grace, Duration::from_secs(30), errors),
+        websocket_idle: duration_or(&t.websocket_idle, Duration::from_secs(60), errors),
     };
     let max_connections = match &raw.max_connections {
         Some(m) if m.value == 0 => {
@@ -367,8 +368,18 @@ fn compile_routes(
             _ => Vec::new(),
         };
         debug_assert!(params_used.len() <= crate::policy::route::MAX_PARAMS_USED);
+        let websocket = r.websocket.as_ref().is_some_and(|w| w.value);
+        if let (Some(w), Some(_)) = (&r.websocket, &r.stream)
+            && w.value
+        {
+            errors.push(ConfigError::at(
+                w.pos,
+                "a route cannot be both `websocket: true` and a `stream:` route",
+            ));
+        }
         routes.push(Route {
             name: Arc::from(name.as_str()),
+            websocket,
             pattern: path.value.clone(),
             methods,
             public,

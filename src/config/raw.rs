@@ -149,6 +149,9 @@ pub struct RawTimeouts {
     /// How long shutdown waits for in-flight requests to finish (default 30s).
     #[serde(default)]
     pub shutdown_grace: Option<Located<String>>,
+    /// A WebSocket tunnel idle (no bytes either way) this long is closed (default 60s).
+    #[serde(default)]
+    pub websocket_idle: Option<Located<String>>,
 }
 
 /// One route.
@@ -181,6 +184,9 @@ pub struct RawRoute {
     /// Check the response as this NDJSON stream (a name under `streams:`).
     #[serde(default)]
     pub stream: Option<Located<String>>,
+    /// Proxy WebSocket handshakes (`Upgrade: websocket`) on this route (default false).
+    #[serde(default)]
+    pub websocket: Option<Located<bool>>,
 }
 
 /// One NDJSON stream definition.

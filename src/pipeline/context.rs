@@ -362,6 +362,9 @@ impl Drop for RequestContext {
             || self.privileged.is_some()
             || self.upstream_body_error
             || self.stream_violation.is_some();
+        // Who asked, on every line (refusals included): the subject and tenant of a verified
+        // token, and the tenant the request named (tenant refusals say whose data was asked for).
+        let own_tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref());
         macro_rules! access_log {
             ($level:ident) => {
                 tracing::$level!(
@@ -374,7 +377,8 @@ impl Drop for RequestContext {
                     reason,
                     mode,
                     subject = self.principal.as_ref().map_or("", |p| p.subject.as_str()),
-                    tenant = self.principal.as_ref().and_then(|p| p.tenant.as_deref()).unwrap_or(""),
+                    tenant = own_tenant.unwrap_or(""),
+                    requested_tenant = self.requested_tenant.as_str(own_tenant).unwrap_or(""),
                     privileged = self.privileged.unwrap_or(""),
                     client.ip = %self.conn.peer.ip(),
                     latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

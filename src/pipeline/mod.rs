@@ -22,6 +22,7 @@ pub mod normalize;
 pub mod route;
 pub mod tenant;
 pub mod transport;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,12 +30,13 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::credentials::Credentials;
-use crate::proxy::{request, response};
+use crate::proxy::{request, response, tunnel};
 use crate::state::AppState;
 use crate::stream::Mode;
 use conn::ConnInfo;
@@ -55,20 +57,39 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
-    let mut resp = match decide_and_forward(&state, &mut ctx, req).await {
-        Ok(resp) => resp,
+    let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
+        Ok(forwarded) => forwarded,
         Err(rejection) => {
             ctx.refuse(rejection);
-            rejection
+            let resp = rejection
                 .to_response(ctx.ids.request_id())
-                .map(ProxyBody::full)
+                .map(ProxyBody::full);
+            (resp, None)
         }
     };
     ctx.status = Some(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
-    Ok(resp.map(|b| b.with_events(ctx)))
+    match tunnel {
+        // A WebSocket tunnel: the context rides in the tunnel task and is recorded (allowed,
+        // 101) when the tunnel ends.
+        Some(t) => {
+            let request_id = ctx.ids.request_id().to_owned();
+            tokio::spawn(tunnel::splice(
+                t.client, t.upstream, t.idle, request_id, ctx,
+            ));
+            Ok(resp)
+        }
+        None => Ok(resp.map(|b| b.with_events(ctx))),
+    }
+}
+
+/// Both halves of an accepted WebSocket handshake, to splice once the `101` is sent.
+struct Tunnel {
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: std::time::Duration,
 }
 
 /// The route's tenant header, with the tenant the tenant check read from it.
@@ -85,9 +106,17 @@ async fn decide_and_forward(
     state: &AppState,
     ctx: &mut RequestContext,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Rejection> {
-    let (parts, body) = req.into_parts();
+) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
+    let (mut parts, body) = req.into_parts();
     decide::decide(ctx, &parts, &mut ()).await?;
+    // After every request-time check: only an authenticated, authorized handshake on a
+    // `websocket: true` route is proxied as one.
+    let websocket = upgrade::check(ctx, &parts)?;
+    let client_upgrade = if websocket {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
     ctx.allow();
     let traceparent = ctx.ids.traceparent();
     let canonical = match &ctx.canonical {
@@ -115,6 +144,7 @@ async fn decide_and_forward(
             rules: &ctx.snapshot.policy.headers,
             trusted_proxies: &ctx.snapshot.server.trusted_proxies,
             tenant_header: tenant_header(ctx),
+            websocket,
         },
     )?;
     let mut upstream_req = upstream_req;
@@ -125,7 +155,7 @@ async fn decide_and_forward(
         .and_then(|r| r.stream.as_ref())
         .map(|_| capture_connection(&mut upstream_req));
     let sent = Instant::now();
-    let resp = state
+    let mut resp = state
         .forwarder
         .send(
             upstream_req,
@@ -135,6 +165,20 @@ async fn decide_and_forward(
         )
         .await?;
     ctx.upstream_answered(sent.elapsed());
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // A 101 only answers a handshake fortress checked and forwarded; anything else is a
+        // broken upstream.
+        let Some(client) = client_upgrade else {
+            return Err(Rejection::UpstreamFailed);
+        };
+        let upstream = hyper::upgrade::on(&mut resp);
+        let tunnel = Tunnel {
+            client,
+            upstream,
+            idle: ctx.snapshot.server.timeouts.websocket_idle,
+        };
+        return Ok((response::switching(resp), Some(tunnel)));
+    }
     // On a dry-run route a stream violation is recorded, not enforced.
     let mode = if ctx.dry_run {
         Mode::Observe
@@ -149,10 +193,8 @@ async fn decide_and_forward(
             connection,
         })
     });
-    Ok(response::prepare(
-        resp,
-        stream,
-        ctx.ids.trace_id(),
-        &state.metrics,
+    Ok((
+        response::prepare(resp, stream, ctx.ids.trace_id(), &state.metrics),
+        None,
     ))
 }

@@ -16,6 +16,10 @@ use crate::policy::identity::IdentityHeaders;
 pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let policy = &ctx.snapshot.policy;
     let cookie = policy.auth.as_ref().and_then(|a| a.cookie.as_deref());
+    // HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) is not supported.
+    if req.extensions.get::<hyper::ext::Protocol>().is_some() {
+        return Err(Rejection::RejectTransport(TransportError::ExtendedConnect));
+    }
     let verdict = rules(
         ctx.conn.tls,
         ctx.trusted,

@@ -140,6 +140,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Drain deadline at shutdown.
     pub shutdown_grace: Duration,
+    /// A WebSocket tunnel with no bytes either way for this long is closed (both sides).
+    pub websocket_idle: Duration,
 }
 
 /// Enforcement mode.

@@ -43,6 +43,8 @@ pub struct Route {
     pub access: Access,
     /// NDJSON stream rules for the response, if the route declares `stream:`.
     pub stream: Option<Arc<super::stream::StreamRules>>,
+    /// WebSocket handshakes (`Upgrade: websocket`) are proxied and the connection spliced.
+    pub websocket: bool,
     /// Path parameters a check reads (e.g. the tenant's `path_param`): only these are kept
     /// in the request context, so most requests copy none.
     pub params_used: Vec<String>,
@@ -364,6 +366,7 @@ mod tests {
             upstream_timeout: Duration::from_secs(1),
             access: Access::default(),
             stream: None,
+            websocket: false,
             params_used: Vec::new(),
             index: 0,
         }

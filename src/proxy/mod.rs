@@ -9,6 +9,7 @@ pub mod headers;
 pub mod identity;
 pub mod request;
 pub mod response;
+pub mod tunnel;
 
 use std::time::{Duration, Instant};
 

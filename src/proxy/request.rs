@@ -49,6 +49,9 @@ pub struct Forwarding<'a> {
     pub trusted_proxies: &'a [IpNet],
     /// The route's tenant header and the tenant the tenant check read from it (`None`: none).
     pub tenant_header: Option<(&'a HeaderName, Option<&'a str>)>,
+    /// A checked WebSocket handshake on a `websocket: true` route: `Connection: upgrade` and
+    /// `Upgrade: websocket` survive the hop-by-hop strip (for this case only).
+    pub websocket: bool,
 }
 
 /// Rewrites a client request for the upstream.
@@ -86,6 +89,14 @@ pub fn prepare(
     parts.uri = Uri::from_parts(uri).map_err(|_| Rejection::RejectTargetForm)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if f.websocket {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     // Before the forwarding headers are set, so a configured strip list never removes them.
     strip_client_headers(&mut parts.headers, f);
     set_forwarding(
@@ -243,6 +254,7 @@ mod tests {
                 rules: &rules,
                 trusted_proxies: &[],
                 tenant_header: Some((&tenant, Some("acme"))),
+                websocket: false,
             };
             let mut h = headers(&sent);
             strip_client_headers(&mut h, &f);
@@ -264,6 +276,7 @@ mod tests {
             rules: &rules,
             trusted_proxies: &[],
             tenant_header: None,
+            websocket: false,
         };
         strip_client_headers(&mut h, &f);
         assert_eq!(sorted(&h), vec!["x-app"]);

@@ -25,6 +25,22 @@ pub struct StreamCheck<'a> {
     pub connection: Option<CaptureConnection>,
 }
 
+/// The upstream's `101 Switching Protocols` for a WebSocket handshake: hop-by-hop headers
+/// removed like on any response, then `Connection: upgrade` and `Upgrade: websocket` set (the
+/// `Sec-WebSocket-Accept` and other end-to-end headers stay); no body.
+pub fn switching(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, _body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    parts
+        .headers
+        .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    Response::from_parts(parts, ProxyBody::full(bytes::Bytes::new()))
+}
+
 /// Cleans the upstream response; `stream` is set on stream routes. Anything not checked on a
 /// stream route (non-2xx, not NDJSON) is passed through and counted.
 pub fn prepare(

@@ -196,7 +196,9 @@ async fn serve_http<I>(
             }
         }
     });
-    let conn = builder.serve_connection(io, svc);
+    // With upgrades: a WebSocket handshake on a `websocket: true` route hands the connection
+    // to the tunnel (`proxy::tunnel`) once the 101 is sent; other requests are unaffected.
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut stop = drain.stop.clone();
     let idle = settings.timeouts.idle;

@@ -39,15 +39,19 @@ pub struct State {
 }
 
 impl State {
-    /// Compiles-in a new policy: binds it to the live state and swaps it in.
-    pub fn install(&self, policy: crate::policy::Policy) -> Arc<Snapshot> {
+    /// Compiles-in a new policy: binds it to the live state and swaps it in. A JWKS source
+    /// the policy adds gets its first fetch awaited (bounded by the fetch timeout) before the
+    /// swap, so requests do not meet an empty key set; a kept source is not waited for.
+    pub async fn install(&self, policy: crate::policy::Policy) -> Arc<Snapshot> {
         let hash = policy.hash.clone();
         for w in &policy.warnings {
             tracing::warn!(warning = %w, "policy lint warning");
         }
-        let old = self
-            .config
-            .replace(Snapshot::bind(policy, &self.live, &self.metrics));
+        let next = Snapshot::bind(policy, &self.live, &self.metrics);
+        if let Some(jwks) = next.live_auth.as_ref().and_then(|a| a.jwks.as_ref()) {
+            jwks.first_attempt(crate::auth::jwks::FETCH_TIMEOUT).await;
+        }
+        let old = self.config.replace(next);
         self.metrics.set_policy(&hash);
         old
     }

@@ -3,14 +3,17 @@
 //!
 //! [`Live::bind`] runs once per install (startup and every reload), never per request:
 //! - a JWKS source that the new policy still uses keeps its cache (keys, last good set,
-//!   refresh bookkeeping), so a reload neither fetches it again nor loses it while the
-//!   identity provider is down; a source no policy uses any more is dropped;
+//!   refresh bookkeeping) and its background refresh task, so a reload neither fetches it
+//!   again nor loses it while the identity provider is down; a new source gets its task
+//!   (started here, when the source is first bound); a source no policy uses any more is
+//!   dropped, and its task stopped;
 //! - the token cache is kept unless its capacity changed; entries verified under other JWT
 //!   settings stop matching by themselves (see `auth::cache`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::auth::cache::TokenCache;
 use crate::auth::jwks::Jwks;
@@ -22,10 +25,25 @@ use crate::store::StateStore;
 /// What identifies a JWKS cache: its source, and the CA file used to fetch it.
 type JwksOrigin = (JwksSource, Option<PathBuf>);
 
+/// A JWKS cache and its background refresh task (stopped when the entry is dropped).
+#[derive(Debug)]
+struct JwksEntry {
+    jwks: Arc<Jwks>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for JwksEntry {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
 /// The live state policies bind to.
 #[derive(Debug)]
 pub struct Live {
-    jwks: Mutex<HashMap<JwksOrigin, Arc<Jwks>>>,
+    jwks: Mutex<HashMap<JwksOrigin, JwksEntry>>,
     tokens: Mutex<Option<Arc<TokenCache>>>,
     store: Arc<dyn StateStore>,
 }
@@ -65,6 +83,32 @@ impl Live {
         &self.store
     }
 
+    /// Waits until every bound JWKS source finished its first fetch attempt (successful or
+    /// not), at most `limit` (startup: the instance reports ready only once keys are loaded).
+    pub async fn first_fetches(&self, limit: Duration) {
+        for jwks in self.jwks_sets() {
+            jwks.first_attempt(limit).await;
+        }
+    }
+
+    /// Fetches every bound JWKS source once, now (for `fortress explain`, which has no
+    /// background tasks).
+    pub async fn fetch_once(&self) {
+        for jwks in self.jwks_sets() {
+            jwks.refresh_once().await;
+        }
+    }
+
+    /// Whether every bound JWKS source has a key set (readiness).
+    pub fn jwks_ready(&self) -> bool {
+        self.jwks_sets().iter().all(|j| j.is_loaded())
+    }
+
+    fn jwks_sets(&self) -> Vec<Arc<Jwks>> {
+        let sets = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
+        sets.values().map(|e| e.jwks.clone()).collect()
+    }
+
     /// Binds live state to `policy`, reusing what an earlier policy left (see the module doc).
     /// `None` when the policy has no authentication.
     pub fn bind(&self, policy: &Policy) -> Option<AuthBinding> {
@@ -72,9 +116,17 @@ impl Live {
         // A poisoned lock only means another install panicked mid-way; the maps stay valid.
         let mut sets = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
         let jwks = jwt.jwks.as_ref().map(|settings| {
-            sets.entry(settings.origin())
-                .or_insert_with(|| Arc::new(Jwks::new(settings)))
-                .clone()
+            let entry = sets.entry(settings.origin()).or_insert_with(|| {
+                let jwks = Arc::new(Jwks::new(settings));
+                // Outside a runtime (explain) nothing runs in the background: the caller
+                // fetches once itself (`Live::fetch_once`).
+                let task = tokio::runtime::Handle::try_current()
+                    .ok()
+                    .map(|rt| rt.spawn(jwks.clone().run()).abort_handle());
+                JwksEntry { jwks, task }
+            });
+            entry.jwks.update_settings(settings);
+            entry.jwks.clone()
         });
         let origin = jwt.jwks.as_ref().map(|s| s.origin());
         sets.retain(|k, _| Some(k) == origin.as_ref());
@@ -89,5 +141,70 @@ impl Live {
             jwks,
             tokens: cache,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn policy(jwks_path: &std::path::Path) -> Policy {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  \
+             upstream: http://127.0.0.1:1\n  environment: local\n  require_https: false\n\
+             authentication:\n  jwt:\n    issuer: i\n    audiences: [a]\n    algorithms: [RS256]\n    \
+             jwks: {{ file: \"{}\", ttl: 10m, min_refresh_interval: 1s }}\n\
+             routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n",
+            jwks_path.display()
+        );
+        crate::config::load_str(&text, &jwks_path.with_file_name("fortress.yaml"))
+            .expect("valid policy")
+    }
+
+    fn jwks_doc() -> String {
+        let jwk = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/rsa.jwk.json"
+        ))
+        .expect("jwk");
+        format!(r#"{{"keys":[{jwk}]}}"#)
+    }
+
+    #[tokio::test]
+    async fn jwks_task_starts_on_first_bind_and_stops_when_the_source_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (one, two) = (dir.path().join("one.json"), dir.path().join("two.json"));
+        std::fs::write(&one, jwks_doc()).expect("write");
+        std::fs::write(&two, jwks_doc()).expect("write");
+        let live = Live::new(Arc::new(MemoryStore::new(16)));
+        assert!(live.jwks_ready(), "no source bound: nothing to wait for");
+
+        let first = live.bind(&policy(&one)).expect("auth");
+        let jwks = first.jwks.clone().expect("jwks bound");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert!(jwks.is_loaded(), "the task fetched the set");
+        assert!(live.jwks_ready());
+        assert_eq!(jwks.current().keys.len(), 1);
+
+        // The same source again: same cache, no second task.
+        let again = live.bind(&policy(&one)).expect("auth");
+        assert!(Arc::ptr_eq(&jwks, again.jwks.as_ref().expect("jwks")));
+        drop((first, again));
+        // Held by the registry, its task and this test.
+        assert_eq!(Arc::strong_count(&jwks), 3);
+
+        // Another source: the old one leaves the registry and its task stops.
+        let other = live.bind(&policy(&two)).expect("auth");
+        assert!(!Arc::ptr_eq(&jwks, other.jwks.as_ref().expect("jwks")));
+        let mut stopped = false;
+        for _ in 0..1000 {
+            if Arc::strong_count(&jwks) == 1 {
+                stopped = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(stopped, "the dropped source's task released it");
     }
 }
