@@ -259,6 +259,49 @@ async fn each_violation_ends_the_stream_with_one_error_line() {
             "sql_not_allowed",
             0,
         ),
+        (
+            "sql function",
+            |t| {
+                vec![
+                    line("thinking", t),
+                    format!(
+                        "{{\"type\":\"technical_view\",\"trace_id\":\"{t}\",\"sql\":\"SELECT count(*), PG_CATALOG.pg_read_file('/etc/passwd') FROM sales\"}}\n"
+                    ),
+                ]
+            },
+            "sql_not_allowed",
+            1,
+        ),
+        (
+            "sql function in from",
+            |t| {
+                vec![format!(
+                    "{{\"type\":\"technical_view\",\"trace_id\":\"{t}\",\"sql\":\"SELECT * FROM sales, LATERAL dblink('host=x', 'select 1') AS d(a int)\"}}\n"
+                )]
+            },
+            "sql_not_allowed",
+            0,
+        ),
+        (
+            "sql reg cast",
+            |t| {
+                vec![format!(
+                    "{{\"type\":\"technical_view\",\"trace_id\":\"{t}\",\"sql\":\"SELECT 'pg_sleep'::regproc FROM sales\"}}\n"
+                )]
+            },
+            "sql_not_allowed",
+            0,
+        ),
+        (
+            "sql quoted table",
+            |t| {
+                vec![format!(
+                    "{{\"type\":\"technical_view\",\"trace_id\":\"{t}\",\"sql\":\"SELECT * FROM \\\"Sales\\\"\"}}\n"
+                )]
+            },
+            "sql_not_allowed",
+            0,
+        ),
     ];
     for (name, script, reason, valid_lines) in cases {
         let up = upstream(script).await;

@@ -16,11 +16,9 @@ fn rules() -> Arc<StreamRules> {
         repeatable: vec!["thinking".to_owned(), "data".to_owned()],
         // Small, so that the length limit is reachable.
         max_line_bytes: 512,
-        sql_guard: Some(SqlGuard {
-            field: "sql".to_owned(),
-            read_only: true,
-            allowed_tables: vec!["orders".to_owned(), "public.customers".to_owned()],
-        }),
+        sql_guard: Some(
+            SqlGuard::new("sql", true, &["orders", "public.customers"]).expect("valid names"),
+        ),
         ..StreamRules::default()
     })
 }

@@ -233,8 +233,13 @@ pub struct RawSqlGuard {
     /// Only read-only queries (default true).
     #[serde(default)]
     pub read_only: Option<bool>,
-    /// Tables the SQL may read (case-insensitive; `schema.table` allowed).
-    pub allowed_tables: Vec<String>,
+    /// Tables the SQL may read, written as SQL names: unquoted parts fold to lower case,
+    /// `"Quoted"` parts keep their case; `schema.table` allowed.
+    pub allowed_tables: Vec<Located<String>>,
+    /// Functions the SQL may call, written like tables. Replaces the default allowlist (a
+    /// set of pure functions) when given; `[]` allows no function at all.
+    #[serde(default)]
+    pub allowed_functions: Option<Vec<Located<String>>>,
 }
 
 /// `tenant:` of a route; exactly one of `path_param`, `header`, `query`.

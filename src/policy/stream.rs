@@ -106,10 +106,208 @@ pub struct SqlGuard {
     pub field: String,
     /// Also refuse `SELECT … INTO` and locking clauses (`FOR UPDATE`, `FOR SHARE`, …).
     pub read_only: bool,
-    /// Tables the query may read, compared case-insensitively (ASCII) part by part:
-    /// `"orders"` allows the unqualified `orders`, `"public.orders"` allows
-    /// `public.orders`. List both forms if queries use both.
-    pub allowed_tables: Vec<String>,
+    /// Tables the query may read, compared part by part as PostgreSQL resolves names (see
+    /// [`SqlName`]): `orders` allows the unqualified `orders`, `ORDERS` and `"orders"`;
+    /// `public.orders` allows only that qualified form. List both forms if queries use both.
+    pub allowed_tables: Vec<SqlName>,
+    /// Functions the query may call, compared like tables: an unqualified entry allows only
+    /// unqualified calls, `pg_catalog.lower` only that qualified call.
+    pub allowed_functions: Vec<SqlName>,
+}
+
+/// Functions a guard allows when its config names none: pure functions that read nothing
+/// but their arguments (no table, file, setting, sequence or other session state) and
+/// change nothing.
+pub const DEFAULT_ALLOWED_FUNCTIONS: &[&str] = &[
+    // aggregates
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    // window functions (over the query's own rows)
+    "row_number",
+    "rank",
+    "dense_rank",
+    // strings
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "substring",
+    "substr",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "concat",
+    "concat_ws",
+    "replace",
+    "position",
+    "strpos",
+    "left",
+    "right",
+    "lpad",
+    "rpad",
+    "split_part",
+    "initcap",
+    "overlay",
+    // NULL handling and comparison
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    // numbers
+    "round",
+    "abs",
+    "floor",
+    "ceil",
+    "ceiling",
+    "trunc",
+    "mod",
+    "sign",
+    // dates and times
+    "date_trunc",
+    "date_part",
+    "extract",
+    "now",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    // formatting and conversion (cast-like)
+    "to_char",
+    "to_date",
+    "to_number",
+    "to_timestamp",
+];
+
+impl SqlGuard {
+    /// A guard over `tables` with the default function allowlist; the names are parsed
+    /// with [`SqlName::parse`].
+    pub fn new(field: &str, read_only: bool, tables: &[&str]) -> Result<Self, String> {
+        Ok(Self {
+            field: field.to_owned(),
+            read_only,
+            allowed_tables: tables
+                .iter()
+                .map(|t| SqlName::parse(t))
+                .collect::<Result<_, _>>()?,
+            allowed_functions: default_allowed_functions(),
+        })
+    }
+}
+
+/// [`DEFAULT_ALLOWED_FUNCTIONS`] as names.
+pub fn default_allowed_functions() -> Vec<SqlName> {
+    DEFAULT_ALLOWED_FUNCTIONS
+        .iter()
+        .map(|f| SqlName(vec![(*f).to_owned()]))
+        .collect()
+}
+
+/// PostgreSQL's longest identifier in bytes (`NAMEDATALEN - 1`); longer ones are truncated.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// A possibly qualified SQL name as PostgreSQL resolves it: one string per part, unquoted
+/// parts folded to lower case (ASCII only, as PostgreSQL does under UTF-8), quoted parts
+/// kept as written, each cut to [`MAX_IDENTIFIER_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlName(pub Vec<String>);
+
+impl SqlName {
+    /// Parses a name written in SQL syntax, as config entries are: parts separated by `.`,
+    /// each an unquoted identifier (letters, digits, `_`, `$`, not starting with a digit or
+    /// `$`; folded to lower case) or a double-quoted one (kept as written, `""` for a `"`).
+    /// Whitespace, empty parts and anything else are refused.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut chars = text.chars().peekable();
+        loop {
+            let mut part = String::new();
+            match chars.next() {
+                Some('"') => loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            part.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => part.push(c),
+                        None => return Err(format!("`{text}`: unterminated quoted name")),
+                    }
+                },
+                Some(c) if c.is_alphabetic() || c == '_' => {
+                    part.push(c.to_ascii_lowercase());
+                    while let Some(&c) = chars.peek() {
+                        if c.is_alphanumeric() || c == '_' || c == '$' {
+                            part.push(c.to_ascii_lowercase());
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "`{text}` is not a SQL name: write `name`, `schema.name` or \"Quoted\" parts"
+                    ));
+                }
+            }
+            if part.is_empty() {
+                return Err(format!("`{text}`: empty quoted name"));
+            }
+            parts.push(truncate_identifier(part));
+            match chars.next() {
+                None => return Ok(Self(parts)),
+                Some('.') => {}
+                Some(_) => {
+                    return Err(format!(
+                        "`{text}` is not a SQL name: write `name`, `schema.name` or \"Quoted\" parts"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Cuts an identifier to [`MAX_IDENTIFIER_BYTES`] at a character boundary, as PostgreSQL
+/// does.
+pub fn truncate_identifier(mut ident: String) -> String {
+    if ident.len() > MAX_IDENTIFIER_BYTES {
+        let mut cut = MAX_IDENTIFIER_BYTES;
+        while !ident.is_char_boundary(cut) {
+            cut = cut.saturating_sub(1);
+        }
+        ident.truncate(cut);
+    }
+    ident
+}
+
+impl std::fmt::Display for SqlName {
+    /// Parts joined by `.`, quoted when they would not read back the same unquoted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            let plain = part
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| {
+                    (c.is_alphanumeric() || c == '_' || c == '$') && !c.is_ascii_uppercase()
+                });
+            if plain {
+                f.write_str(part)?;
+            } else {
+                write!(f, "\"{}\"", part.replace('"', "\"\""))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -118,11 +316,7 @@ mod tests {
 
     fn guarded_rules() -> StreamRules {
         StreamRules {
-            sql_guard: Some(SqlGuard {
-                field: "sql".to_owned(),
-                read_only: true,
-                allowed_tables: vec!["orders".to_owned(), "customers".to_owned()],
-            }),
+            sql_guard: SqlGuard::new("sql", true, &["orders", "customers"]).ok(),
             ..StreamRules::default()
         }
     }
@@ -139,5 +333,84 @@ mod tests {
             ..StreamRules::default()
         };
         assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
+    }
+
+    fn name(parts: &[&str]) -> Result<SqlName, String> {
+        Ok(SqlName(parts.iter().map(|p| (*p).to_owned()).collect()))
+    }
+
+    #[test]
+    fn sql_names_fold_unquoted_parts_and_keep_quoted_ones() {
+        assert_eq!(SqlName::parse("orders"), name(&["orders"]));
+        assert_eq!(SqlName::parse("ORDERS"), name(&["orders"]));
+        assert_eq!(SqlName::parse("Orders"), name(&["orders"]));
+        assert_eq!(SqlName::parse("\"orders\""), name(&["orders"]));
+        assert_eq!(SqlName::parse("\"Orders\""), name(&["Orders"]));
+        assert_eq!(SqlName::parse("public.orders"), name(&["public", "orders"]));
+        assert_eq!(SqlName::parse("PUBLIC.Orders"), name(&["public", "orders"]));
+        assert_eq!(
+            SqlName::parse("\"Public\".\"Orders\""),
+            name(&["Public", "Orders"])
+        );
+        assert_eq!(SqlName::parse("\"a.b\""), name(&["a.b"]));
+        assert_eq!(SqlName::parse("\"say \"\"hi\"\"\""), name(&["say \"hi\""]));
+        assert_eq!(SqlName::parse("_t$1"), name(&["_t$1"]));
+        assert_eq!(SqlName::parse("ÉTé"), name(&["Été"]));
+        assert_eq!(
+            SqlName::parse("db.public.orders"),
+            name(&["db", "public", "orders"])
+        );
+        let long = "x".repeat(70);
+        assert_eq!(SqlName::parse(&long), name(&[&"x".repeat(63)]));
+        for bad in [
+            "",
+            ".",
+            "orders.",
+            ".orders",
+            "a..b",
+            "1orders",
+            "$x",
+            "or ders",
+            " orders",
+            "orders ",
+            "\"\"",
+            "\"open",
+            "\"a\"b",
+            "a-b",
+            "a;b",
+            "a(b)",
+            "public.\"\"",
+        ] {
+            assert!(SqlName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sql_names_display_as_they_parse_back() {
+        for text in [
+            "orders",
+            "public.orders",
+            "\"Orders\"",
+            "\"a.b\"",
+            "\"x\"\"y\"",
+            "\"1a\"",
+        ] {
+            let parsed = SqlName::parse(text);
+            assert_eq!(
+                parsed.as_ref().map(ToString::to_string).as_deref(),
+                Ok(text)
+            );
+        }
+        assert_eq!(
+            SqlName::parse("ORDERS").map(|n| n.to_string()),
+            Ok("orders".to_owned())
+        );
+        assert_eq!(
+            default_allowed_functions().len(),
+            DEFAULT_ALLOWED_FUNCTIONS.len()
+        );
+        for f in DEFAULT_ALLOWED_FUNCTIONS {
+            assert_eq!(SqlName::parse(f), name(&[f]));
+        }
     }
 }

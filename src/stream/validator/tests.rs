@@ -16,11 +16,7 @@ fn rules() -> StreamRules {
 
 fn guarded_rules() -> StreamRules {
     StreamRules {
-        sql_guard: Some(SqlGuard {
-            field: "sql".to_owned(),
-            read_only: true,
-            allowed_tables: vec!["orders".to_owned(), "customers".to_owned()],
-        }),
+        sql_guard: SqlGuard::new("sql", true, &["orders", "customers"]).ok(),
         ..rules()
     }
 }
