@@ -16,6 +16,7 @@ pub mod authz;
 pub mod conn;
 pub mod context;
 pub mod decide;
+pub mod framing;
 pub mod host;
 pub mod ids;
 pub mod normalize;
@@ -33,6 +34,7 @@ use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::client_body::ClientBody;
 use crate::proxy::credentials::Credentials;
 use crate::proxy::{request, response};
 use crate::state::AppState;
@@ -94,6 +96,7 @@ async fn decide_and_forward(
         context::Canonical::Rewritten(p) => Some(p.clone()),
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
+    let (body, body_failure) = ClientBody::new(body);
     let upstream_req = request::prepare(
         parts,
         body,
@@ -129,6 +132,7 @@ async fn decide_and_forward(
         .forwarder
         .send(
             upstream_req,
+            &body_failure,
             ctx.upstream_timeout(),
             &state.metrics,
             ctx.ids.request_id(),
