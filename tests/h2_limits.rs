@@ -291,15 +291,20 @@ async fn h2_rapid_reset_gets_goaway_and_others_are_still_served() {
         }
         sent
     });
-    let frames = read_frames(&mut rd, |f| f.kind == GOAWAY).await;
+    // Another client is served while the flood runs, and after it.
+    let (frames, ()) = tokio::join!(
+        read_frames(&mut rd, |f| f.kind == GOAWAY),
+        served(addr, &certs.ca_pem)
+    );
     assert_eq!(
         goaway_code(&frames),
         Some(ENHANCE_YOUR_CALM),
         "GOAWAY expected"
     );
-    let _ = writer.await;
-    // Another client is served, and the upstream saw a bounded number of the reset streams.
+    let sent = writer.await.expect("writer");
+    eprintln!("rapid reset: client wrote {sent} of {STREAMS} open+reset pairs before the close");
     served(addr, &certs.ca_pem).await;
+    // The upstream saw a bounded number of the reset streams.
     let reset_seen = up.requests().iter().filter(|r| r.target == "/rr").count();
     eprintln!("rapid reset: upstream saw {reset_seen} of {STREAMS} reset streams");
     assert!(reset_seen <= 500, "upstream saw {reset_seen} reset streams");
