@@ -220,6 +220,32 @@ impl MethodError {
     }
 }
 
+/// Why the framing of a request (its length: `Transfer-Encoding`, `Content-Length`) was
+/// refused (RFC 9112 §6–7, RFC 9113 §8.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum FramingError {
+    /// `Transfer-Encoding` on a request that is not HTTP/1.1 (HTTP/1.0, HTTP/2).
+    TransferEncodingNotAllowed,
+    /// More than one `Transfer-Encoding` field.
+    RepeatedTransferEncoding,
+    /// A `Transfer-Encoding` other than exactly `chunked` (`gzip, chunked`, `Chunked`, …).
+    UnsupportedTransferCoding,
+    /// Both `Transfer-Encoding` and `Content-Length`.
+    ContentLengthWithTransferEncoding,
+    /// More than one `Content-Length` field.
+    RepeatedContentLength,
+    /// A `Content-Length` that is not 1–19 plain digits (`5, 5`, `+5`, `0x10`, …).
+    InvalidContentLength,
+}
+
+impl FramingError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// A set of the common methods (for the `Allow` header of a 405). Copy, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Methods(u16);
@@ -275,6 +301,11 @@ impl Methods {
 pub enum Rejection {
     /// The request target is not origin-form (absolute-form, `*`, authority-form).
     RejectTargetForm,
+    /// The request's framing headers are ambiguous or unsupported.
+    RejectFraming(FramingError),
+    /// The client's request body broke its framing while it was being forwarded (a bad chunk
+    /// size or line ending, chunk data longer or shorter than its size, a body cut short).
+    MalformedBody,
     /// The transport rules refused the request (HTTPS, forwarded proto, credentials).
     RejectTransport(TransportError),
     /// No valid token.
@@ -355,6 +386,10 @@ impl Rejection {
         use StatusCode as S;
         match self {
             Rejection::RejectTargetForm => row(S::BAD_REQUEST, "bad_request", "target_form"),
+            Rejection::RejectFraming(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            // The client's fault, not the upstream's: a denial, never counted as an
+            // upstream error.
+            Rejection::MalformedBody => row(S::BAD_REQUEST, "bad_request", "malformed_body"),
             Rejection::RejectTransport(e) => match e {
                 TransportError::MalformedForwardedProto
                 | TransportError::ConnectionNamesProtectedHeader
@@ -411,6 +446,7 @@ impl Rejection {
             Rejection::Unauthenticated(e) => e.code(),
             Rejection::RejectTransport(e) => e.code(),
             Rejection::RejectPath(e) => e.code(),
+            Rejection::RejectFraming(e) => e.code(),
             Rejection::UnknownMethod(_) => "unknown_method",
             Rejection::RejectAmbiguous(e) => e.code(),
             other => other.row().public_reason,
@@ -440,6 +476,8 @@ impl Rejection {
             Rejection::DenyUnmatched
             | Rejection::DenyMethod(_)
             | Rejection::RejectTargetForm
+            | Rejection::RejectFraming(_)
+            | Rejection::MalformedBody
             | Rejection::RejectTransport(_)
             | Rejection::RejectPath(_)
             | Rejection::RejectAmbiguous(_)
@@ -476,6 +514,10 @@ impl Rejection {
                 if let Ok(v) = HeaderValue::from_str(&allowed.to_header_value()) {
                     h.insert(header::ALLOW, v);
                 }
+            }
+            // The connection's framing can no longer be trusted: the answer ends it.
+            Rejection::RejectFraming(_) | Rejection::MalformedBody => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -645,6 +687,20 @@ mod tests {
                 "path_parameter",
             ),
             (
+                Rejection::RejectFraming(FramingError::UnsupportedTransferCoding),
+                400,
+                "bad_request",
+                "unsupported_transfer_coding",
+                "unsupported_transfer_coding",
+            ),
+            (
+                Rejection::MalformedBody,
+                400,
+                "bad_request",
+                "malformed_body",
+                "malformed_body",
+            ),
+            (
                 Rejection::UpstreamUnavailable,
                 502,
                 "bad_gateway",
@@ -705,6 +761,9 @@ mod tests {
             assert_eq!(r.kind(), Kind::Error);
         }
         assert_eq!(Rejection::DenyUnmatched.kind(), Kind::Deny);
+        assert_eq!(Rejection::MalformedBody.kind(), Kind::Deny);
+        let r = Rejection::MalformedBody.to_response("rid");
+        assert_eq!(r.headers()["connection"], "close");
     }
 
     #[test]

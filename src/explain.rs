@@ -220,6 +220,7 @@ impl Observer for Recorder {
 /// What a passed stage found, from the context it left.
 fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
     match stage {
+        Stage::Framing => "one unambiguous framing".into(),
         Stage::Transport => format!(
             "{} from {}{}",
             if ctx.https { "https" } else { "plain http" },

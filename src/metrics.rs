@@ -32,6 +32,9 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     /// `fortress_tls_handshake_errors_total` (failures and timeouts).
     pub tls_handshake_errors: IntCounter,
+    /// `fortress_client_body_errors_total`: client request bodies whose framing broke while
+    /// they were forwarded (answered 400 `malformed_body`; not upstream errors).
+    pub client_body_errors: IntCounter,
     /// `fortress_tls_cert_reload_total{result="ok"}`.
     pub cert_reload_ok: IntCounter,
     /// `fortress_tls_cert_reload_total{result="error"}`.
@@ -161,6 +164,10 @@ impl Metrics {
             "tls_handshake_errors_total",
             "TLS handshakes that failed or timed out.",
         )?;
+        let client_body_errors = IntCounter::new(
+            "client_body_errors_total",
+            "Client request bodies with broken framing (bad chunk, cut short) while forwarded.",
+        )?;
         let cert_reloads = IntCounterVec::new(
             Opts::new("tls_cert_reload_total", "Certificate reloads by result."),
             &["result"],
@@ -174,6 +181,7 @@ impl Metrics {
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(tls_handshake_errors.clone()))?;
+        registry.register(Box::new(client_body_errors.clone()))?;
         registry.register(Box::new(cert_reloads.clone()))?;
         let auth_failures = IntCounterVec::new(
             Opts::new(
@@ -234,6 +242,7 @@ impl Metrics {
             open_connections,
             connections_rejected,
             tls_handshake_errors,
+            client_body_errors,
             auth_failures,
             transport_refusals,
             stream_violations,

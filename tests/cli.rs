@@ -292,7 +292,8 @@ fn explain_shows_each_stage_and_exits_by_decision() {
     assert_eq!(allow.status.code(), Some(0));
     assert_eq!(
         text(&allow.stdout),
-        "transport  pass     https from 127.0.0.1\n\
+        "framing    pass     one unambiguous framing\n\
+         transport  pass     https from 127.0.0.1\n\
          host       pass     localhost\n\
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
@@ -332,6 +333,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
     assert_eq!(
         stages,
         vec![
+            ("framing", "pass"),
             ("transport", "pass"),
             ("host", "pass"),
             ("normalize", "pass"),

@@ -9,13 +9,15 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{ambiguity, authn, authz, host, normalize, route, tenant, transport};
+use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
 use crate::error::Rejection;
 
 /// The checks, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum Stage {
+    /// `Transfer-Encoding` / `Content-Length`: one unambiguous framing.
+    Framing,
     /// HTTPS, forwarded proto, credentials over plain HTTP, `Connection` tricks.
     Transport,
     /// `Host` / `:authority` well-formed, single, consistent, and allowed.
@@ -82,7 +84,10 @@ pub async fn decide<O: Observer>(
             gate(ctx, req, obs, $stage, result)?;
         }};
     }
-    // Transport first: a request that must not travel over this connection (plain HTTP where
+    // Framing before anything: a request whose length could be read two ways (a smuggling
+    // attempt) is refused, and its connection closed, before any other header is judged.
+    stage!(Stage::Framing, framing::check(ctx, req));
+    // Transport next: a request that must not travel over this connection (plain HTTP where
     // HTTPS is required, credentials over plain HTTP, `Connection` naming protected headers)
     // is refused whatever it asks for, before its path or token is looked at.
     stage!(Stage::Transport, transport::check(ctx, req));

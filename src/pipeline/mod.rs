@@ -16,6 +16,7 @@ pub mod authz;
 pub mod conn;
 pub mod context;
 pub mod decide;
+pub mod framing;
 pub mod host;
 pub mod ids;
 pub mod normalize;
@@ -35,6 +36,7 @@ use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::client_body::ClientBody;
 use crate::proxy::credentials::Credentials;
 use crate::proxy::{request, response, tunnel};
 use crate::state::AppState;
@@ -123,6 +125,7 @@ async fn decide_and_forward(
         context::Canonical::Rewritten(p) => Some(p.clone()),
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
+    let (body, body_failure) = ClientBody::new(body);
     let upstream_req = request::prepare(
         parts,
         body,
@@ -159,6 +162,7 @@ async fn decide_and_forward(
         .forwarder
         .send(
             upstream_req,
+            &body_failure,
             ctx.upstream_timeout(),
             &state.metrics,
             ctx.ids.request_id(),

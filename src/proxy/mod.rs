@@ -4,6 +4,7 @@
 //! This module knows nothing of the pipeline: it is told what was decided.
 
 pub mod body;
+pub mod client_body;
 pub mod credentials;
 pub mod headers;
 pub mod identity;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+
+use client_body::{BodyFailure, ClientBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,7 +29,7 @@ use crate::metrics::Metrics;
 /// The upstream client, shared by all requests (and kept across reloads, so is its pool).
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ClientBody>,
 }
 
 impl Forwarder {
@@ -49,10 +52,13 @@ impl Forwarder {
     }
 
     /// Sends a prepared request (absolute URI, cleaned headers) and waits for the response
-    /// headers up to `timeout`. The body streams afterwards.
+    /// headers up to `timeout`. The body streams afterwards. A failure while the client's body
+    /// was being read (`body` says so) is the client's: 400 `malformed_body`, counted in
+    /// `fortress_client_body_errors_total`, never as an upstream error.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
+        body: &BodyFailure,
         timeout: Duration,
         metrics: &Metrics,
         request_id: &str,
@@ -62,6 +68,11 @@ impl Forwarder {
             Ok(Ok(resp)) => {
                 metrics.observe_upstream(started.elapsed().as_secs_f64());
                 Ok(resp)
+            }
+            Ok(Err(e)) if body.failed() => {
+                metrics.client_body_errors.inc();
+                warn!(request.id = %request_id, error = %error_chain(&e), "client body malformed");
+                Err(Rejection::MalformedBody)
             }
             Ok(Err(e)) if e.is_connect() => {
                 metrics.upstream_error("connect");

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderValue, Request, Version, header};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use super::credentials::{self, Credentials};
@@ -55,11 +54,11 @@ pub struct Forwarding<'a> {
 }
 
 /// Rewrites a client request for the upstream.
-pub fn prepare(
+pub fn prepare<B>(
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: B,
     f: &Forwarding<'_>,
-) -> Result<Request<Incoming>, Rejection> {
+) -> Result<Request<B>, Rejection> {
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -97,6 +96,7 @@ pub fn prepare(
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    join_cookies(&mut parts.headers);
     // Before the forwarding headers are set, so a configured strip list never removes them.
     strip_client_headers(&mut parts.headers, f);
     set_forwarding(
@@ -162,6 +162,33 @@ fn strip_client_headers(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         .collect();
     for name in names {
         headers.remove(&name);
+    }
+}
+
+/// Joins several `cookie` fields into one with `; ` (RFC 9113 §8.2.3: an HTTP/2 client may
+/// send each cookie pair as its own field; an HTTP/1.1 upstream expects one `Cookie` line,
+/// RFC 6265 §5.4). One field or none: left alone, no allocation.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in &headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid values joined by `; ` are a valid value; should that ever fail, no cookie goes
+    // rather than a half-joined one.
+    match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        Ok(v) => {
+            headers.insert(header::COOKIE, v);
+        }
+        Err(_) => {
+            headers.remove(header::COOKIE);
+        }
     }
 }
 
@@ -280,6 +307,25 @@ mod tests {
         };
         strip_client_headers(&mut h, &f);
         assert_eq!(sorted(&h), vec!["x-app"]);
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = headers(&[
+            ("cookie", "a=1"),
+            ("x", "y"),
+            ("cookie", "b=2"),
+            ("cookie", "c=3"),
+        ]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut h = headers(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = headers(&[]);
+        join_cookies(&mut h);
+        assert!(h.get("cookie").is_none());
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -90,7 +89,15 @@ pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState,
                 Listener::Client => serve_client(tcp, peer, state, drain).await,
                 Listener::Admin => {
                     let info = Arc::new(ConnInfo::new(peer, false));
-                    serve_http(TokioIo::new(tcp), info, kind, state, drain).await;
+                    Box::pin(serve_http(
+                        TokioIo::new(tcp),
+                        false,
+                        info,
+                        kind,
+                        state,
+                        drain,
+                    ))
+                    .await;
                 }
             }
         });
@@ -105,28 +112,31 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
     match state.tls.clone() {
         None => {
             let info = Arc::new(ConnInfo::new(peer, false));
-            serve_http(
+            Box::pin(serve_http(
                 TokioIo::new(tcp),
+                false,
                 info,
                 Listener::Client,
                 state.clone(),
                 drain,
-            )
+            ))
             .await;
         }
         Some(store) => {
             let timeout = state.config.snapshot().server.timeouts.handshake;
             let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await {
                 Ok(Ok(tls)) => {
                     let info = Arc::new(ConnInfo::new(peer, true));
-                    serve_http(
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    Box::pin(serve_http(
                         TokioIo::new(tls),
+                        h2,
                         info,
                         Listener::Client,
                         state.clone(),
                         drain,
-                    )
+                    ))
                     .await;
                 }
                 Ok(Err(e)) => {
@@ -157,6 +167,7 @@ fn scopeguard(state: &AppState) -> OpenConn {
 
 async fn serve_http<I>(
     io: TokioIo<I>,
+    h2: bool,
     info: Arc<ConnInfo>,
     kind: Listener,
     state: AppState,
@@ -164,30 +175,15 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = state.config.snapshot().server.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper needs a timer for the header-read timeout (it panics without one).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.timeouts.header_read)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    // Plain listeners speak HTTP/1.1 only; HTTP/2 is offered through ALPN on TLS.
-    let builder = if kind == Listener::Admin || !info.tls {
-        builder.http1_only()
-    } else {
-        builder
+    // Only the two timeouts stay with the connection, not a copy of the server settings.
+    let (header_read, idle) = {
+        let snapshot = state.config.snapshot();
+        let t = &snapshot.server.timeouts;
+        (t.header_read, t.idle)
     };
-    let svc_state = state.clone();
     let svc_info = info.clone();
     let svc = service_fn(move |req| {
-        let state = svc_state.clone();
+        let state = state.clone();
         let info = svc_info.clone();
         async move {
             match kind {
@@ -196,36 +192,88 @@ async fn serve_http<I>(
             }
         }
     });
-    // With upgrades: a WebSocket handshake on a `websocket: true` route hands the connection
-    // to the tunnel (`proxy::tunnel`) once the 101 is sent; other requests are unaffected.
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
     let mut stop = drain.stop.clone();
-    let idle = settings.timeouts.idle;
     let mut closing = false;
-    loop {
-        let idle_check = tokio::time::sleep(idle_check_delay(&info, idle));
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with error");
+    // Drives a connection to its end: graceful shutdown on drain or once idle for `idle`.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            // Boxed: the task holds a pointer, and the heap holds only the protocol in use.
+            let mut conn = Box::pin($conn);
+            loop {
+                let idle_check = tokio::time::sleep(idle_check_delay(&info, idle));
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with error");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|s| *s), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    () = idle_check, if !closing => {
+                        if info.activity.idle_for().is_some_and(|d| d >= idle) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
-                break;
             }
-            _ = stop.wait_for(|s| *s), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = idle_check, if !closing => {
-                if info.activity.idle_for().is_some_and(|d| d >= idle) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
+        }};
+    }
+    // HTTP/2 only where ALPN chose it on TLS; everything else is HTTP/1.1 (plain listeners,
+    // the admin listener, TLS without `h2`). hyper's own connection types, not the auto
+    // builder: no version sniffing, no HTTP/2 state on HTTP/1.1 connections (less memory per
+    // idle connection), and the exact HTTP/1.1 header size limit.
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES)
+            // Rapid reset (CVE-2023-44487): streams the client resets before fortress
+            // accepted them; beyond this, GOAWAY (ENHANCE_YOUR_CALM). hyper's default, made
+            // explicit.
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            // Streams fortress reset because the client misbehaved (malformed or
+            // connection-specific fields); beyond this, GOAWAY. hyper's default, explicit.
+            // CONTINUATION floods are bounded in h2 itself, by frame count and header list
+            // size (GOAWAY ENHANCE_YOUR_CALM).
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        drive!(b.serve_connection(io, svc));
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        // hyper needs a timer for the header-read timeout (it panics without one).
+        b.timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .keep_alive(true)
+            // The request head (start line and fields): 431 beyond it, the same figure as
+            // HTTP/2's header list limit.
+            .max_header_size(MAX_HEADER_BYTES as usize)
+            .max_headers(MAX_HEADER_FIELDS)
+            // Bodies stream through in reads of at most this size.
+            .max_buf_size(MAX_HEADER_BYTES as usize);
+        // With upgrades: a WebSocket handshake on a `websocket: true` route hands the
+        // connection to the tunnel (`proxy::tunnel`) once the 101 is sent; other requests are
+        // unaffected.
+        drive!(b.serve_connection(io, svc).with_upgrades());
     }
     drop(drain);
 }
+
+/// Largest request head: HTTP/1.1 read buffer (head must fit) and HTTP/2
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`.
+pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Most header fields in an HTTP/1.1 request head (hyper's default, explicit).
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// HTTP/2 streams reset by the client before they were accepted, before GOAWAY.
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// HTTP/2 streams reset by fortress for client errors, before GOAWAY.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// How long until the connection could first be idle for `idle`.
 fn idle_check_delay(info: &ConnInfo, idle: Duration) -> Duration {

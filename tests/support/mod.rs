@@ -486,6 +486,18 @@ impl FortressProcess {
             .expect("VmHWM")
     }
 
+    /// Current resident memory (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
     /// All log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("lock").clone()
