@@ -135,7 +135,7 @@ async fn framing_hyper_refuses_before_fortress_sees_the_request() {
 
 #[tokio::test]
 async fn framing_head_size_is_bounded_by_the_read_buffer() {
-    // HTTP/1.1 heads up to 64 KiB pass; beyond, hyper answers 431 (the same limit as
+    // HTTP/1.1 heads up to 96 KiB pass; beyond, hyper answers 431 (the same limit as
     // HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE).
     let up = Upstream::echo().await;
     let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
@@ -145,9 +145,9 @@ async fn framing_head_size_is_bounded_by_the_read_buffer() {
             "a".repeat(n)
         )
     };
-    let r = send_and_read(fx.addr(), big(60 * 1024).as_bytes(), false).await;
+    let r = send_and_read(fx.addr(), big(90 * 1024).as_bytes(), false).await;
     assert_eq!(r.status, 200);
-    let r = send_and_read(fx.addr(), big(70 * 1024).as_bytes(), false).await;
+    let r = send_and_read(fx.addr(), big(100 * 1024).as_bytes(), false).await;
     assert_eq!(r.status, 431);
     assert_eq!(up.hits(), 1);
 }

@@ -187,7 +187,7 @@ async fn h2_server_advertises_explicit_limits() {
     }
     // SETTINGS_MAX_CONCURRENT_STREAMS (0x3), SETTINGS_MAX_HEADER_LIST_SIZE (0x6).
     assert_eq!(advertised.get(&0x3), Some(&100), "{advertised:?}");
-    assert_eq!(advertised.get(&0x6), Some(&(64 * 1024)), "{advertised:?}");
+    assert_eq!(advertised.get(&0x6), Some(&(96 * 1024)), "{advertised:?}");
 }
 
 #[tokio::test]
@@ -317,7 +317,7 @@ async fn h2_continuation_flood_closes_the_connection() {
     let (fx, _dir) = start_tls(up.addr, &certs).await;
     let addr = fx.client_addr;
     // Many small CONTINUATION frames (the frame count is the bound), and a few large ones
-    // whose header list exceeds the 64 KiB limit (the size is the bound).
+    // whose header list exceeds the 96 KiB limit (the size is the bound).
     for (frames_sent, per_frame) in [(100_000usize, 8usize), (2048, 16 * 1024 - 64)] {
         let s = tls_stream(addr, &certs.ca_pem, &[b"h2"]).await;
         let (mut rd, mut wr) = tokio::io::split(s);
