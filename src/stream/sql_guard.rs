@@ -11,8 +11,9 @@
 //!
 //! Functions: every call — in any clause, in `FROM` (`FROM generate_series(…)`,
 //! `LATERAL f(…)`, `UNNEST`), as a window function, and the special syntax forms
-//! `EXTRACT`, `SUBSTRING`, `TRIM`, `POSITION`, `OVERLAY`, `CEIL`, `FLOOR`, `CONVERT` (under
-//! those names) — must name an entry of `allowed_functions` (an allowlist). Casts
+//! `EXTRACT`, `SUBSTRING`, `TRIM`, `POSITION`, `OVERLAY`, `CEIL`, `FLOOR`, `CONVERT` and
+//! the bare keywords of [`SQL_VALUE_FUNCTIONS`] (under those names) — must name an entry of
+//! `allowed_functions` (an allowlist). `ROW(…)` and `ARRAY(SELECT …)` are constructors. Casts
 //! (`CAST(x AS t)`, `x::t`, `t 'literal'`) must target a built-in type of the list in
 //! [`cast_target_allowed`]: `reg*` types (`'pg_read_file'::regproc`, `'t'::regclass`) look
 //! things up in the catalog, and user-defined types may run their own input functions, so
@@ -39,8 +40,8 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ArrayElemTypeDef, BinaryOperator, DataType, Expr, Ident, ObjectName, ObjectNamePart, Query,
-    Select, SetExpr, Statement, TableFactor, Visit, Visitor,
+    ArrayElemTypeDef, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -208,7 +209,7 @@ fn reported(mut text: String) -> String {
 /// `regprocedure`, `regoper`, `regoperator`, `regtype`, `regnamespace`, `regrole`,
 /// `regconfig`, `regdictionary`, `regcollation`) read the catalog, and a user-defined type
 /// or domain may run functions of its own.
-const CAST_TYPES: &[&str] = &[
+pub const CAST_TYPES: &[&str] = &[
     "SMALLINT",
     "INT",
     "INTEGER",
@@ -515,7 +516,24 @@ impl Walker<'_> {
             {
                 Ok(())
             }
+            // `ARRAY(SELECT …)` is PostgreSQL's array constructor, not a call.
+            Expr::Function(function)
+                if matches!(function.args, FunctionArguments::Subquery(_))
+                    && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(i)]
+                        if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("array")) =>
+            {
+                Ok(())
+            }
             Expr::Function(function) => self.function(&function.name),
+            // A bare keyword PostgreSQL reads as a function call (`SELECT current_role`).
+            Expr::Identifier(ident)
+                if ident.quote_style.is_none()
+                    && SQL_VALUE_FUNCTIONS
+                        .iter()
+                        .any(|f| ident.value.eq_ignore_ascii_case(f)) =>
+            {
+                self.special(&ident.value.to_ascii_lowercase())
+            }
             Expr::Cast { data_type, .. } => cast(data_type),
             Expr::TypedString(typed) => cast(&typed.data_type),
             Expr::BinaryOp { op, .. }
@@ -568,6 +586,23 @@ impl Walker<'_> {
         }
     }
 }
+
+/// Keywords that PostgreSQL reads as calls of the function of that name when written
+/// without parentheses (the parser may read some of them as column names).
+pub const SQL_VALUE_FUNCTIONS: &[&str] = &[
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "localtime",
+    "localtimestamp",
+    "session_user",
+    "system_user",
+    "user",
+];
 
 /// A cast to `data_type`.
 fn cast(data_type: &DataType) -> Result<(), SqlRejection> {
@@ -925,6 +960,17 @@ mod tests {
             ("SELECT version()", "version"),
             ("SELECT current_user", "current_user"),
             ("SELECT pg_advisory_lock(1)", "pg_advisory_lock"),
+            ("SELECT user", "user"),
+            ("SELECT session_user", "session_user"),
+            ("SELECT CURRENT_ROLE", "current_role"),
+            ("SELECT current_schema", "current_schema"),
+            ("SELECT current_schema()", "current_schema"),
+            ("SELECT current_catalog", "current_catalog"),
+            ("SELECT system_user", "system_user"),
+            (
+                "SELECT * FROM orders WHERE owner = current_user",
+                "current_user",
+            ),
         ] {
             refused(sql, func(name));
         }
@@ -1076,6 +1122,8 @@ mod tests {
             ("SELECT ceil(total) FROM orders", "ceil"),
             ("SELECT floor(total) FROM orders", "floor"),
             ("SELECT current_date", "current_date"),
+            ("SELECT localtime", "localtime"),
+            ("SELECT LOCALTIMESTAMP", "localtimestamp"),
         ] {
             assert_eq!(none.check(sql), Err(func(name)), "{sql}");
         }
@@ -1143,6 +1191,12 @@ mod tests {
         refused("SELECT \"row\"(1, 2)", func("row"));
         refused("SELECT pg_catalog.row(1, 2)", func("pg_catalog.row"));
         refused("SELECT ROW(1, pg_sleep(1))", func("pg_sleep"));
+        ok("SELECT ARRAY(SELECT id FROM orders), ARRAY[1, 2]");
+        refused("SELECT ARRAY(SELECT id FROM secrets)", table("secrets"));
+        refused("SELECT \"array\"(SELECT 1)", SqlRejection::Unparseable);
+        refused("SELECT \"array\"(1)", func("array"));
+        // A quoted `"user"` is a column, not the keyword.
+        ok("SELECT \"user\", \"current_role\" FROM orders");
         refused(
             "SELECT a <<-> b FROM orders",
             SqlRejection::OperatorNotAllowed("<<->".to_owned()),
