@@ -543,3 +543,54 @@ fn header_rule_settings_are_checked() {
     assert!(err.contains("`bad name` is not a header name"), "{err}");
     assert!(err.contains("tenant header `X_Org` contains `_`"), "{err}");
 }
+
+#[tokio::test]
+async fn a_wsgi_app_sees_no_override_or_client_ip_header_in_any_spelling() {
+    // The environ a CGI/WSGI app builds (`HTTP_` + upper case, `-` → `_`), for a request that
+    // carries every override and client-IP header in several spellings, with `_` header
+    // names kept: nothing of it reaches the app, and `X-Real-IP` is fortress's.
+    let tok = token("alice", &["analyst"], "acme");
+    let up = Upstream::wsgi().await;
+    for keep in ["keep", "drop"] {
+        let fx = start(
+            &up,
+            &format!(
+                "require_https: false\nallow_insecure_local: true\nunderscore_headers: {keep}"
+            ),
+            "",
+        )
+        .await;
+        let sent = "X-HTTP-Method-Override: DELETE\r\nx-http-method: PUT\r\n\
+             X-METHOD-OVERRIDE: PATCH\r\nX-Original-URL: /admin\r\nX-Rewrite-Url: /admin\r\n\
+             X-Original-Method: DELETE\r\nX_HTTP_Method_Override: DELETE\r\nX_Original_URL: /a\r\n\
+             X-Real-IP: 10.9.9.9\r\nTrue-Client-IP: 10.9.9.9\r\nX-Client-IP: 10.9.9.9\r\n\
+             CF-Connecting-IP: 10.9.9.9\r\nX-Forwarded-Prefix: /admin\r\nForwarded: for=10.9.9.9\r\n";
+        let r = raw(fx.addr(), request("/api/x", Some(&tok), sent).as_bytes()).await;
+        assert_eq!(r.status, 200, "{keep}: {}", r.text());
+        let env: std::collections::BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&r.text()).expect("environ");
+        for key in [
+            "HTTP_X_HTTP_METHOD_OVERRIDE",
+            "HTTP_X_HTTP_METHOD",
+            "HTTP_X_METHOD_OVERRIDE",
+            "HTTP_X_ORIGINAL_URL",
+            "HTTP_X_REWRITE_URL",
+            "HTTP_X_ORIGINAL_METHOD",
+            "HTTP_TRUE_CLIENT_IP",
+            "HTTP_X_CLIENT_IP",
+            "HTTP_CF_CONNECTING_IP",
+            "HTTP_X_FORWARDED_PREFIX",
+            "HTTP_FORWARDED",
+        ] {
+            assert!(
+                !env.contains_key(key),
+                "{keep}: the app sees {key}: {env:?}"
+            );
+        }
+        assert_eq!(
+            env.get("HTTP_X_REAL_IP"),
+            Some(&vec!["127.0.0.1".to_owned()]),
+            "{keep}"
+        );
+    }
+}
