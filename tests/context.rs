@@ -26,16 +26,7 @@ async fn start_tls(
     certs: &TestCerts,
     rest: &str,
 ) -> (Fortress, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    certs.write(dir.path());
-    let path = dir.path().join("fortress.yaml");
-    std::fs::write(
-        &path,
-        config(upstream, "tls: { cert: server.crt, key: server.key }", rest),
-    )
-    .expect("write config");
-    let fx = Fortress::start(&path).await.expect("fortress starts");
-    (fx, dir)
+    tls_fortress(upstream, certs, rest).await
 }
 
 /// `METHOD https://localhost:PORT{path}` on an HTTP/2 connection.

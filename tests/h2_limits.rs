@@ -15,20 +15,7 @@ use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 async fn start_tls(upstream: SocketAddr, certs: &TestCerts) -> (Fortress, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    certs.write(dir.path());
-    let path = dir.path().join("fortress.yaml");
-    std::fs::write(
-        &path,
-        config(
-            upstream,
-            "tls: { cert: server.crt, key: server.key }",
-            CATCH_ALL,
-        ),
-    )
-    .expect("write config");
-    let fx = Fortress::start(&path).await.expect("fortress starts");
-    (fx, dir)
+    tls_fortress(upstream, certs, CATCH_ALL).await
 }
 
 // Frame types and flags (RFC 9113 §6).

@@ -20,20 +20,7 @@ use tokio::net::TcpStream;
 /// Starts fortress with TLS from `certs` (written as `server.crt`/`server.key` next to the
 /// config, referenced by relative paths) in front of `upstream`.
 async fn start_tls(upstream: SocketAddr, certs: &TestCerts) -> (Fortress, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    certs.write(dir.path());
-    let path = dir.path().join("fortress.yaml");
-    std::fs::write(
-        &path,
-        config(
-            upstream,
-            "tls: { cert: server.crt, key: server.key }",
-            CATCH_ALL,
-        ),
-    )
-    .expect("write config");
-    let fx = Fortress::start(&path).await.expect("fortress starts");
-    (fx, dir)
+    tls_fortress(upstream, certs, CATCH_ALL).await
 }
 
 /// The leaf certificate (DER) of a PEM chain.

@@ -609,3 +609,23 @@ impl TestCerts {
         std::fs::write(dir.join("server.key"), &self.key_pem).expect("write key");
     }
 }
+
+/// Starts fortress with TLS from `certs` (written as `server.crt`/`server.key` next to the
+/// config, referenced by relative paths) in front of `upstream`, with `rest` (routes, …)
+/// appended to the config. The directory lives as long as the returned guard.
+pub async fn tls_fortress(
+    upstream: SocketAddr,
+    certs: &TestCerts,
+    rest: &str,
+) -> (Fortress, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs.write(dir.path());
+    let path = dir.path().join("fortress.yaml");
+    std::fs::write(
+        &path,
+        config(upstream, "tls: { cert: server.crt, key: server.key }", rest),
+    )
+    .expect("write config");
+    let fx = Fortress::start(&path).await.expect("fortress starts");
+    (fx, dir)
+}
