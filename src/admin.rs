@@ -29,8 +29,9 @@ pub async fn handle(
     // metrics and the admin API answer only expected ones.
     let path = req.uri().path();
     let guarded = path == "/metrics" || path.starts_with("/admin/") || path == "/admin";
-    let admin_hosts = state.config.snapshot().server.admin_hosts.clone();
-    if guarded && !host_allowed(req.headers(), &admin_hosts) {
+    let snapshot = state.config.snapshot();
+    let admin_hosts = &snapshot.server.admin_hosts;
+    if guarded && !host_allowed(req.headers(), admin_hosts) {
         return Ok(json_error(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected_request",
@@ -42,7 +43,7 @@ pub async fn handle(
     if guarded
         && req.method() != Method::GET
         && req.method() != Method::HEAD
-        && cross_site(req.headers(), &admin_hosts)
+        && cross_site(req.headers(), admin_hosts)
     {
         return Ok(json_error(
             StatusCode::FORBIDDEN,

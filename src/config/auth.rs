@@ -225,6 +225,7 @@ impl Fingerprint {
     fn finish(self) -> u64 {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
         let mut out = [0u8; 8];
+        // INVARIANT: a SHA-256 digest is 32 bytes.
         out.copy_from_slice(&d.as_ref()[..8]);
         u64::from_le_bytes(out)
     }

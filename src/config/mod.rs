@@ -133,6 +133,7 @@ pub fn json_schema() -> String {
 /// The first 8 bytes of the SHA-256 of `bytes`, in hex: the policy version.
 pub fn short_hash(bytes: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    // INVARIANT: a SHA-256 digest is 32 bytes.
     digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))

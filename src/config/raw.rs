@@ -97,9 +97,10 @@ pub struct RawServer {
     /// Most client connections open at once on the client listener (default 10000).
     #[serde(default)]
     pub max_connections: Option<Located<u32>>,
-    /// Host names the admin listener answers to, besides `localhost` and IP literals (which
-    /// it always answers to, so kubelet probes and Prometheus on the pod IP work). Any other
-    /// `Host` gets 421: a DNS-rebinding page cannot reach the admin API.
+    /// Host names `/metrics` and the admin API answer to, besides those no outsider controls
+    /// (`localhost`, IP literals, single-label names, names under `.test`, `.local`,
+    /// `.internal` and the other special-use TLDs). Any other `Host` gets 421: a
+    /// DNS-rebinding page cannot reach them. Probes answer any `Host`.
     #[serde(default)]
     pub admin_hosts: Vec<Located<String>>,
     /// Hosts this listener serves (`api.example.com`, `*.example.com`, `host:port`); a request

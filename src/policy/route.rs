@@ -148,6 +148,7 @@ impl Router {
                     Tier::HeadFollowsGet => head_follows_get(route.methods.as_deref()),
                 };
                 for tree in trees_for {
+                    // INVARIANT: `to_matchit` returns at least the route's own pattern.
                     let list = match pass {
                         Pass::Primary => &patterns[..1],
                         Pass::ImpliedPrefix => &patterns[1..],
@@ -249,6 +250,7 @@ fn to_matchit(pattern: &str) -> Result<Vec<String>, String> {
         return Err("path pattern must start with `/`".into());
     }
     let mut out = String::with_capacity(pattern.len());
+    // INVARIANT: starts with `/` (checked above), so `[1..]` is in bounds.
     let segments: Vec<&str> = pattern[1..].split('/').collect();
     let last = segments.len() - 1;
     let mut names = Vec::new();

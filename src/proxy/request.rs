@@ -222,6 +222,26 @@ mod tests {
     use super::*;
     use crate::policy::headers::{DEFAULT_STRIP_CLIENT_HEADERS, NameSet};
 
+    /// A plain, untrusted, unauthenticated request's forwarding settings.
+    fn forwarding<'a>(upstream: &'a Authority, rules: &'a HeaderRules) -> Forwarding<'a> {
+        Forwarding {
+            upstream,
+            peer: "10.0.0.1:1".parse().expect("addr"),
+            tls: false,
+            trusted: false,
+            request_id: "rid",
+            traceparent: "",
+            canonical: None,
+            principal: None,
+            identity: IdentityHeaders::builtin(),
+            credentials: None,
+            rules,
+            trusted_proxies: &[],
+            tenant_header: None,
+            websocket: false,
+        }
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -268,20 +288,9 @@ mod tests {
                 UnderscoreHeaders::Drop
             };
             let f = Forwarding {
-                upstream: &upstream,
-                peer: "10.0.0.1:1".parse().expect("addr"),
-                tls: false,
                 trusted,
-                request_id: "rid",
-                traceparent: "",
-                canonical: None,
-                principal: None,
-                identity: IdentityHeaders::builtin(),
-                credentials: None,
-                rules: &rules,
-                trusted_proxies: &[],
                 tenant_header: Some((&tenant, Some("acme"))),
-                websocket: false,
+                ..forwarding(&upstream, &rules)
             };
             let mut h = headers(&sent);
             strip_client_headers(&mut h, &f);
@@ -289,22 +298,7 @@ mod tests {
         }
         // Nothing to strip: the map is left alone.
         let mut h = headers(&[("x-app", "1")]);
-        let f = Forwarding {
-            upstream: &upstream,
-            peer: "10.0.0.1:1".parse().expect("addr"),
-            tls: false,
-            trusted: false,
-            request_id: "rid",
-            traceparent: "",
-            canonical: None,
-            principal: None,
-            identity: IdentityHeaders::builtin(),
-            credentials: None,
-            rules: &rules,
-            trusted_proxies: &[],
-            tenant_header: None,
-            websocket: false,
-        };
+        let f = forwarding(&upstream, &rules);
         strip_client_headers(&mut h, &f);
         assert_eq!(sorted(&h), vec!["x-app"]);
     }
