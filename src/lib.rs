@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -60,6 +61,12 @@ pub enum StartError {
     /// Loading the config did not finish (its thread failed).
     #[error("loading the config failed: {0}")]
     Load(String),
+    /// The test clock was asked for outside `environment: local`.
+    #[error(
+        "{} is set: the test clock is only available with `environment: local`",
+        clock::TEST_CLOCK_ENV
+    )]
+    TestClock,
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -87,10 +94,32 @@ impl Fortress {
         Self::start_with(config, Some(config_path.to_path_buf())).await
     }
 
-    /// Starts serving an already compiled policy. Without a path, reload is unavailable.
+    /// Like [`Fortress::start`], reading time from `clock` (tests: a [`clock::Clock::File`]
+    /// they move; only with `environment: local`).
+    pub async fn start_with_clock(
+        config_path: &Path,
+        clock: clock::Clock,
+    ) -> Result<Self, StartError> {
+        let path = config_path.to_path_buf();
+        let config = tokio::task::spawn_blocking(move || config::load_file(&path))
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))??;
+        Self::start_clocked(config, Some(config_path.to_path_buf()), clock).await
+    }
+
+    /// Starts serving an already compiled policy. Without a path, reload is unavailable. The
+    /// clock is the system's unless `FORTRESS_TEST_CLOCK` names a file (see [`clock`]).
     pub async fn start_with(
         config: Policy,
         config_path: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
+        Self::start_clocked(config, config_path, clock::Clock::from_env()).await
+    }
+
+    async fn start_clocked(
+        config: Policy,
+        config_path: Option<PathBuf>,
+        clock: clock::Clock,
     ) -> Result<Self, StartError> {
         auth::jwt::self_test().map_err(StartError::Crypto)?;
         let metrics = Arc::new(metrics::Metrics::new()?);
@@ -128,7 +157,16 @@ impl Fortress {
         for w in &config.warnings {
             warn!(warning = %w, "policy lint warning");
         }
-        let live = Live::new(store.clone());
+        if clock.is_test() {
+            if config.server.environment != policy::Environment::Local {
+                return Err(StartError::TestClock);
+            }
+            warn!(
+                env = clock::TEST_CLOCK_ENV,
+                "test clock: time comes from a file, not the system clock"
+            );
+        }
+        let live = Live::new(store.clone()).with_clock(clock);
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.

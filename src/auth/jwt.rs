@@ -90,6 +90,23 @@ impl Verifier<'_> {
     ) -> Result<SharedPrincipal, AuthError> {
         let s = self.settings;
         let leeway = s.leeway.as_secs();
+        // Time claims are judged here, against the caller's `now` (the process clock, which
+        // tests control), not by the JWT library's own reading of the system clock. Same rule
+        // as RFC 7519 §4.1.4/§4.1.5 with leeway: expired when `exp < now - leeway`, not yet
+        // valid when `nbf > now + leeway`. `strict::payload` already refused non-integers.
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(AuthError::MissingClaim)?;
+        if exp < now.saturating_sub(leeway) {
+            return Err(AuthError::TokenExpired);
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf.as_u64().ok_or(AuthError::MalformedToken)?;
+            if nbf > now.saturating_add(leeway) {
+                return Err(AuthError::TokenNotYetValid);
+            }
+        }
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_u64().ok_or(AuthError::MalformedToken)?;
             if iat > now.saturating_add(leeway) {
@@ -134,8 +151,10 @@ impl Verifier<'_> {
         let s = self.settings;
         let mut v = Validation::new(alg);
         v.leeway = s.leeway.as_secs();
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        // `exp` and `nbf` are checked in `finish` against the process clock; presence of `exp`
+        // is still required here.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         v.set_issuer(&[s.issuer.as_str()]);
         v.set_audience(&s.audiences);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);

@@ -9,6 +9,7 @@
 //! already allowed it.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,9 @@ pub struct RequestContext {
     pub method: Method,
     /// Whether the TCP peer is a trusted proxy.
     pub trusted: bool,
+    /// The client's IP: the TCP peer, or behind a trusted proxy the right-most untrusted
+    /// `X-Forwarded-For` address (IP allowlists, limits keyed by `ip`).
+    pub client_ip: IpAddr,
     /// Whether the request counts as HTTPS (TLS, or vouched for by a trusted proxy).
     pub https: bool,
     /// The canonical path (matched and forwarded).
@@ -181,12 +185,20 @@ impl RequestContext {
     ) -> Self {
         conn.activity.request_started();
         let trusted = snapshot.server.is_trusted(conn.peer.ip());
+        let client_ip = crate::proxy::headers::client_ip(
+            headers,
+            conn.peer.ip(),
+            trusted,
+            &snapshot.server.trusted_proxies,
+        );
+        let now = snapshot.clock.now_secs();
         Self {
             ids: Ids::for_request(headers, trusted),
             snapshot,
             conn,
             method,
             trusted,
+            client_ip,
             https: false,
             canonical: Canonical::Unknown,
             route: None,
@@ -203,7 +215,7 @@ impl RequestContext {
             },
             permits: Vec::new(),
             charges: Vec::new(),
-            now: jsonwebtoken::get_current_timestamp(),
+            now,
             claims_override: None,
             first_dry_run_denial: None,
             stream_violation: None,

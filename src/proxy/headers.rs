@@ -48,7 +48,12 @@ pub struct ClientSide<'a> {
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP` and `X-Request-ID` on a request
 /// going upstream. Values from untrusted peers are replaced, never extended.
 pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
-    let client_ip = client_ip(headers, client);
+    let client_ip = client_ip(
+        headers,
+        client.peer.ip(),
+        client.trusted,
+        client.trusted_proxies,
+    );
     let peer_ip = client.peer.ip().to_string();
     let xff = match (client.trusted, joined(headers, &X_FORWARDED_FOR)) {
         (true, Some(prior)) => format!("{prior}, {peer_ip}"),
@@ -107,9 +112,16 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientSide<'_>) {
 /// The client's IP: the TCP peer; behind a trusted proxy, the right-most `X-Forwarded-For`
 /// address that is not a trusted proxy (if every address is trusted, or an entry cannot be
 /// read, the last trusted address reached: never one left of an unreadable entry).
-fn client_ip(headers: &HeaderMap, client: &ClientSide<'_>) -> IpAddr {
-    let mut ip = client.peer.ip();
-    if !client.trusted {
+/// The pipeline computes it once per request (`RequestContext::client_ip`: IP allowlists, rate
+/// limits keyed by `ip`); forwarding computes the same value for `X-Real-IP`.
+pub fn client_ip(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    trusted_proxies: &[IpNet],
+) -> IpAddr {
+    let mut ip = peer;
+    if !trusted {
         return ip;
     }
     for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
@@ -121,7 +133,7 @@ fn client_ip(headers: &HeaderMap, client: &ClientSide<'_>) -> IpAddr {
                 return ip;
             };
             ip = addr;
-            if !client.trusted_proxies.iter().any(|n| n.contains(&addr)) {
+            if !trusted_proxies.iter().any(|n| n.contains(&addr)) {
                 return ip;
             }
         }

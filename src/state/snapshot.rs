@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::jwt::Verifier;
+use crate::clock::Clock;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::Policy;
 use crate::store::StateStore;
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub live_auth: Option<AuthBinding>,
     /// Revocations, toggle overrides, rate-limit and budget state.
     pub store: Arc<dyn StateStore>,
+    /// The process clock (rate limits, budgets, token times).
+    pub clock: Arc<Clock>,
     routes: Vec<Arc<RouteMetrics>>,
     unmatched: Arc<RouteMetrics>,
 }
@@ -39,6 +42,7 @@ impl Snapshot {
         Self {
             live_auth,
             store: live.store().clone(),
+            clock: live.clock().clone(),
             routes,
             unmatched: metrics.unmatched().clone(),
             policy,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::auth::cache::TokenCache;
 use crate::auth::jwks::Jwks;
 use crate::auth::jwt::Verifier;
+use crate::clock::Clock;
 use crate::policy::Policy;
 use crate::policy::auth::{JwksSource, JwtSettings};
 use crate::store::StateStore;
@@ -46,6 +47,7 @@ pub struct Live {
     jwks: Mutex<HashMap<JwksOrigin, JwksEntry>>,
     tokens: Mutex<Option<Arc<TokenCache>>>,
     store: Arc<dyn StateStore>,
+    clock: Arc<Clock>,
 }
 
 /// The live state one policy version uses (held by its snapshot).
@@ -75,12 +77,24 @@ impl Live {
             jwks: Mutex::default(),
             tokens: Mutex::default(),
             store,
+            clock: Arc::new(Clock::System),
         }
+    }
+
+    /// The same live state reading time from `clock` (tests: [`Clock::File`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// The state store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
+    }
+
+    /// The process clock (every policy version reads the same one).
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
     }
 
     /// Waits until every bound JWKS source finished its first fetch attempt (successful or

@@ -629,3 +629,70 @@ pub async fn tls_fortress(
     let fx = Fortress::start(&path).await.expect("fortress starts");
     (fx, dir)
 }
+
+/// A clock the test moves: a file holding milliseconds since the epoch, read by fortress on
+/// every request (`fortress::clock::Clock::File`). Starts at 2026-01-01T00:00:00Z.
+pub struct TestClock {
+    dir: tempfile::TempDir,
+    now: std::sync::atomic::AtomicU64,
+}
+
+impl TestClock {
+    /// 2026-01-01T00:00:00Z in ms.
+    pub const START: u64 = 1_767_225_600_000;
+
+    /// A clock at [`TestClock::START`].
+    pub fn new() -> Self {
+        let clock = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            now: std::sync::atomic::AtomicU64::new(0),
+        };
+        clock.set(Self::START);
+        clock
+    }
+
+    /// The file fortress reads.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("now")
+    }
+
+    /// The clock fortress is given.
+    pub fn clock(&self) -> fortress::clock::Clock {
+        fortress::clock::Clock::File(self.path())
+    }
+
+    /// Now, in ms since the epoch.
+    pub fn now(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets now (atomically: written beside, then renamed).
+    pub fn set(&self, ms: u64) {
+        self.now.store(ms, std::sync::atomic::Ordering::SeqCst);
+        let tmp = self.dir.path().join("now.tmp");
+        std::fs::write(&tmp, ms.to_string()).expect("write clock");
+        std::fs::rename(&tmp, self.path()).expect("rename clock");
+    }
+
+    /// Moves now forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.set(self.now() + ms);
+    }
+}
+
+impl TestFortress {
+    /// Like [`TestFortress::start`], with time read from `clock`.
+    pub async fn start_with_clock(yaml: &str, clock: &TestClock) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("fortress.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let fx = Fortress::start_with_clock(&config_path, clock.clock())
+            .await
+            .expect("fortress starts");
+        Self {
+            fx,
+            dir,
+            config_path,
+        }
+    }
+}
