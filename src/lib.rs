@@ -1,5 +1,5 @@
 //! Fortress: a sidecar reverse proxy that enforces governance in front of an unmodified HTTP
-//! application. See README.md for operating it, and `docs/architecture.md` for the map of
+//! application. See README.md and docs/ for operating it, and `docs/architecture.md` for the map of
 //! these modules.
 
 pub mod admin;

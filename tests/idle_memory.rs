@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNECTIONS: usize = 3_000;
-/// Generous bound (the measured figure is in README's performance part).
+/// Generous bound (the measured figure is in docs/performance.md).
 const LIMIT_KIB_PER_CONNECTION: u64 = 64;
 
 /// One keep-alive request on a new connection; returns the open connection.

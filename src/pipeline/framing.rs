@@ -1,6 +1,6 @@
 //! Message framing (RFC 9112 §6–7, RFC 9113 §8.2.2): the request's length must mean one
 //! thing to fortress, to hyper and to the app. hyper's parser already refuses most broken
-//! framing before fortress sees the request (see README, "Request framing"); this stage
+//! framing before fortress sees the request (see docs/forwarding-and-streams.md, "Request framing"); this stage
 //! checks what reaches it on the parsed head: exactly one `Transfer-Encoding` field whose
 //! value is exactly `chunked` (fortress strips `Transfer-Encoding` as hop-by-hop and re-frames
 //! the body, so any other coding would reach the app undeclared), never on HTTP/1.0 or
