@@ -2025,6 +2025,17 @@ async fn identity_values_that_cannot_travel_upstream_are_refused() {
         s.refused(&hs(claims_with(change.clone())), "invalid_identity", case)
             .await;
     }
+    // A tenant claim fortress cannot judge is not silently "no tenant": the token is refused.
+    let wrong_type: Vec<(&str, Value)> = vec![
+        ("fractional tenant", json!({"tenant": 1.5})),
+        ("boolean tenant", json!({"tenant": true})),
+        ("list tenant", json!({"tenant": ["t1", "t2"]})),
+        ("object tenant", json!({"tenant": {"id": "t1"}})),
+    ];
+    for (case, change) in &wrong_type {
+        s.refused(&hs(claims_with(change.clone())), "invalid_claim_type", case)
+            .await;
+    }
     // One RS256, to show the rule is not tied to an algorithm; and a second send of the same
     // token is refused again (a refused principal is never cached).
     let rs = sign(
@@ -2067,6 +2078,26 @@ async fn identity_values_that_cannot_travel_upstream_are_refused() {
             "roles with colon, star and @",
             json!({"roles": ["reports:read", "admin:*", "@ops"]}),
             Identity::of("alice", "reports:read,admin:*,@ops", Some("t1")),
+        ),
+        (
+            "integer tenant travels as its decimal form",
+            json!({"tenant": 4711}),
+            Identity::of("alice", "reader,writer", Some("4711")),
+        ),
+        (
+            "negative integer tenant",
+            json!({"tenant": -3}),
+            Identity::of("alice", "reader,writer", Some("-3")),
+        ),
+        (
+            "null tenant is no tenant",
+            json!({"tenant": null}),
+            Identity::of("alice", "reader,writer", None),
+        ),
+        (
+            "empty tenant is no tenant",
+            json!({"tenant": ""}),
+            Identity::of("alice", "reader,writer", None),
         ),
     ];
     for (case, change, want) in accepted {

@@ -255,12 +255,23 @@ fn principal(map: &ClaimMap, claims: &Value) -> Result<Principal, AuthError> {
     // Roles travel upstream comma-joined: a role containing `,` (or `;`, white space or a
     // control character) would be ambiguous there, so such a token is refused.
     identity::roles(&roles)?;
+    // The tenant claim: a non-empty string, or an integer (tenant ids are often numeric; it
+    // travels and compares as its decimal form). Anything else (a fraction, a boolean, a
+    // list, an object) is not a tenant fortress can judge or forward, and a token that carries
+    // one is refused rather than treated as tenant-less. An empty string is no tenant.
     let tenant = match lookup(claims, &map.tenant) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) if !s.is_empty() => {
             identity::tenant(s)?;
             Some(s.clone())
         }
-        _ => None,
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
+            let s = n.to_string();
+            identity::tenant(&s)?;
+            Some(s)
+        }
+        Some(_) => return Err(AuthError::InvalidClaimType),
     };
     let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
     let expires_at = claims
