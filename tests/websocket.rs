@@ -389,6 +389,47 @@ async fn idle_tunnel_is_closed_on_both_sides() {
 }
 
 #[tokio::test]
+async fn open_tunnel_counts_as_a_connection_and_shutdown_waits_for_it() {
+    let up = WsUpstream::spawn().await;
+    let f = start(&up, "60s").await;
+    let tok = token("ann", &["chatter"]);
+    let (mut tcp, head, rest) =
+        open(f.fx.addr(), &handshake("/ws/chat", Some(&tok), VERSION_13)).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let got = read_exact_n(&mut tcp, rest, GREETING.len()).await;
+    assert_eq!(got, GREETING);
+    // hyper's connection task is over (the connection was handed to the tunnel), but the
+    // connection is still open and counted.
+    assert_eq!(
+        metric(f.fx.admin(), "fortress_open_connections").await,
+        Some(1.0)
+    );
+
+    // Shutdown drains the tunnel like an in-flight request: the wait does not end while it is
+    // open, and the tunnel keeps working meanwhile.
+    let Fx { fx, _dir } = f;
+    let TestFortress { fx, dir, .. } = fx;
+    fx.shutdown();
+    let mut wait = tokio::spawn(fx.wait());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut wait)
+            .await
+            .is_err(),
+        "shutdown finished while a tunnel was open"
+    );
+    tcp.write_all(b"still here").await.expect("write");
+    let got = read_exact_n(&mut tcp, Vec::new(), 10).await;
+    assert_eq!(got, b"still here");
+    drop(tcp);
+    let drained = tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("shutdown finished once the tunnel closed")
+        .expect("join");
+    assert!(drained, "drained within the grace period");
+    drop(dir);
+}
+
+#[tokio::test]
 async fn upgrade_on_other_routes_is_stripped() {
     let up = WsUpstream::spawn().await;
     let f = start(&up, "60s").await;

@@ -13,6 +13,11 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Requests in flight and the last time the connection was busy (for the idle timeout).
     pub activity: ConnActivity,
+    /// What the server keeps alive while anything still uses this connection (its place in
+    /// the open-connections gauge and in the shutdown drain). Every request context holds the
+    /// `ConnInfo`, so a WebSocket tunnel, which outlives hyper's connection task, keeps the
+    /// connection counted and shutdown waits for it (up to the grace period).
+    _hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ConnInfo {
@@ -22,7 +27,15 @@ impl ConnInfo {
             peer,
             tls,
             activity: ConnActivity::new(),
+            _hold: None,
         }
+    }
+
+    /// The same connection, keeping `hold` alive until the last user of this `ConnInfo` is
+    /// gone.
+    pub fn holding(mut self, hold: impl std::any::Any + Send + Sync) -> Self {
+        self._hold = Some(Box::new(hold));
+        self
     }
 }
 

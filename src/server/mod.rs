@@ -108,10 +108,13 @@ pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState,
 
 async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppState, drain: Drain) {
     state.metrics.open_connections.inc();
-    let _open = scopeguard(&state);
+    // Counted (and drained) as long as anything uses the connection: the handshake, hyper's
+    // connection task, and any request context still alive after it (a WebSocket tunnel).
+    let open = Arc::new(scopeguard(&state));
+    let hold = (open.clone(), drain.clone());
     match state.tls.clone() {
         None => {
-            let info = Arc::new(ConnInfo::new(peer, false));
+            let info = Arc::new(ConnInfo::new(peer, false).holding(hold));
             Box::pin(serve_http(
                 TokioIo::new(tcp),
                 false,
@@ -127,7 +130,7 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
             let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
             match tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await {
                 Ok(Ok(tls)) => {
-                    let info = Arc::new(ConnInfo::new(peer, true));
+                    let info = Arc::new(ConnInfo::new(peer, true).holding(hold));
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     Box::pin(serve_http(
                         TokioIo::new(tls),
