@@ -216,7 +216,7 @@ impl Router {
     /// The methods some route accepts for this path.
     fn allowed(&self, path: &str) -> Methods {
         let mut allowed = Methods::default();
-        for (i, t) in self.trees.iter().enumerate().take(TREE_METHODS.len()) {
+        for (i, t) in self.trees.iter().enumerate() {
             if t.at(path).is_ok() {
                 allowed = allowed.with_index(i);
             }
@@ -325,7 +325,13 @@ fn tree_indexes(methods: Option<&[Method]>) -> Vec<usize> {
     match methods {
         None => (0..TREES).collect(),
         Some(list) => {
-            let mut v: Vec<usize> = list.iter().map(tree_index).collect();
+            // Config compile refuses methods outside the list; should one get here, it has no
+            // tree (such a method is never routed) rather than an index out of range.
+            let mut v: Vec<usize> = list
+                .iter()
+                .map(tree_index)
+                .filter(|&i| i < TREES)
+                .collect();
             v.sort_unstable();
             v.dedup();
             v
@@ -350,10 +356,11 @@ fn tree_index(method: &Method) -> usize {
         .unwrap_or(TREE_METHODS.len())
 }
 
-/// One tree per common method, in the order of [`Methods::LIST`] (so a tree index is a bit
-/// of the `Allow` set), plus one for every other method.
+/// One tree per routable method, in the order of [`Methods::LIST`] (so a tree index is a bit
+/// of the `Allow` set). Other methods are never routed (`Lookup::UnknownMethod`), so they have
+/// no tree.
 const TREE_METHODS: [Method; 8] = Methods::LIST;
-const TREES: usize = TREE_METHODS.len() + 1;
+const TREES: usize = TREE_METHODS.len();
 
 #[cfg(test)]
 mod tests {
