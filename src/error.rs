@@ -195,6 +195,9 @@ pub enum HostError {
     InvalidHost,
     /// HTTP/2 `:authority` and a `host` header that name different hosts.
     AuthorityMismatch,
+    /// A trusted proxy's `X-Forwarded-Host` is repeated, a list, or not `host[:port]` (apps
+    /// that trust the proxy build links and redirects from it).
+    InvalidForwardedHost,
 }
 
 impl HostError {

@@ -112,8 +112,9 @@ pub struct RawServer {
     #[serde(default)]
     pub underscore_headers: Option<UnderscoreHeaders>,
     /// Client headers removed (in every spelling) when the peer is not a trusted proxy
-    /// (default: X-Real-IP, True-Client-IP, X-Client-IP, X-Forwarded-Ssl, X-Forwarded-Scheme,
-    /// X-Forwarded-Port, X-Forwarded-Prefix, CF-Connecting-IP, Forwarded).
+    /// (default: 20 client-IP, scheme and host headers frameworks trust, e.g. X-Real-IP,
+    /// True-Client-IP, Client-IP, X-Cluster-Client-IP, Forwarded; see
+    /// docs/forwarding-and-streams.md). Every `X-Forwarded-*` header goes too.
     #[serde(default)]
     pub strip_client_headers: Option<Vec<Located<String>>>,
 }

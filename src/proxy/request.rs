@@ -16,7 +16,7 @@ use super::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
 use super::identity::{IdentityHeaders, inject};
 use crate::auth::Principal;
 use crate::error::Rejection;
-use crate::policy::headers::{HeaderRules, UnderscoreHeaders};
+use crate::policy::headers::{HeaderRules, UnderscoreHeaders, is_forwarded_family};
 use crate::policy::identity::same_name;
 
 /// Everything the rewrite needs to know about the request's judgement.
@@ -140,15 +140,16 @@ pub fn prepare<B>(
 
 /// Removes, in one pass over the names, every header the app must not get from the client:
 /// names with `_` (unless `underscore_headers: keep`), identity headers and method/URL
-/// override headers (every spelling), the `strip_client_headers` list when the peer is not a
-/// trusted proxy (every spelling), and spellings of the tenant header other than its own.
+/// override headers (every spelling), the `strip_client_headers` list and every
+/// `X-Forwarded-*` name when the peer is not a trusted proxy (every spelling; fortress then
+/// sets its own `X-Forwarded-For`, `-Proto` and `-Host`), and spellings of the tenant header other than its own.
 /// Allocates only when something is removed.
 fn strip_client_headers(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let doomed = |name: &str| {
         (f.rules.underscore == UnderscoreHeaders::Drop && name.contains('_'))
             || f.identity.contains(name)
             || HeaderRules::is_override(name)
-            || (!f.trusted && f.rules.strip_untrusted.contains(name))
+            || (!f.trusted && (f.rules.strip_untrusted.contains(name) || is_forwarded_family(name)))
             || f.tenant_header
                 .is_some_and(|(t, _)| t.as_str() != name && same_name(t.as_str(), name))
     };
