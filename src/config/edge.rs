@@ -296,9 +296,16 @@ fn security(
     errors: &mut Vec<ConfigError>,
 ) -> SecurityHeaders {
     let layers: Vec<&RawSecurityHeaders> = top.into_iter().chain(own).collect();
+    // Errors are reported for the innermost block only (a route's block is compiled over the
+    // top-level one, which was reported on its own).
+    let reported =
+        |l: &RawSecurityHeaders| layers.last().is_some_and(|last| std::ptr::eq(*last, l));
     // `keep`: the innermost block that says it.
-    let keep = layers.iter().rev().find_map(|l| l.keep.as_ref());
-    if let Some(list) = keep {
+    let keep_layer = layers.iter().rev().find(|l| l.keep.is_some());
+    let keep = keep_layer.and_then(|l| l.keep.as_ref());
+    if let (Some(list), Some(layer)) = (keep, keep_layer)
+        && reported(layer)
+    {
         for k in list {
             if !SECURITY_KEYS.iter().any(|(name, _, _)| *name == k.value) {
                 errors.push(ConfigError::at(
@@ -322,6 +329,7 @@ fn security(
             };
             value = match &s.value {
                 RawHeaderSetting::Switch(false) => None,
+                RawHeaderSetting::Switch(true) if !reported(layer) => value,
                 RawHeaderSetting::Switch(true) => {
                     errors.push(ConfigError::at(
                         s.pos,
@@ -335,6 +343,7 @@ fn security(
                     {
                         Some(h)
                     }
+                    _ if !reported(layer) => value,
                     _ => {
                         errors.push(ConfigError::at(
                             s.pos,
