@@ -575,6 +575,63 @@ mod tests {
         assert_eq!(parse_size("18446744073709551615GiB"), None);
     }
 
+    fn load(env: &str, top: &str, route: &str) -> crate::policy::Policy {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  \
+             environment: {env}\n{top}routes:\n  - name: r\n    match: {{ path: \"/**\" }}\n    \
+             public: true\n{route}"
+        );
+        crate::config::load_str(&text, std::path::Path::new("/nowhere/f.yaml")).expect("valid")
+    }
+
+    #[test]
+    fn defaults_and_inheritance() {
+        let p = load("production", "", "");
+        assert!(p.edge.scrub_errors, "on by default outside local");
+        assert_eq!(p.edge.max_body, DEFAULT_MAX_BODY);
+        let r = &p.router.routes()[0].edge;
+        assert!(r.scrub_errors && r.cors.is_none() && r.content_types.is_none());
+        let p = load("local", "", "");
+        assert!(!p.edge.scrub_errors, "off by default in local");
+        assert!(!p.router.routes()[0].edge.scrub_errors);
+        let p = load(
+            "local",
+            "scrub_errors: true\nsecurity_headers: { frame_options: SAMEORIGIN, permissions_policy: \"camera=()\" }\n\
+             cors: { origins: [\"https://a.test\"] }\n",
+            "    scrub_errors: false\n    max_body: 512KiB\n    security_headers: { permissions_policy: false, keep: [frame_options] }\n",
+        );
+        assert!(p.edge.scrub_errors);
+        let r = &p.router.routes()[0].edge;
+        assert!(!r.scrub_errors);
+        assert_eq!(r.max_body, 512 << 10);
+        assert!(r.cors.is_some(), "inherited");
+        let find = |name: &str| {
+            r.security
+                .always
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, a)| a.clone())
+        };
+        assert_eq!(
+            find("x-frame-options"),
+            Some(HeaderAction::Default(HeaderValue::from_static(
+                "SAMEORIGIN"
+            )))
+        );
+        assert_eq!(find("permissions-policy"), Some(HeaderAction::Remove));
+        assert_eq!(
+            find("x-content-type-options"),
+            Some(HeaderAction::Set(HeaderValue::from_static("nosniff")))
+        );
+        let top = &p.edge.security;
+        assert!(
+            top.always
+                .iter()
+                .any(|(n, a)| n.as_str() == "permissions-policy"
+                    && *a == HeaderAction::Set(HeaderValue::from_static("camera=()")))
+        );
+    }
+
     #[test]
     fn origin_rules() {
         assert_eq!(origin_rule("*"), Ok(OriginRule::Any));
