@@ -72,7 +72,7 @@ fn one(headers: &HeaderMap, name: header::HeaderName) -> Option<&HeaderValue> {
 pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let preflight = ctx.cors == CorsMatch::PreflightPending;
     ctx.cors = CorsMatch::None;
-    let Some(cors) = super::limits::rules(ctx).cors.clone() else {
+    let Some(cors) = &super::limits::rules(ctx).cors else {
         if preflight {
             // Routed as the announced method for a CORS preflight that no block now covers:
             // never let it go on as that route's `OPTIONS`.
@@ -80,10 +80,10 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
         }
         return Ok(Step::Skip("no cors configured"));
     };
-    let origins: Vec<&HeaderValue> = req.headers.get_all(header::ORIGIN).iter().collect();
-    let origin = match origins.as_slice() {
-        [] => return Ok(Step::Skip("no Origin")),
-        [o] if cors.allows_origin(o.as_bytes()) => (*o).clone(),
+    let mut origins = req.headers.get_all(header::ORIGIN).iter();
+    let origin = match (origins.next(), origins.next()) {
+        (None, _) => return Ok(Step::Skip("no Origin")),
+        (Some(o), None) if cors.allows_origin(o.as_bytes()) => o.clone(),
         _ if preflight => return Err(Rejection::CorsRefused(CorsError::CorsOriginNotAllowed)),
         _ => return Ok(Step::Skip("origin not allowed: no CORS headers")),
     };
@@ -100,7 +100,7 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     if !cors.allows_method(&method) {
         return Err(Rejection::CorsRefused(CorsError::CorsMethodNotAllowed));
     }
-    if !headers_allowed(&cors, &req.headers) {
+    if !headers_allowed(cors, &req.headers) {
         return Err(Rejection::CorsRefused(CorsError::CorsHeaderNotAllowed));
     }
     ctx.cors = CorsMatch::Preflight(origin);
