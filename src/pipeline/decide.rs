@@ -9,9 +9,8 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{
-    ambiguity, authn, authz, cors, framing, host, limits, normalize, route, tenant, transport,
-};
+use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
+use super::{cors, limits};
 use crate::error::Rejection;
 
 /// The checks, in order.
