@@ -910,3 +910,64 @@ fn explain_shows_the_cors_and_request_limit_stages() {
     );
     assert!(text.contains("decision   deny     415"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrubbed_bodies_are_logged_bounded_for_operators() {
+    let up = Upstream::spawn(|req: Request<Incoming>| async move {
+        // A long traceback: 5000 bytes, of which the log keeps the first 2 KiB.
+        let body = if req.uri().path() == "/long" {
+            format!(
+                "Traceback: secret-dsn=postgres://app:hunter2@db {}",
+                "x".repeat(5000)
+            )
+        } else {
+            "Traceback: KeyError 'tenant'".to_owned()
+        };
+        let mut r = Response::new(full(body));
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fortress.yaml");
+    std::fs::write(
+        &path,
+        config(up.addr, "", &format!("scrub_errors: true\n{CATCH_ALL}")),
+    )
+    .expect("write config");
+    let fp = FortressProcess::spawn(&path);
+    for (target, needle, truncated) in [
+        (
+            "/short",
+            "upstream_body=Traceback: KeyError",
+            "truncated=false",
+        ),
+        (
+            "/long",
+            "secret-dsn=postgres://app:hunter2@db",
+            "truncated=true",
+        ),
+    ] {
+        let r = get(fp.addr, target).await;
+        assert_eq!(r.status, 500);
+        assert!(!r.text().contains("Traceback"), "{}", r.text());
+        let rid = r.header("x-request-id").expect("rid").to_owned();
+        let line_of = |logs: Vec<String>| {
+            logs.into_iter()
+                .find(|l| l.contains("upstream error body scrubbed") && l.contains(&rid))
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                line_of(fp.logs()).is_some()
+            })
+            .await,
+            "no scrub log line for {rid}: {:#?}",
+            fp.logs()
+        );
+        let line = line_of(fp.logs()).expect("line");
+        assert!(line.contains(needle), "{line}");
+        assert!(line.contains(truncated), "{line}");
+        assert!(line.contains("http.status=500"), "{line}");
+        assert!(line.len() < 2048 + 512, "bounded: {} bytes", line.len());
+    }
+}
