@@ -249,6 +249,66 @@ impl FramingError {
     }
 }
 
+/// Why a request body was refused as too large (413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum LimitError {
+    /// `Content-Length` is over the route's `max_body`: refused before anything is forwarded.
+    ContentLengthTooLarge,
+    /// A streamed body (chunked, HTTP/2 without `Content-Length`) passed `max_body` while it
+    /// was being forwarded: the upstream request was aborted.
+    BodyTooLarge,
+}
+
+impl LimitError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why a request's media type was refused (415).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum MediaTypeError {
+    /// A body without `Content-Type` on a route with `content_types`.
+    MissingContentType,
+    /// A media type the route does not list.
+    ContentTypeNotAllowed,
+    /// Two `Content-Type` fields, or a list (`application/json, text/html`): the app could
+    /// read either.
+    AmbiguousContentType,
+    /// Not `type/subtype` followed by well-formed parameters.
+    MalformedContentType,
+}
+
+impl MediaTypeError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why fortress refused a CORS preflight (403, no CORS headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum CorsError {
+    /// The `Origin` is not allowed (or malformed, `null`, repeated).
+    CorsOriginNotAllowed,
+    /// `Access-Control-Request-Method` is not in the route's `cors.methods`.
+    CorsMethodNotAllowed,
+    /// A header in `Access-Control-Request-Headers` is not in `cors.headers` (or the list
+    /// is malformed).
+    CorsHeaderNotAllowed,
+}
+
+impl CorsError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// A set of the common methods (for the `Allow` header of a 405). Copy, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Methods(u16);
@@ -340,6 +400,12 @@ pub enum Rejection {
     UpstreamFailed,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The request body is larger than the route's `max_body` (413).
+    PayloadTooLarge(LimitError),
+    /// The request's media type is not one the route accepts (415).
+    UnsupportedMediaType(MediaTypeError),
+    /// A CORS preflight for an origin, method or header the route does not allow (403).
+    CorsRefused(CorsError),
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -440,6 +506,15 @@ impl Rejection {
             Rejection::UpstreamTimeout => {
                 failure(S::GATEWAY_TIMEOUT, "gateway_timeout", "upstream_timeout")
             }
+            Rejection::PayloadTooLarge(e) => {
+                row(S::PAYLOAD_TOO_LARGE, "payload_too_large", e.code())
+            }
+            Rejection::UnsupportedMediaType(e) => row(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.code(),
+            ),
+            Rejection::CorsRefused(e) => row(S::FORBIDDEN, "forbidden", e.code()),
         }
     }
 
@@ -490,7 +565,12 @@ impl Rejection {
             | Rejection::MisdirectedHost
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamFailed
-            | Rejection::UpstreamTimeout => false,
+            | Rejection::UpstreamTimeout
+            // Size and media type are the request's shape, not a policy to try out; a
+            // refused preflight is answered, not forwarded.
+            | Rejection::PayloadTooLarge(_)
+            | Rejection::UnsupportedMediaType(_)
+            | Rejection::CorsRefused(_) => false,
         }
     }
 
@@ -519,7 +599,9 @@ impl Rejection {
                 }
             }
             // The connection's framing can no longer be trusted: the answer ends it.
-            Rejection::RejectFraming(_) | Rejection::MalformedBody => {
+            Rejection::RejectFraming(_)
+            | Rejection::MalformedBody
+            | Rejection::PayloadTooLarge(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -529,6 +611,21 @@ impl Rejection {
         }
         resp
     }
+}
+
+/// The short JSON error that replaces the body of an upstream 5xx when `scrub_errors` is on:
+/// same status, `error` from the status (`internal_server_error`, `service_unavailable`, …),
+/// reason `upstream_error`, the request id.
+pub fn scrubbed_upstream_error(status: StatusCode, request_id: &str) -> Response<Bytes> {
+    let error = match status.as_u16() {
+        500 => "internal_server_error",
+        501 => "not_implemented",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "server_error",
+    };
+    json_error(status, error, "upstream_error", request_id)
 }
 
 /// A short JSON error response. `request_id` must be a safe token (see `pipeline::ids`).
@@ -716,6 +813,27 @@ mod tests {
                 "bad_gateway",
                 "upstream_failed",
                 "upstream_failed",
+            ),
+            (
+                Rejection::PayloadTooLarge(LimitError::BodyTooLarge),
+                413,
+                "payload_too_large",
+                "body_too_large",
+                "body_too_large",
+            ),
+            (
+                Rejection::UnsupportedMediaType(MediaTypeError::AmbiguousContentType),
+                415,
+                "unsupported_media_type",
+                "ambiguous_content_type",
+                "ambiguous_content_type",
+            ),
+            (
+                Rejection::CorsRefused(CorsError::CorsOriginNotAllowed),
+                403,
+                "forbidden",
+                "cors_origin_not_allowed",
+                "cors_origin_not_allowed",
             ),
             (
                 Rejection::UpstreamTimeout,

@@ -134,6 +134,7 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
     runtime.block_on(live.fetch_once());
     let result = runtime.block_on(decide::decide(&mut ctx, &parts, &mut obs));
     let (decision, status, reason, allowed) = match result {
+        Ok(()) if crate::pipeline::cors::is_preflight(&ctx) => ("preflight", Some(204), None, true),
         Ok(()) => match ctx.dry_run_denial() {
             Some(r) => ("dry_run_deny", None, Some(r.reason()), true),
             None => ("allow", None, None, true),
@@ -162,6 +163,7 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         let tail = match (status, reason) {
             (Some(s), Some(r)) => format!("{s} {r}"),
             (None, Some(r)) => format!("forwarded; enforce mode would refuse: {r}"),
+            (Some(s), None) => format!("{s} answered by fortress (CORS preflight)"),
             _ => "forwarded".to_string(),
         };
         out.push_str(&format!("{:<10} {:<8} {}", "decision", decision, tail));
@@ -253,6 +255,37 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))
             .unwrap_or_default(),
+        Stage::Cors => match &ctx.cors {
+            crate::pipeline::cors::CorsMatch::Preflight(o) => format!(
+                "preflight from {} for {}: answered 204",
+                o.to_str().unwrap_or("?"),
+                req.headers
+                    .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .and_then(|m| m.to_str().ok())
+                    .unwrap_or("?")
+            ),
+            crate::pipeline::cors::CorsMatch::Allowed(o) => {
+                format!("origin {} allowed", o.to_str().unwrap_or("?"))
+            }
+            _ => String::new(),
+        },
+        Stage::RequestLimits => {
+            let rules = crate::pipeline::limits::rules(ctx);
+            format!(
+                "max_body {} bytes{}",
+                rules.max_body,
+                match &rules.content_types {
+                    Some(_) => format!(
+                        "; Content-Type {}",
+                        req.headers
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                    ),
+                    None => String::new(),
+                }
+            )
+        }
         Stage::Authn => ctx.principal.as_ref().map_or_else(String::new, |p| {
             format!(
                 "sub={} roles=[{}] tenant={}{}",
@@ -341,6 +374,32 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
             req.method
         ),
         (Stage::Route, _) => "no route matches; default: deny".into(),
+        (Stage::RequestLimits, Rejection::PayloadTooLarge(_)) => format!(
+            "Content-Length {} over max_body {}",
+            req.headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            crate::pipeline::limits::rules(ctx).max_body
+        ),
+        (Stage::RequestLimits, Rejection::UnsupportedMediaType(e)) => format!(
+            "{}: Content-Type {}",
+            e.code(),
+            req.headers
+                .get_all(http::header::CONTENT_TYPE)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("<not visible ASCII>"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        (Stage::Cors, Rejection::CorsRefused(e)) => format!(
+            "{}: Origin {}",
+            e.code(),
+            req.headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        ),
         (Stage::Authz, _) => ctx
             .route()
             .map(|r| requirement(&r.access))

@@ -43,6 +43,8 @@ pub struct Metrics {
     transport_refusals: Vec<IntCounter>,
     stream_violations: IntCounterVec,
     stream_unchecked: IntCounterVec,
+    edge_refusals: IntCounterVec,
+    scrubbed_errors: IntCounterVec,
     unmatched: Arc<RouteMetrics>,
     /// Route handles by name, so a reload that keeps a route keeps its handles.
     routes: Arc<Mutex<HashMap<Arc<str>, Arc<RouteMetrics>>>>,
@@ -213,6 +215,23 @@ impl Metrics {
         )?;
         registry.register(Box::new(stream_violations.clone()))?;
         registry.register(Box::new(stream_unchecked.clone()))?;
+        let edge_refusals = IntCounterVec::new(
+            Opts::new(
+                "edge_refusals_total",
+                "Requests refused by request limits (413, 415) or CORS (403 preflight), by route \
+                 and reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        let scrubbed_errors = IntCounterVec::new(
+            Opts::new(
+                "scrubbed_errors_total",
+                "Upstream 5xx responses whose body was replaced (scrub_errors), by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(edge_refusals.clone()))?;
+        registry.register(Box::new(scrubbed_errors.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(transport_refusals.clone()))?;
         // Every reason is registered up front (series at 0), indexed by the variant.
@@ -247,7 +266,19 @@ impl Metrics {
             transport_refusals,
             stream_violations,
             stream_unchecked,
+            edge_refusals,
+            scrubbed_errors,
         })
+    }
+
+    /// Counts a request-limit or CORS refusal (`reason` is the detailed code).
+    pub fn edge_refusal(&self, route: &str, reason: &str) {
+        self.edge_refusals.with_label_values(&[route, reason]).inc();
+    }
+
+    /// Counts an upstream 5xx whose body was scrubbed.
+    pub fn scrubbed_error(&self, route: &str) {
+        self.scrubbed_errors.with_label_values(&[route]).inc();
     }
 
     /// Counts a stream integrity violation.

@@ -298,6 +298,8 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         cors       skip     no cors configured\n\
+         request_limits pass     max_body 10485760 bytes\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
          tenant     pass     acme matches the token\n\
@@ -339,6 +341,8 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("normalize", "pass"),
             ("ambiguity", "pass"),
             ("route", "pass"),
+            ("cors", "skip"),
+            ("request_limits", "pass"),
             ("authn", "pass"),
             ("authz", "deny")
         ]

@@ -45,7 +45,31 @@ pub fn compile(
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
-    let routes = compile_routes(&raw, &server, &streams, &mut errors);
+    let edge = super::edge::compile_top(
+        &super::edge::TopLevel {
+            max_body: raw.server.max_body.as_ref(),
+            security_headers: raw.security_headers.as_ref(),
+            cors: raw.cors.as_ref(),
+            scrub_errors: raw.scrub_errors.as_ref(),
+            environment: server.environment,
+        },
+        &mut errors,
+    );
+    let mut routes = compile_routes(&raw, &server, &streams, &mut errors);
+    for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
+        route.edge = super::edge::compile_route(
+            &edge,
+            raw.security_headers.as_ref(),
+            &super::edge::RouteKeys {
+                max_body: r.max_body.as_ref(),
+                content_types: r.content_types.as_ref(),
+                security_headers: r.security_headers.as_ref(),
+                cors: r.cors.as_ref(),
+                scrub_errors: r.scrub_errors.as_ref(),
+            },
+            &mut errors,
+        );
+    }
     let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
     let paths = PathSettings {
         matrix_parameters: raw
@@ -109,6 +133,7 @@ pub fn compile(
             headers,
             hash,
             paths,
+            edge,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -399,6 +424,7 @@ fn compile_routes(
             }),
             params_used,
             index: 0,
+            edge: Default::default(),
         });
         positions.push(path.pos);
     }
@@ -589,7 +615,7 @@ fn parse_cidr(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn parse_method(s: &str) -> Option<Method> {
+pub(crate) fn parse_method(s: &str) -> Option<Method> {
     const ALLOWED: [&str; 8] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
     ];

@@ -45,6 +45,16 @@ pub struct RawConfig {
     /// How request paths are canonicalized.
     #[serde(default)]
     pub paths: Option<RawPaths>,
+    /// Security headers on every response (routes may override each one).
+    #[serde(default)]
+    pub security_headers: Option<super::edge::RawSecurityHeaders>,
+    /// CORS for every route (a route's own `cors` block replaces it).
+    #[serde(default)]
+    pub cors: Option<super::edge::RawCors>,
+    /// Replace the body of an upstream 5xx with fortress's short JSON error carrying the
+    /// request id (default: on, off with `environment: local`).
+    #[serde(default)]
+    pub scrub_errors: Option<Located<bool>>,
 }
 
 /// `paths:` settings.
@@ -117,6 +127,11 @@ pub struct RawServer {
     /// docs/forwarding-and-streams.md). Every `X-Forwarded-*` header goes too.
     #[serde(default)]
     pub strip_client_headers: Option<Vec<Located<String>>>,
+    /// Largest request body: `10MiB` (default), `512KiB`, `1GiB` or plain bytes; routes may
+    /// override. Over it: 413, on `Content-Length` before anything is forwarded, on a streamed
+    /// body as soon as it passes the limit (the upstream request is aborted).
+    #[serde(default)]
+    pub max_body: Option<Located<String>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.
@@ -189,6 +204,23 @@ pub struct RawRoute {
     /// Proxy WebSocket handshakes (`Upgrade: websocket`) on this route (default false).
     #[serde(default)]
     pub websocket: Option<Located<bool>>,
+    /// Largest request body on this route (overrides `server.max_body`).
+    #[serde(default)]
+    pub max_body: Option<Located<String>>,
+    /// Media types a request body may have (`application/json`, `text/*`); parameters such
+    /// as `; charset=` are ignored. A body without `Content-Type`, or with another type, gets
+    /// 415. Requests without a body and without `Content-Type` pass.
+    #[serde(default)]
+    pub content_types: Option<Vec<Located<String>>>,
+    /// Security headers for this route, each key over the top-level setting.
+    #[serde(default)]
+    pub security_headers: Option<super::edge::RawSecurityHeaders>,
+    /// CORS for this route (replaces the top-level `cors` block).
+    #[serde(default)]
+    pub cors: Option<super::edge::RawCors>,
+    /// Scrub upstream 5xx bodies on this route (default: the top-level `scrub_errors`).
+    #[serde(default)]
+    pub scrub_errors: Option<Located<bool>>,
 }
 
 /// One NDJSON stream definition.

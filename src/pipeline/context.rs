@@ -167,6 +167,10 @@ pub struct RequestContext {
     pub now: u64,
     /// Explain only: claims used instead of verifying a token.
     pub claims_override: Option<Value>,
+    /// The request has no body (known from its framing when its head arrived).
+    pub body_empty: bool,
+    /// What the CORS stage found (`pipeline/cors.rs`).
+    pub cors: super::cors::CorsMatch,
     first_dry_run_denial: Option<Rejection>,
     stream_violation: Option<&'static str>,
     upstream_body_error: bool,
@@ -217,6 +221,8 @@ impl RequestContext {
             charges: Vec::new(),
             now,
             claims_override: None,
+            body_empty: super::limits::no_body_framing(headers),
+            cors: super::cors::CorsMatch::None,
             first_dry_run_denial: None,
             stream_violation: None,
             upstream_body_error: false,

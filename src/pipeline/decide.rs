@@ -10,6 +10,7 @@ use strum::IntoStaticStr;
 
 use super::context::RequestContext;
 use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
+use super::{cors, limits};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -28,6 +29,10 @@ pub enum Stage {
     Ambiguity,
     /// Route match or the policy default.
     Route,
+    /// CORS: a preflight answered (or refused) here; an allowed origin remembered.
+    Cors,
+    /// Body size on `Content-Length` (413) and media type (415).
+    RequestLimits,
     /// JWT and revocation.
     Authn,
     /// RBAC.
@@ -104,6 +109,17 @@ pub async fn decide<O: Observer>(
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
+    // CORS right after routing and before authentication: browsers send no credentials on a
+    // preflight, and the route that would serve the announced method decides its CORS. An
+    // allowed preflight is answered here (204) and goes through no later stage.
+    stage!(Stage::Cors, cors::check(ctx, req));
+    if cors::is_preflight(ctx) {
+        return Ok(());
+    }
+    // Request limits before anything that consumes state (rate limits, budgets, concurrency)
+    // or costs (token verification): a body too large on `Content-Length`, or of a media type
+    // the route does not take, is refused from the head alone.
+    stage!(Stage::RequestLimits, limits::check(ctx, req));
     // Authentication after routing: only the route knows whether it is public.
     stage!(Stage::Authn, authn::check(ctx, req).await);
     // Authorization, then tenant isolation: both judge the principal authentication set.

@@ -15,10 +15,12 @@ pub mod authn;
 pub mod authz;
 pub mod conn;
 pub mod context;
+pub mod cors;
 pub mod decide;
 pub mod framing;
 pub mod host;
 pub mod ids;
+pub mod limits;
 pub mod normalize;
 pub mod route;
 pub mod tenant;
@@ -59,9 +61,12 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
+    // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
+    ctx.body_empty = http_body::Body::is_end_stream(req.body());
     let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
         Err(rejection) => {
+            limits::count_refusal(&ctx, &state.metrics, rejection);
             ctx.refuse(rejection);
             let resp = rejection
                 .to_response(ctx.ids.request_id())
@@ -73,6 +78,9 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
+    // Every response, forwarded or fortress's own: security headers, then CORS.
+    crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);
+    cors::decorate(&ctx, resp.headers_mut());
     match tunnel {
         // A WebSocket tunnel: the context rides in the tunnel task and is recorded (allowed,
         // 101) when the tunnel ends.
@@ -111,6 +119,13 @@ async fn decide_and_forward(
 ) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
     let (mut parts, body) = req.into_parts();
     decide::decide(ctx, &parts, &mut ()).await?;
+    if cors::is_preflight(ctx) {
+        // Answered here, never forwarded; `cors::decorate` adds the CORS headers.
+        ctx.allow();
+        let mut resp = Response::new(ProxyBody::full(bytes::Bytes::new()));
+        *resp.status_mut() = http::StatusCode::NO_CONTENT;
+        return Ok((resp, None));
+    }
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.
     let websocket = upgrade::check(ctx, &parts)?;
@@ -125,7 +140,7 @@ async fn decide_and_forward(
         context::Canonical::Rewritten(p) => Some(p.clone()),
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
-    let (body, body_failure) = ClientBody::new(body);
+    let (body, body_failure) = ClientBody::new(body, limits::rules(ctx).max_body);
     let upstream_req = request::prepare(
         parts,
         body,
@@ -198,7 +213,16 @@ async fn decide_and_forward(
         })
     });
     Ok((
-        response::prepare(resp, stream, ctx.ids.trace_id(), &state.metrics),
+        response::prepare(
+            resp,
+            stream,
+            ctx.ids.trace_id(),
+            &state.metrics,
+            limits::rules(ctx).scrub_errors.then(|| response::Scrub {
+                request_id: ctx.ids.request_id(),
+                route: ctx.snapshot.route_metrics(ctx.route).name(),
+            }),
+        ),
         None,
     ))
 }

@@ -20,7 +20,15 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
         Canonical::Rewritten(p) => p.as_str(),
         Canonical::AsSent | Canonical::Unknown => req.uri.path(),
     };
-    match policy.router.lookup(&req.method, path) {
+    // A CORS preflight is matched as the method it announces (`pipeline/cors.rs`).
+    let preflight = super::cors::preflight_method(policy, req, path);
+    if preflight.is_some() {
+        ctx.cors = super::cors::CorsMatch::PreflightPending;
+    }
+    match policy
+        .router
+        .lookup(preflight.as_ref().unwrap_or(&req.method), path)
+    {
         Lookup::Found { route, params } => {
             ctx.route = Some(route.index);
             for (slot, name) in ctx.params.iter_mut().zip(&route.params_used) {

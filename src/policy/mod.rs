@@ -6,6 +6,7 @@
 //! request pipeline, the proxy, metrics or the live state.
 
 pub mod auth;
+pub mod edge;
 pub mod headers;
 pub mod host;
 pub mod identity;
@@ -47,6 +48,8 @@ pub struct Policy {
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
+    /// Policy-wide edge rules (unmatched requests, refusals before routing, admin listener).
+    pub edge: edge::EdgeRules,
 }
 
 /// `paths:` settings, compiled.

@@ -50,6 +50,8 @@ pub struct Route {
     pub params_used: Vec<String>,
     /// Position in the route table (index of per-route handles kept outside the policy).
     pub index: usize,
+    /// Request limits, security headers, CORS, error scrubbing.
+    pub edge: super::edge::EdgeRules,
 }
 
 /// What a route requires beyond a valid token.
@@ -364,6 +366,7 @@ mod tests {
 
     fn route(name: &str, pattern: &str, methods: Option<Vec<Method>>) -> Route {
         Route {
+            edge: Default::default(),
             name: name.into(),
             pattern: pattern.into(),
             methods,

@@ -3,10 +3,15 @@
 //! does not match its size, a body cut short), the upstream request fails too. The wrapper
 //! remembers that the failure was the client's, so the forwarder answers 400 and does not
 //! count an upstream error.
+//!
+//! It also counts the bytes against the route's `max_body`: the frame that would pass the
+//! limit is not forwarded, the body ends with an error instead, so the upstream request is
+//! aborted (the app sees a body cut short, never a complete request), and the forwarder
+//! answers 413 `body_too_large` when no response has started.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,29 +23,54 @@ pin_project_lite::pin_project! {
     pub struct ClientBody {
         #[pin]
         inner: Incoming,
-        failed: Arc<AtomicBool>,
+        failed: Arc<AtomicU8>,
+        seen: u64,
+        limit: u64,
     }
 }
 
-/// Whether reading the client's body failed (shared with the [`ClientBody`]).
+const FAILED: u8 = 1;
+const TOO_LARGE: u8 = 2;
+
+/// Whether reading the client's body failed, and how (shared with the [`ClientBody`]).
 #[derive(Debug, Clone, Default)]
-pub struct BodyFailure(Arc<AtomicBool>);
+pub struct BodyFailure(Arc<AtomicU8>);
 
 impl BodyFailure {
-    /// Whether the client's body failed to decode.
+    /// Whether the client's body failed (failed to decode, or passed `max_body`).
     pub fn failed(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the client's body passed `max_body`.
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Acquire) == TOO_LARGE
     }
 }
 
+/// The error that ends a body over its limit.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body over max_body")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
 impl ClientBody {
-    /// Wraps the client's body; the handle tells afterwards whether it failed.
-    pub fn new(inner: Incoming) -> (Self, BodyFailure) {
+    /// Wraps the client's body, at most `limit` bytes; the handle tells afterwards whether it
+    /// failed.
+    pub fn new(inner: Incoming, limit: u64) -> (Self, BodyFailure) {
         let failure = BodyFailure::default();
         (
             Self {
                 inner,
                 failed: failure.0.clone(),
+                seen: 0,
+                limit,
             },
             failure,
         )
@@ -49,18 +79,31 @@ impl ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            this.failed.store(true, Ordering::Release);
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen = this.seen.saturating_add(data.len() as u64);
+                    if *this.seen > *this.limit {
+                        this.failed.store(TOO_LARGE, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // A too-large body stays too large (its error already ended it).
+                this.failed.fetch_max(FAILED, Ordering::AcqRel);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

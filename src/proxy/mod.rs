@@ -10,6 +10,7 @@ pub mod headers;
 pub mod identity;
 pub mod request;
 pub mod response;
+pub mod security;
 pub mod tunnel;
 
 use std::time::{Duration, Instant};
@@ -68,6 +69,12 @@ impl Forwarder {
             Ok(Ok(resp)) => {
                 metrics.observe_upstream(started.elapsed().as_secs_f64());
                 Ok(resp)
+            }
+            Ok(Err(e)) if body.too_large() => {
+                warn!(request.id = %request_id, error = %error_chain(&e), "client body over max_body; upstream request aborted");
+                Err(Rejection::PayloadTooLarge(
+                    crate::error::LimitError::BodyTooLarge,
+                ))
             }
             Ok(Err(e)) if body.failed() => {
                 metrics.client_body_errors.inc();
