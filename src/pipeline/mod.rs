@@ -163,6 +163,7 @@ async fn decide_and_forward(
             trusted_proxies: &ctx.snapshot.server.trusted_proxies,
             tenant_header: tenant_header(ctx),
             websocket,
+            stream: ctx.route().is_some_and(|r| r.stream.is_some()),
         },
     )?;
     let mut upstream_req = upstream_req;

@@ -51,6 +51,9 @@ pub struct Forwarding<'a> {
     /// A checked WebSocket handshake on a `websocket: true` route: `Connection: upgrade` and
     /// `Upgrade: websocket` survive the hop-by-hop strip (for this case only).
     pub websocket: bool,
+    /// A stream route: the response is checked line by line, so it is asked for uncompressed
+    /// (`Accept-Encoding: identity`).
+    pub stream: bool,
 }
 
 /// Rewrites a client request for the upstream.
@@ -97,6 +100,12 @@ pub fn prepare<B>(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     join_cookies(&mut parts.headers);
+    if f.stream {
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     // Before the forwarding headers are set, so a configured strip list never removes them.
     strip_client_headers(&mut parts.headers, f);
     set_forwarding(
@@ -240,6 +249,7 @@ mod tests {
             trusted_proxies: &[],
             tenant_header: None,
             websocket: false,
+            stream: false,
         }
     }
 

@@ -19,6 +19,7 @@ use super::body::ProxyBody;
 use super::headers::strip_hop_by_hop;
 use crate::metrics::Metrics;
 use crate::policy::stream::StreamRules;
+use crate::stream::violation::Violation;
 use crate::stream::{Mode, NdjsonGuard, is_ndjson};
 
 /// What the response check of a stream route needs.
@@ -89,13 +90,26 @@ pub fn prepare(
                 if check.mode == Mode::Enforce {
                     parts.headers.remove(header::CONTENT_LENGTH);
                 }
-                ProxyBody::guarded(NdjsonGuard::new(
+                let encoded = parts
+                    .headers
+                    .get_all(header::CONTENT_ENCODING)
+                    .iter()
+                    .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+                if encoded && check.mode == Mode::Enforce {
+                    // Only fortress's plain error line goes out: readable, not "gzip".
+                    parts.headers.remove(header::CONTENT_ENCODING);
+                }
+                let mut guard = NdjsonGuard::new(
                     body,
                     check.rules,
                     Arc::from(trace_id),
                     check.mode,
                     check.connection,
-                ))
+                );
+                if encoded {
+                    guard.refuse_from_start(Violation::ContentEncoded);
+                }
+                ProxyBody::guarded(guard)
             }
         }
         None => ProxyBody::upstream(body),
