@@ -194,6 +194,6 @@ mod tests {
             assert_eq!(Violation::ALL[i].to_string(), *c);
         }
         assert_eq!(codes.first(), Some(&"invalid_utf8"));
-        assert_eq!(codes.last(), Some(&"sql_not_allowed"));
+        assert_eq!(codes.last(), Some(&"content_encoded"));
     }
 }
