@@ -35,6 +35,7 @@ fn table(n: usize) -> Router {
             websocket: false,
             params_used: Vec::new(),
             index: 0,
+            limits: Default::default(),
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

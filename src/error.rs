@@ -110,6 +110,8 @@ pub enum AmbiguityError {
     AmbiguousTenant,
     /// A `_method` query parameter (any case or encoding): a method override the app may obey.
     MethodOverride,
+    /// A header a rate limit is keyed by (`header:NAME`) is given more than once.
+    AmbiguousLimitKey,
 }
 
 impl AmbiguityError {
@@ -337,6 +339,20 @@ pub enum Rejection {
     UpstreamFailed,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// A rate limit refused the request; seconds until it would pass.
+    RateLimited {
+        /// `Retry-After`, whole seconds rounded up (at least 1).
+        retry_after_secs: u32,
+    },
+    /// The tenant's budget is used up; seconds until the period resets.
+    BudgetExhausted {
+        /// `Retry-After`, whole seconds rounded up to the next reset.
+        retry_after_secs: u32,
+    },
+    /// A budget route, but the verified token names no tenant to charge.
+    MissingTenant,
+    /// The state store could not answer (limits fail closed).
+    LimitsUnavailable,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -437,6 +453,28 @@ impl Rejection {
             Rejection::UpstreamTimeout => {
                 failure(S::GATEWAY_TIMEOUT, "gateway_timeout", "upstream_timeout")
             }
+            Rejection::RateLimited { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(S::TOO_MANY_REQUESTS, "too_many_requests", "rate_limited")
+            },
+            Rejection::BudgetExhausted { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "budget_exhausted",
+                )
+            },
+            Rejection::MissingTenant => row(S::FORBIDDEN, "forbidden", "missing_tenant"),
+            // Fail closed: a limit that cannot be checked refuses (503, try again shortly).
+            Rejection::LimitsUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "limits_unavailable",
+                )
+            },
         }
     }
 
@@ -472,6 +510,11 @@ impl Rejection {
             Rejection::Unauthenticated(_) | Rejection::DenyPermission | Rejection::DenyTenant => {
                 true
             }
+            // A limit or budget on a dry-run route is tried out like any policy decision
+            // (a refused admission consumed nothing).
+            Rejection::RateLimited { .. }
+            | Rejection::BudgetExhausted { .. }
+            | Rejection::MissingTenant => true,
             // 404/405: there is no route whose mode could apply.
             Rejection::DenyUnmatched
             | Rejection::DenyMethod(_)
@@ -487,7 +530,8 @@ impl Rejection {
             | Rejection::MisdirectedHost
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamFailed
-            | Rejection::UpstreamTimeout => false,
+            | Rejection::UpstreamTimeout
+            | Rejection::LimitsUnavailable => false,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod compile;
 pub mod diag;
+pub mod limits;
 pub mod lint;
 pub mod raw;
 pub mod rbac;

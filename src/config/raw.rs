@@ -45,6 +45,13 @@ pub struct RawConfig {
     /// How request paths are canonicalized.
     #[serde(default)]
     pub paths: Option<RawPaths>,
+    /// Policy-wide rate limits (one mapping or a list), applied to every request in addition
+    /// to a route's own; one counter per keyed value across all routes.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Per-tenant budgets, drawn on by routes with `budget:`.
+    #[serde(default)]
+    pub budgets: Option<super::limits::RawBudgets>,
 }
 
 /// `paths:` settings.
@@ -116,6 +123,11 @@ pub struct RawServer {
     /// X-Forwarded-Port, X-Forwarded-Prefix, CF-Connecting-IP, Forwarded).
     #[serde(default)]
     pub strip_client_headers: Option<Vec<Located<String>>>,
+    /// Directory where budget counters are persisted (every 2 s and at shutdown); relative
+    /// to the config file. Required with `budgets:` outside `environment: local`. Changing
+    /// it needs a restart.
+    #[serde(default)]
+    pub state_dir: Option<Located<String>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.
@@ -188,6 +200,14 @@ pub struct RawRoute {
     /// Proxy WebSocket handshakes (`Upgrade: websocket`) on this route (default false).
     #[serde(default)]
     pub websocket: Option<Located<bool>>,
+    /// This route's rate limits (one mapping or a list), in addition to the policy-wide
+    /// `rate_limit`; all must pass.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Charge requests to the tenant budget (`budgets.per_tenant`): `{}` costs 1,
+    /// `{ cost: N }`, or `{ cost_header: NAME }` metered by the app.
+    #[serde(default)]
+    pub budget: Option<super::limits::RawBudget>,
 }
 
 /// One NDJSON stream definition.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
@@ -47,6 +48,8 @@ pub struct Policy {
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
+    /// Policy-wide rate limits and the per-tenant budget.
+    pub limits: limits::Limits,
 }
 
 /// `paths:` settings, compiled.
@@ -107,6 +110,8 @@ pub struct ServerSettings {
     pub admin_hosts: Vec<String>,
     /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.
     pub hosts: Option<Vec<host::HostPattern>>,
+    /// Where budget counters are persisted (`server.state_dir`); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServerSettings {

@@ -50,6 +50,8 @@ pub struct Route {
     pub params_used: Vec<String>,
     /// Position in the route table (index of per-route handles kept outside the policy).
     pub index: usize,
+    /// The route's rate limits and budget cost.
+    pub limits: super::limits::RouteLimits,
 }
 
 /// What a route requires beyond a valid token.
@@ -371,6 +373,7 @@ mod tests {
             websocket: false,
             params_used: Vec::new(),
             index: 0,
+            limits: Default::default(),
         }
     }
 

@@ -99,6 +99,50 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Every unexpired budget entry (for persistence: budgets survive restarts, rate limits
+    /// start fresh). Locks each shard in turn.
+    pub fn export_budgets(&self, now: Millis) -> Vec<BudgetEntry> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for entry in shard.map.values() {
+                if let Slot::Budget { start, used } = entry.slot
+                    && entry.expires_at > now
+                {
+                    out.push(BudgetEntry {
+                        key: entry.key.to_string(),
+                        start,
+                        used,
+                        expires_at: entry.expires_at,
+                    });
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Restores budget entries (startup). Entries of windows that already ended are skipped;
+    /// a key that already holds budget state of the same window keeps the larger usage.
+    pub fn import_budgets(&self, now: Millis, entries: &[BudgetEntry]) {
+        for e in entries {
+            if e.expires_at <= now || e.start > now {
+                continue;
+            }
+            let mut shard = lock(&self.shards[self.shard_of(&e.key)]);
+            let used = budget_used(shard.get(&e.key), e.start).max(e.used);
+            shard.put(
+                now,
+                &e.key,
+                Slot::Budget {
+                    start: e.start,
+                    used,
+                },
+                e.expires_at,
+            );
+        }
+    }
+
     fn shard_of(&self, key: &str) -> usize {
         // Truncating the hash is fine: it only picks a shard.
         (self.hasher.hash_one(key) as usize) % self.shards.len()
@@ -347,6 +391,19 @@ impl StateStore for MemoryStore {
 /// Locks a shard, recovering from poisoning (see the module documentation).
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One budget counter, as exported for persistence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetEntry {
+    /// The budget key.
+    pub key: String,
+    /// Start of the window the usage belongs to (ms since the epoch).
+    pub start: Millis,
+    /// Units used in that window.
+    pub used: u64,
+    /// End of the window (ms since the epoch): the entry is dropped then.
+    pub expires_at: Millis,
 }
 
 /// A key's working copy during an admission.
