@@ -63,7 +63,7 @@ pub struct RawRateLimit {
     /// What is counted: `ip`, `subject`, `tenant`, `route`, `param:NAME` (a `{NAME}` of the
     /// route's pattern), `header:NAME` (trusted headers only), or a list such as
     /// `[subject, route]`.
-    pub key: OneOrMany<Located<String>>,
+    pub key: Located<OneOrMany<String>>,
     /// Requests per `per`.
     pub limit: Located<u64>,
     /// The period: `1s` to `1d` (`s`, `m`, `h`, `d`).
@@ -217,32 +217,34 @@ fn valid_name(s: &str) -> bool {
 }
 
 fn key_parts(
-    raw: &OneOrMany<Located<String>>,
+    raw: &Located<OneOrMany<String>>,
     scope: Scope<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<KeyPart> {
-    let list = raw.as_slice();
+    let list = raw.value.as_slice();
+    let pos = raw.pos;
     if list.is_empty() {
-        errors.push(ConfigError::whole(
+        errors.push(ConfigError::at(
+            pos,
             "a rate limit `key` list is empty: name at least one of ip, subject, tenant, route, \
              param:NAME, header:NAME",
         ));
     }
     let mut out = Vec::with_capacity(list.len());
     for k in list {
-        let part = match k.value.as_str() {
+        let part = match k.as_str() {
             "ip" => Some(KeyPart::Ip),
             "subject" => Some(KeyPart::Subject),
             "tenant" => Some(KeyPart::Tenant),
             "route" => Some(KeyPart::Route),
             other => {
                 if let Some(p) = other.strip_prefix("param:") {
-                    param_part(p, k.pos, scope, errors)
+                    param_part(p, pos, scope, errors)
                 } else if let Some(h) = other.strip_prefix("header:") {
-                    header_part(h, k.pos, errors)
+                    header_part(h, pos, errors)
                 } else {
                     errors.push(ConfigError::at(
-                        k.pos,
+                        pos,
                         format!(
                             "unknown rate limit key `{other}`: expected ip, subject, tenant, \
                              route, param:NAME or header:NAME"
@@ -259,11 +261,11 @@ fn key_parts(
                 && r.public == Some(true)
             {
                 errors.push(ConfigError::at(
-                    k.pos,
+                    pos,
                     format!(
                         "route `{}` is public: a rate limit keyed by `{}` has no verified \
                          token to count; key it by ip",
-                        r.name.value, k.value
+                        r.name.value, k
                     ),
                 ));
             }
