@@ -442,3 +442,46 @@ fn limit_config_errors_are_precise() {
     ))
     .expect("valid");
 }
+
+#[test]
+fn explain_shows_the_limits_and_keys_without_spending_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  \
+         environment: local\n{}rate_limit: {{ key: ip, limit: 100, per: 1m }}\n\
+         budgets:\n  per_tenant: {{ daily: 1000 }}\nroles:\n  admin: [\"*\"]\nroutes:\n  \
+         - name: train\n    match: {{ path: \"/projects/{{project}}/train\" }}\n    \
+         rate_limit: {{ key: [subject, \"param:project\"], limit: 1, per: 1d }}\n    budget: {{ cost: 5 }}\n",
+        auth(dir.path())
+    );
+    let path = dir.path().join("fortress.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let explain = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args([
+                "--path",
+                "/projects/p1/train",
+                "--claims",
+                r#"{"sub":"alice","tenant":"t1","roles":["admin"]}"#,
+            ])
+            .output()
+            .expect("explain")
+    };
+    for _ in 0..2 {
+        let out = explain();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("admission"))
+            .expect("admission line");
+        assert_eq!(
+            line,
+            "admission  pass     rate `default` 100/60s burst 100 by ip key \
+             rl|default|b92a44e09e777ab5|ip:127.0.0.1; rate `train` 1/86400s burst 1 by [subject, param:project] \
+             key rl|train|bfc14106c3194094|sub:alice|param:p1; budget daily 1000 key budget|day|t1"
+        );
+    }
+}
