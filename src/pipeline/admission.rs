@@ -513,3 +513,67 @@ pub fn respond(ctx: &mut RequestContext, headers: &mut HeaderMap, forwarded: boo
     }
     ctx.admission = Some(admitted);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_seconds_round_up() {
+        assert_eq!(secs_up(0), 1);
+        assert_eq!(secs_up(1), 1);
+        assert_eq!(secs_up(1_000), 1);
+        assert_eq!(secs_up(1_001), 2);
+        assert_eq!(secs_up(u64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn warning_lists_periods_at_or_past_the_threshold() {
+        let w = |states: Vec<(Period, u64, u64, u64, f64)>| {
+            warning_value(None, "t", "r", states.into_iter())
+        };
+        assert_eq!(w(vec![(Period::Daily, 1000, 899, 1, 0.9)]), None);
+        assert_eq!(
+            w(vec![(Period::Daily, 1000, 900, 1, 0.9)]).as_deref(),
+            Some("daily=90%")
+        );
+        assert_eq!(
+            w(vec![
+                (Period::Daily, 10, 10, 3, 0.9),
+                (Period::Monthly, 100, 95, 3, 0.9)
+            ])
+            .as_deref(),
+            Some("daily=100%, monthly=95%")
+        );
+        assert_eq!(
+            w(vec![(Period::Monthly, 100, 105, 10, 0.9)]).as_deref(),
+            Some("monthly=105%")
+        );
+    }
+
+    #[test]
+    fn metered_units_are_one_plain_number() {
+        let name = HeaderName::from_static("x-usage-units");
+        let mut h = HeaderMap::new();
+        assert_eq!(units(&h, &name), None);
+        h.insert(&name, HeaderValue::from_static("42"));
+        assert_eq!(units(&h, &name), Some(Ok(42)));
+        for bad in ["", "-1", "1.5", "0x10", "1e3", "99999999999999999999999"] {
+            h.insert(&name, HeaderValue::from_static(bad));
+            assert_eq!(units(&h, &name), Some(Err(())), "{bad}");
+        }
+        h.insert(&name, HeaderValue::from_static("1"));
+        h.append(&name, HeaderValue::from_static("2"));
+        assert_eq!(units(&h, &name), Some(Err(())));
+    }
+
+    #[test]
+    fn long_key_values_are_hashed() {
+        let mut k = String::new();
+        push_value(&mut k, "header:", "short");
+        assert_eq!(k, "header:short");
+        let mut k = String::new();
+        push_value(&mut k, "header:", &"x".repeat(65));
+        assert!(k.starts_with("header:sha256:") && k.len() == "header:sha256:".len() + 32);
+    }
+}

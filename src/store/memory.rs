@@ -37,6 +37,9 @@ use super::{
 /// Shards used by [`MemoryStore::new`] (fewer when `max_entries` is smaller).
 pub const DEFAULT_SHARDS: usize = 32;
 
+/// Expired entries a sweep drops per shard lock.
+const SWEEP_BATCH: usize = 1024;
+
 /// Keyed entries kept by default (about 100 MiB at worst); past it the soonest-expiring go.
 pub const DEFAULT_MAX_ENTRIES: usize = 1 << 19;
 
@@ -375,8 +378,10 @@ impl StateStore for MemoryStore {
     }
 
     fn sweep(&self, now: Millis) {
+        // In batches: a shard's lock is never held for a whole large sweep, so admissions on
+        // that shard wait for at most one batch.
         for shard in self.shards.iter() {
-            lock(shard).drop_expired(now);
+            while lock(shard).drop_expired_batch(now, SWEEP_BATCH) {}
         }
         if self.revocations.load().has_expired(now) {
             self.revocations.rcu(|current| {
@@ -504,6 +509,21 @@ impl Shard {
             };
             self.map.remove(&*key);
         }
+    }
+
+    /// Drops up to `max` expired entries; whether more may remain.
+    fn drop_expired_batch(&mut self, now: Millis, max: usize) -> bool {
+        for _ in 0..max {
+            match self.by_expiry.first() {
+                Some((expires_at, _)) if *expires_at <= now => {
+                    if let Some((_, key)) = self.by_expiry.pop_first() {
+                        self.map.remove(&*key);
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     fn drop_expired(&mut self, now: Millis) {
