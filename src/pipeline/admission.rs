@@ -567,6 +567,109 @@ mod tests {
         assert_eq!(units(&h, &name), Some(Err(())));
     }
 
+    /// A store that cannot answer admissions (Redis down).
+    #[derive(Debug)]
+    struct Down(crate::store::MemoryStore);
+
+    impl StateStore for Down {
+        fn admit<'a>(
+            &'a self,
+            _now: Millis,
+            _checks: &'a [LimitCheck<'a>],
+        ) -> crate::store::StoreFuture<'a, crate::store::Admission> {
+            Box::pin(std::future::ready(Err(
+                crate::store::StoreError::Unavailable("down".into()),
+            )))
+        }
+        fn release<'a>(
+            &'a self,
+            now: Millis,
+            keys: &'a [&'a str],
+        ) -> crate::store::StoreFuture<'a, ()> {
+            self.0.release(now, keys)
+        }
+        fn charge<'a>(
+            &'a self,
+            now: Millis,
+            key: &'a str,
+            limit: u64,
+            window: Window,
+            units: u64,
+        ) -> crate::store::StoreFuture<'a, LimitState> {
+            self.0.charge(now, key, limit, window, units)
+        }
+        fn revoke<'a>(
+            &'a self,
+            now: Millis,
+            r: crate::store::Revocation,
+        ) -> crate::store::StoreFuture<'a, ()> {
+            self.0.revoke(now, r)
+        }
+        fn revocations<'a>(
+            &'a self,
+            now: Millis,
+        ) -> crate::store::StoreFuture<'a, Vec<crate::store::Revocation>> {
+            self.0.revocations(now)
+        }
+        fn is_revoked(&self, now: Millis, jti: Option<&str>, sub: &str, iat: Option<u64>) -> bool {
+            self.0.is_revoked(now, jti, sub, iat)
+        }
+        fn set_toggle<'a>(
+            &'a self,
+            name: &'a str,
+            v: Option<bool>,
+        ) -> crate::store::StoreFuture<'a, ()> {
+            self.0.set_toggle(name, v)
+        }
+        fn toggle(&self, name: &str) -> Option<bool> {
+            self.0.toggle(name)
+        }
+        fn toggles<'a>(&'a self) -> crate::store::StoreFuture<'a, Vec<(String, bool)>> {
+            self.0.toggles()
+        }
+        fn sweep(&self, now: Millis) {
+            self.0.sweep(now)
+        }
+    }
+
+    #[test]
+    fn an_unavailable_store_fails_closed_with_503() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  \
+                    environment: local\n  require_https: false\n\
+                    rate_limit: { key: ip, limit: 10, per: 1s }\n\
+                    routes:\n  - name: all\n    match: { path: \"/**\" }\n    public: true\n";
+        let policy = crate::config::load_str(text, std::path::Path::new("/nowhere/f.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let live = crate::store::live::Live::new(Arc::new(Down(crate::store::MemoryStore::new(8))));
+        let snapshot = Arc::new(crate::state::Snapshot::bind(policy, &live, &metrics));
+        let (parts, ()) = http::Request::get("/x")
+            .header("host", "app")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_parts();
+        let conn = Arc::new(crate::pipeline::conn::ConnInfo::new(
+            "127.0.0.1:4000".parse().unwrap_or_else(|e| panic!("{e}")),
+            false,
+        ));
+        let mut ctx =
+            RequestContext::new(snapshot, conn, None, parts.method.clone(), &parts.headers);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = std::pin::pin!(crate::pipeline::decide::decide(&mut ctx, &parts, &mut ()))
+            .poll(&mut cx);
+        let std::task::Poll::Ready(Err(r)) = polled else {
+            panic!("not refused: {polled:?}");
+        };
+        assert_eq!(r, Rejection::LimitsUnavailable);
+        let resp = r.to_response("rid");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(
+            resp.body().as_ref(),
+            br#"{"error":"service_unavailable","reason":"limits_unavailable","request_id":"rid"}"#
+        );
+    }
+
     #[test]
     fn long_key_values_are_hashed() {
         let mut k = String::new();
