@@ -271,11 +271,25 @@ async fn an_exhausted_budget_is_still_exhausted_after_a_restart() {
         up.addr,
         dir.path(),
         &format!("state_dir: \"{}\"", state.display()),
-        "{ daily: 10 }",
+        "{ daily: 20 }",
         routes,
     );
     let t1 = token("alice", Some("t1"));
     let fx = TestFortress::start_with_clock(&yaml, &clock).await;
+    let used_on_disk = || -> Option<u64> {
+        let bytes = std::fs::read(state.join("budgets.json")).ok()?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        doc["entries"][0]["used"].as_u64()
+    };
+    assert_eq!(call(fx.addr(), "/gen", &t1, &[]).await.status, 200);
+    // Written in the background every few seconds while serving.
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            used_on_disk() == Some(10)
+        })
+        .await,
+        "the periodic write saved the charge"
+    );
     let r = call(fx.addr(), "/gen", &t1, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-budget-warning"), Some("daily=100%"));
@@ -290,11 +304,11 @@ async fn an_exhausted_budget_is_still_exhausted_after_a_restart() {
     assert_eq!(saved["format"], "fortress-budgets");
     assert_eq!(saved["version"], 1);
     assert_eq!(saved["entries"][0]["key"], "budget|day|t1");
-    assert_eq!(saved["entries"][0]["used"], 10);
+    assert_eq!(saved["entries"][0]["used"], 20);
 
     let fx = TestFortress::start_with_clock(&yaml, &clock).await;
     assert_exhausted(&call(fx.addr(), "/gen", &t1, &[]).await, 86_400);
-    assert_eq!(up.hits(), 1);
+    assert_eq!(up.hits(), 2);
     // The next day it is fresh again.
     clock.advance(DAY);
     assert_eq!(call(fx.addr(), "/gen", &t1, &[]).await.status, 200);
