@@ -838,4 +838,37 @@ mod tests {
             "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
         );
     }
+
+    #[test]
+    fn limit_refusals_carry_retry_after() {
+        let r = Rejection::RateLimited {
+            retry_after_secs: 7,
+        };
+        assert_eq!(r.status().0, 429);
+        assert_eq!(r.reason(), "rate_limited");
+        assert_eq!(r.kind(), Kind::Deny);
+        let resp = r.to_response("rid");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(
+            resp.body().as_ref(),
+            br#"{"error":"too_many_requests","reason":"rate_limited","request_id":"rid"}"#
+        );
+        let r = Rejection::BudgetExhausted {
+            retry_after_secs: 86_400,
+        };
+        assert_eq!(
+            (r.status().0.as_u16(), r.reason()),
+            (429, "budget_exhausted")
+        );
+        assert_eq!(r.to_response("rid").headers()["retry-after"], "86400");
+        assert_eq!(Rejection::MissingTenant.status().0, 403);
+        assert_eq!(Rejection::MissingTenant.reason(), "missing_tenant");
+        assert_eq!(Rejection::LimitsUnavailable.kind(), Kind::Error);
+        assert!(!Rejection::LimitsUnavailable.dry_run_may_forward());
+        assert!(Rejection::MissingTenant.dry_run_may_forward());
+        assert_eq!(
+            Rejection::RejectAmbiguous(AmbiguityError::AmbiguousLimitKey).reason(),
+            "ambiguous_limit_key"
+        );
+    }
 }
