@@ -188,6 +188,15 @@ impl Fortress {
         }
         let live = Live::new(store.clone()).with_clock(clock);
         memory.import_budgets(live.clock().now_ms(), &persisted);
+        // Written back at once: a state directory fortress cannot write to stops startup
+        // rather than losing every charge silently later.
+        if let Some(dir) = state_dir.clone() {
+            let now = live.clock().now_ms();
+            let entries = memory.export_budgets(now);
+            tokio::task::spawn_blocking(move || store::persist::save(&dir, now, entries))
+                .await
+                .map_err(|e| StartError::Load(e.to_string()))??;
+        }
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
