@@ -313,19 +313,19 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
     let tenant = ctx
         .principal
         .as_ref()
-        .and_then(|p| p.tenant.clone())
+        .and_then(|p| p.tenant.as_deref())
         .unwrap_or_default();
     if admission.allowed {
         admitted.warning = warning_value(
             ctx.metrics(),
-            &tenant,
+            tenant,
             ctx.route().map_or("", |r| &r.name),
             warnings.iter().copied(),
         );
         if let (Some(Cost::Header(h)), Some(b)) = (&cost, snap.limits.tenant_budget.as_ref()) {
             admitted.metered = Some(Metered {
                 header: h.clone(),
-                tenant,
+                tenant: tenant.to_owned(),
                 budget: *b,
                 charged: false,
             });
