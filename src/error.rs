@@ -110,6 +110,8 @@ pub enum AmbiguityError {
     AmbiguousTenant,
     /// A `_method` query parameter (any case or encoding): a method override the app may obey.
     MethodOverride,
+    /// A header a rate limit is keyed by (`header:NAME`) is given more than once.
+    AmbiguousLimitKey,
 }
 
 impl AmbiguityError {
@@ -406,6 +408,20 @@ pub enum Rejection {
     UnsupportedMediaType(MediaTypeError),
     /// A CORS preflight for an origin, method or header the route does not allow (403).
     CorsRefused(CorsError),
+    /// A rate limit refused the request; seconds until it would pass.
+    RateLimited {
+        /// `Retry-After`, whole seconds rounded up (at least 1).
+        retry_after_secs: u32,
+    },
+    /// The tenant's budget is used up; seconds until the period resets.
+    BudgetExhausted {
+        /// `Retry-After`, whole seconds rounded up to the next reset.
+        retry_after_secs: u32,
+    },
+    /// A budget route, but the verified token names no tenant to charge.
+    MissingTenant,
+    /// The state store could not answer (limits fail closed).
+    LimitsUnavailable,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -515,6 +531,28 @@ impl Rejection {
                 e.code(),
             ),
             Rejection::CorsRefused(e) => row(S::FORBIDDEN, "forbidden", e.code()),
+            Rejection::RateLimited { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(S::TOO_MANY_REQUESTS, "too_many_requests", "rate_limited")
+            },
+            Rejection::BudgetExhausted { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "budget_exhausted",
+                )
+            },
+            Rejection::MissingTenant => row(S::FORBIDDEN, "forbidden", "missing_tenant"),
+            // Fail closed: a limit that cannot be checked refuses (503, try again shortly).
+            Rejection::LimitsUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "limits_unavailable",
+                )
+            },
         }
     }
 
@@ -550,6 +588,11 @@ impl Rejection {
             Rejection::Unauthenticated(_) | Rejection::DenyPermission | Rejection::DenyTenant => {
                 true
             }
+            // A limit or budget on a dry-run route is tried out like any policy decision
+            // (a refused admission consumed nothing).
+            Rejection::RateLimited { .. }
+            | Rejection::BudgetExhausted { .. }
+            | Rejection::MissingTenant => true,
             // 404/405: there is no route whose mode could apply.
             Rejection::DenyUnmatched
             | Rejection::DenyMethod(_)
@@ -570,7 +613,8 @@ impl Rejection {
             // refused preflight is answered, not forwarded.
             | Rejection::PayloadTooLarge(_)
             | Rejection::UnsupportedMediaType(_)
-            | Rejection::CorsRefused(_) => false,
+            | Rejection::CorsRefused(_)
+            | Rejection::LimitsUnavailable => false,
         }
     }
 
@@ -913,6 +957,39 @@ mod tests {
         assert_eq!(
             r.headers()["allow"],
             "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
+        );
+    }
+
+    #[test]
+    fn limit_refusals_carry_retry_after() {
+        let r = Rejection::RateLimited {
+            retry_after_secs: 7,
+        };
+        assert_eq!(r.status().0, 429);
+        assert_eq!(r.reason(), "rate_limited");
+        assert_eq!(r.kind(), Kind::Deny);
+        let resp = r.to_response("rid");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(
+            resp.body().as_ref(),
+            br#"{"error":"too_many_requests","reason":"rate_limited","request_id":"rid"}"#
+        );
+        let r = Rejection::BudgetExhausted {
+            retry_after_secs: 86_400,
+        };
+        assert_eq!(
+            (r.status().0.as_u16(), r.reason()),
+            (429, "budget_exhausted")
+        );
+        assert_eq!(r.to_response("rid").headers()["retry-after"], "86400");
+        assert_eq!(Rejection::MissingTenant.status().0, 403);
+        assert_eq!(Rejection::MissingTenant.reason(), "missing_tenant");
+        assert_eq!(Rejection::LimitsUnavailable.kind(), Kind::Error);
+        assert!(!Rejection::LimitsUnavailable.dry_run_may_forward());
+        assert!(Rejection::MissingTenant.dry_run_may_forward());
+        assert_eq!(
+            Rejection::RejectAmbiguous(AmbiguityError::AmbiguousLimitKey).reason(),
+            "ambiguous_limit_key"
         );
     }
 }

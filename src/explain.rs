@@ -318,6 +318,9 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
                 None => format!("{} matches the token", own.unwrap_or("-")),
             }
         }
+        // The limits that apply and the keys they count under (explain's store is empty
+        // and its own: no real counter is read or spent).
+        Stage::Admission => admission_keys(ctx, req),
     }
 }
 
@@ -404,6 +407,10 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
             .route()
             .map(|r| requirement(&r.access))
             .unwrap_or_default(),
+        (Stage::Admission, Rejection::MissingTenant) => {
+            "a budget route, but the token names no tenant".into()
+        }
+        (Stage::Admission, _) => format!("{}; {}", r.reason(), admission_keys(ctx, req)),
         (Stage::Tenant, _) if ctx.principal.is_none() => "no principal".into(),
         (Stage::Tenant, _) => format!(
             "token tenant {} vs requested {}",
@@ -416,5 +423,17 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .unwrap_or("<none>")
         ),
         _ => r.reason().to_string(),
+    }
+}
+
+/// The limits of a request and their keys, for explain.
+fn admission_keys(ctx: &RequestContext, req: &Parts) -> String {
+    match crate::pipeline::admission::keys(ctx, req) {
+        Ok(keys) => keys
+            .iter()
+            .map(|(what, key)| format!("{what} key {key}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(r) => r.reason().to_string(),
     }
 }

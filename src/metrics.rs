@@ -45,6 +45,8 @@ pub struct Metrics {
     stream_unchecked: IntCounterVec,
     edge_refusals: IntCounterVec,
     scrubbed_errors: IntCounterVec,
+    limit_refusals: IntCounterVec,
+    budget_warnings: IntCounterVec,
     unmatched: Arc<RouteMetrics>,
     /// Route handles by name, so a reload that keeps a route keeps its handles.
     routes: Arc<Mutex<HashMap<Arc<str>, Arc<RouteMetrics>>>>,
@@ -232,6 +234,28 @@ impl Metrics {
         )?;
         registry.register(Box::new(edge_refusals.clone()))?;
         registry.register(Box::new(scrubbed_errors.clone()))?;
+        // Refusals by the admission stage, by route and reason (`rate_limited`,
+        // `budget_exhausted`, `missing_tenant`, `limits_unavailable`). The tenant is never a
+        // label (unbounded).
+        let limit_refusals = IntCounterVec::new(
+            Opts::new(
+                "limit_refusals_total",
+                "Requests refused by a rate limit or budget, by route and reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        let budget_warnings = IntCounterVec::new(
+            Opts::new(
+                "budget_warnings_total",
+                "Tenant budgets that crossed their warn_at threshold, by period (once per tenant and period).",
+            ),
+            &["period"],
+        )?;
+        registry.register(Box::new(limit_refusals.clone()))?;
+        registry.register(Box::new(budget_warnings.clone()))?;
+        for p in ["daily", "monthly"] {
+            budget_warnings.with_label_values(&[p]);
+        }
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(transport_refusals.clone()))?;
         // Every reason is registered up front (series at 0), indexed by the variant.
@@ -268,6 +292,8 @@ impl Metrics {
             stream_unchecked,
             edge_refusals,
             scrubbed_errors,
+            limit_refusals,
+            budget_warnings,
         })
     }
 
@@ -279,6 +305,18 @@ impl Metrics {
     /// Counts an upstream 5xx whose body was scrubbed.
     pub fn scrubbed_error(&self, route: &str) {
         self.scrubbed_errors.with_label_values(&[route]).inc();
+    }
+
+    /// Counts a refusal by the admission stage.
+    pub fn limit_refusal(&self, route: &str, reason: &str) {
+        self.limit_refusals
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// Counts a tenant budget crossing its warning threshold.
+    pub fn budget_warning(&self, period: &str) {
+        self.budget_warnings.with_label_values(&[period]).inc();
     }
 
     /// Counts a stream integrity violation.

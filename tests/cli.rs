@@ -303,6 +303,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
          tenant     pass     acme matches the token\n\
+         admission  skip     no rate limit or budget\n\
          decision   allow    forwarded\n"
     );
 

@@ -55,7 +55,20 @@ pub fn compile(
         },
         &mut errors,
     );
-    let mut routes = compile_routes(&raw, &server, &streams, &mut errors);
+    let limits = crate::policy::limits::Limits {
+        default_rate: super::limits::rate_limits(
+            raw.rate_limit.as_ref(),
+            super::limits::Scope::Default,
+            &mut errors,
+        ),
+        tenant_budget: super::limits::budgets(
+            raw.budgets.as_ref(),
+            server.state_dir.is_some(),
+            server.environment == Environment::Local,
+            &mut errors,
+        ),
+    };
+    let mut routes = compile_routes(&raw, &server, &streams, &limits, &mut errors);
     for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
         route.edge = super::edge::compile_route(
             &edge,
@@ -70,7 +83,19 @@ pub fn compile(
             &mut errors,
         );
     }
-    let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
+    let mut headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
+    // Headers a rate limit is keyed by are read by the policy: their `_` spellings are refused.
+    let limit_headers = limits
+        .default_rate
+        .iter()
+        .chain(routes.routes.iter().flat_map(|r| r.limits.rate.iter()));
+    for l in limit_headers {
+        for k in &l.key {
+            if let crate::policy::limits::KeyPart::Header(h) = k {
+                headers.protected.add(h.as_str());
+            }
+        }
+    }
     let paths = PathSettings {
         matrix_parameters: raw
             .paths
@@ -134,6 +159,7 @@ pub fn compile(
             hash,
             paths,
             edge,
+            limits,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -245,6 +271,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         timeouts,
         max_connections,
         admin_hosts: admin_hosts(&raw.admin_hosts, errors),
+        state_dir: raw.state_dir.as_ref().map(|d| resolve(base, &d.value)),
     }
 }
 
@@ -329,6 +356,7 @@ fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
     streams: &HashMap<String, Arc<StreamRules>>,
+    policy_limits: &crate::policy::limits::Limits,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -388,10 +416,26 @@ fn compile_routes(
         }
         let access = access(r, errors);
         // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
-        let params_used = match access.tenant.as_ref().map(|t| &t.source) {
+        let mut params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],
             _ => Vec::new(),
         };
+        let limits = super::limits::route_limits(r, policy_limits.tenant_budget.as_ref(), errors);
+        for p in super::limits::params_used(&limits) {
+            if !params_used.iter().any(|u| u == p) {
+                params_used.push(p.to_owned());
+            }
+        }
+        if params_used.len() > crate::policy::route::MAX_PARAMS_USED {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!(
+                    "route `{name}` reads more than {} path parameters",
+                    crate::policy::route::MAX_PARAMS_USED
+                ),
+            ));
+            params_used.truncate(crate::policy::route::MAX_PARAMS_USED);
+        }
         debug_assert!(params_used.len() <= crate::policy::route::MAX_PARAMS_USED);
         let websocket = r.websocket.as_ref().is_some_and(|w| w.value);
         if let (Some(w), Some(_)) = (&r.websocket, &r.stream)
@@ -425,6 +469,7 @@ fn compile_routes(
             params_used,
             index: 0,
             edge: Default::default(),
+            limits,
         });
         positions.push(path.pos);
     }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod compile;
 pub mod diag;
 pub mod edge;
+pub mod limits;
 pub mod lint;
 pub mod raw;
 pub mod rbac;

@@ -55,6 +55,13 @@ pub struct RawConfig {
     /// request id (default: on, off with `environment: local`).
     #[serde(default)]
     pub scrub_errors: Option<Located<bool>>,
+    /// Policy-wide rate limits (one mapping or a list), applied to every request in addition
+    /// to a route's own; one counter per keyed value across all routes.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Per-tenant budgets, drawn on by routes with `budget:`.
+    #[serde(default)]
+    pub budgets: Option<super::limits::RawBudgets>,
 }
 
 /// `paths:` settings.
@@ -132,6 +139,11 @@ pub struct RawServer {
     /// body as soon as it passes the limit (the upstream request is aborted).
     #[serde(default)]
     pub max_body: Option<Located<String>>,
+    /// Directory where budget counters are persisted (every 2 s and at shutdown); relative
+    /// to the config file. Required with `budgets:` outside `environment: local`. Changing
+    /// it needs a restart.
+    #[serde(default)]
+    pub state_dir: Option<Located<String>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.
@@ -221,6 +233,14 @@ pub struct RawRoute {
     /// Scrub upstream 5xx bodies on this route (default: the top-level `scrub_errors`).
     #[serde(default)]
     pub scrub_errors: Option<Located<bool>>,
+    /// This route's rate limits (one mapping or a list), in addition to the policy-wide
+    /// `rate_limit`; all must pass.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Charge requests to the tenant budget (`budgets.per_tenant`): `{}` costs 1,
+    /// `{ cost: N }`, or `{ cost_header: NAME }` metered by the app.
+    #[serde(default)]
+    pub budget: Option<super::limits::RawBudget>,
 }
 
 /// One NDJSON stream definition.

@@ -163,6 +163,8 @@ pub struct RequestContext {
     pub permits: Vec<Permit>,
     /// Budget charges made for this request.
     pub charges: Vec<Charge>,
+    /// What the admission stage decided (rate-limit states, a metered charge to make).
+    pub admission: Option<Box<super::admission::Admitted>>,
     /// Now, in seconds since the epoch (token time checks).
     pub now: u64,
     /// Explain only: claims used instead of verifying a token.
@@ -219,6 +221,7 @@ impl RequestContext {
             },
             permits: Vec::new(),
             charges: Vec::new(),
+            admission: None,
             now,
             claims_override: None,
             body_empty: super::limits::no_body_framing(headers),
@@ -304,6 +307,11 @@ impl RequestContext {
         }
     }
 
+    /// Where this request is recorded (`None` for explain and benchmarks).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Records the upstream's time to response head.
     pub fn upstream_answered(&mut self, took: Duration) {
         self.timings.upstream = Some(took);
@@ -343,6 +351,26 @@ impl BodyEvents for RequestContext {
 
     fn upstream_body_error(&mut self) {
         self.upstream_body_error = true;
+    }
+
+    fn trailers(&mut self, trailers: &mut HeaderMap) {
+        // A metered budget route whose app reports its cost at the end of a streamed response.
+        let Some(m) = self.admission.as_mut().and_then(|a| a.metered.as_mut()) else {
+            return;
+        };
+        let now = self.snapshot.clock.now_ms();
+        let route = self.snapshot.route_metrics(self.route).name().clone();
+        let warning = super::admission::charge_metered(
+            &self.snapshot.store,
+            self.metrics.as_ref(),
+            &route,
+            now,
+            m,
+            trailers,
+        );
+        if let Some(v) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
+            trailers.insert(super::admission::X_BUDGET_WARNING, v);
+        }
     }
 }
 

@@ -9,8 +9,10 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
-use super::{cors, limits};
+use super::{
+    admission, ambiguity, authn, authz, cors, framing, host, limits, normalize, route, tenant,
+    transport,
+};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -39,6 +41,8 @@ pub enum Stage {
     Authz,
     /// Tenant isolation.
     Tenant,
+    /// Rate limits and the tenant budget (one state-store call).
+    Admission,
 }
 
 impl Stage {
@@ -125,6 +129,10 @@ pub async fn decide<O: Observer>(
     // Authorization, then tenant isolation: both judge the principal authentication set.
     stage!(Stage::Authz, authz::check(ctx, req));
     stage!(Stage::Tenant, tenant::check(ctx, req));
+    // Admission after every check that refuses without consuming state (and after the
+    // principal and tenant are known, which limits are keyed by): a request another stage
+    // refuses never spends a rate-limit token or budget unit. One store call for all limits.
+    stage!(Stage::Admission, admission::check(ctx, req).await);
     Ok(())
 }
 

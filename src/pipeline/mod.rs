@@ -10,6 +10,7 @@
 //! 5. complete: the context rides in the response body and becomes the completion record
 //!    when the body ends or is dropped (or when the request is dropped before a response).
 
+pub mod admission;
 pub mod ambiguity;
 pub mod authn;
 pub mod authz;
@@ -74,6 +75,12 @@ pub async fn handle(
             (resp, None)
         }
     };
+    let forwarded = ctx.outcome != context::Outcome::Pending
+        && !matches!(
+            ctx.outcome,
+            context::Outcome::Denied(_) | context::Outcome::Failed(_)
+        );
+    admission::respond(&mut ctx, resp.headers_mut(), forwarded);
     ctx.status = Some(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);

@@ -10,6 +10,7 @@ pub mod edge;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
@@ -50,6 +51,8 @@ pub struct Policy {
     pub warnings: Vec<String>,
     /// Policy-wide edge rules (unmatched requests, refusals before routing, admin listener).
     pub edge: edge::EdgeRules,
+    /// Policy-wide rate limits and the per-tenant budget.
+    pub limits: limits::Limits,
 }
 
 /// `paths:` settings, compiled.
@@ -110,6 +113,8 @@ pub struct ServerSettings {
     pub admin_hosts: Vec<String>,
     /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.
     pub hosts: Option<Vec<host::HostPattern>>,
+    /// Where budget counters are persisted (`server.state_dir`); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServerSettings {

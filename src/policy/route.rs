@@ -52,6 +52,8 @@ pub struct Route {
     pub index: usize,
     /// Request limits, security headers, CORS, error scrubbing.
     pub edge: super::edge::EdgeRules,
+    /// The route's rate limits and budget cost.
+    pub limits: super::limits::RouteLimits,
 }
 
 /// What a route requires beyond a valid token.
@@ -377,6 +379,7 @@ mod tests {
             websocket: false,
             params_used: Vec::new(),
             index: 0,
+            limits: Default::default(),
         }
     }
 

@@ -112,6 +112,7 @@
 pub mod gcra;
 pub mod live;
 pub mod memory;
+pub mod persist;
 
 use std::future::Future;
 use std::pin::Pin;
