@@ -298,9 +298,12 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         ip_allow   skip     no allowlist\n\
+         auth_throttle pass     at most 50 failed authentications per 60s per client IP (explain reads no live counters)\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
          tenant     pass     acme matches the token\n\
+         concurrency skip     no concurrency class\n\
          decision   allow    forwarded\n"
     );
 
@@ -339,6 +342,8 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("normalize", "pass"),
             ("ambiguity", "pass"),
             ("route", "pass"),
+            ("ip_allow", "skip"),
+            ("auth_throttle", "pass"),
             ("authn", "pass"),
             ("authz", "deny")
         ]

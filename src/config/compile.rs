@@ -45,7 +45,11 @@ pub fn compile(
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
-    let routes = compile_routes(&raw, &server, &streams, &mut errors);
+    let classes = super::traffic_guards::classes(&raw.classes, &mut errors);
+    let allow_ips = super::traffic_guards::allow_ips(raw.allow_ips.as_ref(), &mut errors);
+    let failed_auth =
+        super::traffic_guards::failed_auth(raw.failed_auth_limit.as_ref(), &mut errors);
+    let routes = compile_routes(&raw, &server, &streams, &classes, &mut errors);
     let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
     let paths = PathSettings {
         matrix_parameters: raw
@@ -109,6 +113,9 @@ pub fn compile(
             headers,
             hash,
             paths,
+            classes,
+            allow_ips,
+            failed_auth,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -304,6 +311,7 @@ fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
     streams: &HashMap<String, Arc<StreamRules>>,
+    classes: &crate::policy::classes::Classes,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -361,7 +369,9 @@ fn compile_routes(
                 ),
             ));
         }
-        let access = access(r, errors);
+        let mut access = access(r, errors);
+        access.class = super::traffic_guards::route_class(r.class.as_ref(), classes, errors);
+        access.allow_ips = super::traffic_guards::allow_ips(r.allow_ips.as_ref(), errors);
         // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
         let params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],
@@ -465,6 +475,7 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
         require_any: list(&r.require_any),
         tenant,
         dry_run: r.mode.map(|m| m == Mode::DryRun),
+        ..Access::default()
     }
 }
 

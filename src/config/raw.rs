@@ -45,6 +45,18 @@ pub struct RawConfig {
     /// How request paths are canonicalized.
     #[serde(default)]
     pub paths: Option<RawPaths>,
+    /// Concurrency classes, named; routes join one with `class: NAME` (a class named
+    /// `default` is joined by routes without `class:`; otherwise those are not limited).
+    /// Limits are per fortress instance.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, super::traffic_guards::RawClass>,
+    /// Client IPs (CIDRs or addresses, v4 or v6) allowed at all; others get 403
+    /// `ip_not_allowed`. A route's own `allow_ips` must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
+    /// Failed-authentication throttling per client IP (default on: 50 per 1m).
+    #[serde(default)]
+    pub failed_auth_limit: Option<super::traffic_guards::RawFailedAuthLimit>,
 }
 
 /// `paths:` settings.
@@ -188,6 +200,14 @@ pub struct RawRoute {
     /// Proxy WebSocket handshakes (`Upgrade: websocket`) on this route (default false).
     #[serde(default)]
     pub websocket: Option<Located<bool>>,
+    /// The concurrency class (a name under `classes:`); default: the `default` class if
+    /// defined, else not limited.
+    #[serde(default)]
+    pub class: Option<Located<String>>,
+    /// Client IPs allowed on this route (CIDRs or addresses); the policy-wide `allow_ips`
+    /// must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
 }
 
 /// One NDJSON stream definition.

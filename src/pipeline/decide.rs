@@ -10,6 +10,7 @@ use strum::IntoStaticStr;
 
 use super::context::RequestContext;
 use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
+use super::{auth_throttle, concurrency, ip_allow};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -28,12 +29,18 @@ pub enum Stage {
     Ambiguity,
     /// Route match or the policy default.
     Route,
+    /// The client IP against `allow_ips` (policy-wide and the route's).
+    IpAllow,
+    /// Failed-authentication throttling of the client IP.
+    AuthThrottle,
     /// JWT and revocation.
     Authn,
     /// RBAC.
     Authz,
     /// Tenant isolation.
     Tenant,
+    /// The route's concurrency class: a permit held until the response ends.
+    Concurrency,
 }
 
 impl Stage {
@@ -66,6 +73,11 @@ pub trait Observer {
         _r: Rejection,
         _dry_run: bool,
     ) {
+    }
+    /// Whether the decision may consume live state (take concurrency permits, count failed
+    /// authentications). `fortress explain` says no.
+    fn live(&self) -> bool {
+        true
     }
 }
 
@@ -104,11 +116,24 @@ pub async fn decide<O: Observer>(
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
-    // Authentication after routing: only the route knows whether it is public.
-    stage!(Stage::Authn, authn::check(ctx, req).await);
+    // The IP allowlist right after routing (the route's own list is known now): the cheapest
+    // refusal of a client that may not be here at all, before any credential is read or any
+    // state is touched.
+    stage!(Stage::IpAllow, ip_allow::check(ctx, req));
+    // The failed-authentication throttle just before authentication: a throttled client's
+    // request costs no verification (and its guesses are never judged).
+    stage!(Stage::AuthThrottle, auth_throttle::check(ctx, req).await);
+    // Authentication after routing: only the route knows whether it is public. Failures that
+    // look like guesses are counted against the client IP (not by explain).
+    let live = obs.live();
+    let authn = authn::check(ctx, req).await;
+    stage!(Stage::Authn, auth_throttle::count(ctx, authn, live).await);
     // Authorization, then tenant isolation: both judge the principal authentication set.
     stage!(Stage::Authz, authz::check(ctx, req));
     stage!(Stage::Tenant, tenant::check(ctx, req));
+    // The concurrency class last: only a request every other check let through takes a
+    // permit or waits in the queue, and the tenant it is counted under is the verified one.
+    stage!(Stage::Concurrency, concurrency::check(ctx, req, live).await);
     Ok(())
 }
 

@@ -11,14 +11,17 @@
 //!    when the body ends or is dropped (or when the request is dropped before a response).
 
 pub mod ambiguity;
+pub mod auth_throttle;
 pub mod authn;
 pub mod authz;
+pub mod concurrency;
 pub mod conn;
 pub mod context;
 pub mod decide;
 pub mod framing;
 pub mod host;
 pub mod ids;
+pub mod ip_allow;
 pub mod normalize;
 pub mod route;
 pub mod tenant;

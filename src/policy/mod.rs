@@ -6,9 +6,12 @@
 //! request pipeline, the proxy, metrics or the live state.
 
 pub mod auth;
+pub mod auth_throttle;
+pub mod classes;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod ip_allow;
 pub mod rbac;
 pub mod route;
 pub mod stream;
@@ -47,6 +50,12 @@ pub struct Policy {
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
+    /// Concurrency classes (`classes:`); routes refer to them by index.
+    pub classes: classes::Classes,
+    /// Policy-wide IP allowlist (`allow_ips:`); every request must pass it.
+    pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
+    /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
+    pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
 }
 
 /// `paths:` settings, compiled.
