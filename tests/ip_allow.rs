@@ -55,7 +55,12 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_judged() {
     let addr = fx.addr();
 
     // In the policy-wide list: v4, a single address, v6, and the v4-mapped v6 form.
-    for client in ["10.2.3.4", "192.168.1.5", "2001:db8:9::1", "::ffff:10.2.3.4"] {
+    for client in [
+        "10.2.3.4",
+        "192.168.1.5",
+        "2001:db8:9::1",
+        "::ffff:10.2.3.4",
+    ] {
         let r = from(addr, "/x", client).await;
         assert_eq!(r.status, 200, "{client}: {}", r.text());
         assert_eq!(r.text(), "upstream saw GET /x");
@@ -93,7 +98,10 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_judged() {
 
     // Dry-run route: recorded and forwarded.
     let r = from(addr, "/trial/x", "10.2.3.4").await;
-    assert_eq!((r.status, r.text()), (200, "upstream saw GET /trial/x".to_owned()));
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "upstream saw GET /trial/x".to_owned())
+    );
     assert_eq!(up.hits(), 8);
     assert_eq!(
         metric(
@@ -139,8 +147,15 @@ async fn the_tcp_peer_is_judged_without_a_proxy() {
     );
     let fx = TestFortress::start(&allowed).await;
     let r = get(fx.addr(), "/x").await;
-    assert_eq!((r.status, r.text()), (200, "upstream saw GET /x".to_owned()));
-    let refused = config(up.addr, "", &format!("allow_ips: [10.0.0.0/8]\n{CATCH_ALL}"));
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "upstream saw GET /x".to_owned())
+    );
+    let refused = config(
+        up.addr,
+        "",
+        &format!("allow_ips: [10.0.0.0/8]\n{CATCH_ALL}"),
+    );
     let fx2 = TestFortress::start(&refused).await;
     assert_ip_refused(&get(fx2.addr(), "/x").await);
     assert_eq!(up.hits(), 1);
