@@ -1,7 +1,7 @@
 //! Failed-authentication throttling end to end, on the test clock: more than `max` forged or
 //! unreadable tokens from one client IP in a window → 429 `too_many_failed_authentications`
 //! with `Retry-After` to the window's end, for every authenticated route (a valid token
-//! included) until the window passes; missing and expired tokens do not count; other IPs,
+//! included) until the window passes; missing, malformed and expired tokens do not count; other IPs,
 //! public routes and `fortress explain` are unaffected; a reload keeps the counts.
 
 mod support;
@@ -137,7 +137,7 @@ async fn forged_tokens_trip_the_throttle_until_the_window_passes() {
 }
 
 #[tokio::test]
-async fn missing_and_expired_tokens_do_not_count() {
+async fn missing_malformed_and_expired_tokens_do_not_count() {
     let up = Upstream::echo().await;
     let clock = TestClock::new();
     let fx = TestFortress::start_with_clock(
@@ -155,13 +155,16 @@ async fn missing_and_expired_tokens_do_not_count() {
         let r = call(addr, "/api/x", "198.51.100.1", Some(&expired)).await;
         assert_eq!(r.status, 401);
         assert_eq!(r.json()["reason"], "invalid_token");
+        let r = call(addr, "/api/x", "198.51.100.1", Some("undefined")).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["reason"], "invalid_token");
     }
     let r = call(addr, "/api/x", "198.51.100.1", Some(&valid())).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // Malformed tokens count.
+    // Forged tokens count.
     for _ in 0..3 {
         assert_eq!(
-            call(addr, "/api/x", "198.51.100.1", Some("not.a.jwt"))
+            call(addr, "/api/x", "198.51.100.1", Some(&forged()))
                 .await
                 .status,
             401

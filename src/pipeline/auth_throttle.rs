@@ -4,13 +4,17 @@
 //! that would be authenticated (valid tokens included: a throttled client costs no
 //! verification, and an attacker cannot learn that a guess was right).
 //!
-//! What counts as a failure: a credential that is not authentic or cannot be read
-//! (malformed, bad signature, unknown key id, disallowed algorithm, header tricks, duplicate
-//! members, wrong claim types). Not counted: a missing token (a browser probing a protected
-//! page without a session must never lock its network out), a token fortress itself signed
-//! off on but refuses for another reason (expired, not yet valid, wrong issuer or audience,
-//! missing claim, revoked, unusable identity: those are stale sessions, not guesses), and
-//! fortress's own failure (no keys available).
+//! What counts as a failure: a token that could have been a successful forgery or is an
+//! artifact of forging one — a well-formed token whose signature does not verify with a
+//! known key, a disallowed algorithm (`none`, HS/RS confusion), `crit` or `b64` header
+//! tricks, repeated members, wrong claim types. Not counted, because legitimate clients send
+//! them and they can never succeed anyway: a missing token (a browser probing a protected
+//! page without a session), a malformed one (`Bearer undefined` from a buggy app), an unknown
+//! key id (a key rotation the JWKS has not caught up with), a token fortress's issuer signed
+//! but refused for another reason (expired, not yet valid, wrong issuer or audience, missing
+//! claim, revoked, unusable identity: stale sessions, not guesses), and fortress's own
+//! failure (no keys available). So the throttle cannot lock out a network of normal users,
+//! and is on by default.
 //!
 //! State: a fixed-window counter in the [`StateStore`](crate::store::StateStore) (a budget of
 //! `max` units per window, charged one unit per failure; the check before authentication is
@@ -102,15 +106,15 @@ pub async fn count(
 /// Whether an authentication failure counts against the client.
 pub fn counts(e: AuthError) -> bool {
     match e {
-        AuthError::MalformedToken
-        | AuthError::InvalidSignature
+        AuthError::InvalidSignature
         | AuthError::DisallowedAlgorithm
-        | AuthError::UnknownKid
         | AuthError::CriticalHeader
         | AuthError::UnencodedPayload
         | AuthError::InvalidClaimType
         | AuthError::DuplicateMember => true,
         AuthError::MissingToken
+        | AuthError::MalformedToken
+        | AuthError::UnknownKid
         | AuthError::TokenExpired
         | AuthError::TokenNotYetValid
         | AuthError::InvalidIssuer
@@ -215,7 +219,9 @@ mod tests {
     #[test]
     fn what_counts() {
         assert!(counts(AuthError::InvalidSignature));
-        assert!(counts(AuthError::MalformedToken));
+        assert!(counts(AuthError::DisallowedAlgorithm));
+        assert!(!counts(AuthError::MalformedToken));
+        assert!(!counts(AuthError::UnknownKid));
         assert!(!counts(AuthError::MissingToken));
         assert!(!counts(AuthError::TokenExpired));
         assert!(!counts(AuthError::KeysUnavailable));
