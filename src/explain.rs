@@ -299,7 +299,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
                 (true, false) => "the policy's allow_ips",
                 _ => "the route's allow_ips",
             };
-            format!("client {} is in {lists}", ctx.client_ip)
+            format!("client {} is in {lists}", ctx.client_ip.to_canonical())
         }
         Stage::AuthThrottle => match ctx.snapshot.policy.failed_auth {
             Some(l) => format!(
@@ -400,7 +400,7 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .unwrap_or("<none>")
         ),
         (Stage::IpAllow, _) => {
-            let ip = ctx.client_ip;
+            let ip = ctx.client_ip.to_canonical();
             let global = ctx.snapshot.policy.allow_ips.as_deref();
             if global.is_some_and(|l| !l.allows(ip)) {
                 format!("client {ip} is not in the policy's allow_ips")
