@@ -251,3 +251,59 @@ async fn throttling_can_be_turned_off() {
         200
     );
 }
+
+#[tokio::test]
+async fn the_apps_own_401s_count_on_a_token_endpoint() {
+    // A login endpoint the app authenticates itself: 401 for a wrong password.
+    let up = Upstream::spawn(|req: http::Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_owned();
+        let mut r = http::Response::new(full(format!("app saw {path}")));
+        if path.ends_with("/wrong") {
+            *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+        }
+        r
+    })
+    .await;
+    let clock = TestClock::new();
+    let fx = TestFortress::start_with_clock(
+        &config(
+            up.addr,
+            "trusted_proxies: [127.0.0.1/32]",
+            "failed_auth_limit: { max: 2, per: 1m }\nroutes:\n  - name: login\n    match: { path: \"/login/**\" }\n    \
+             public: true\n    upstream_401_counts: true\n  \
+             - name: site\n    match: { path: \"/**\" }\n    public: true\n",
+        ),
+        &clock,
+    )
+    .await;
+    let addr = fx.addr();
+    const C: &str = "198.51.100.77";
+    // 401s on another public route do not count.
+    for _ in 0..5 {
+        assert_eq!(call(addr, "/site/wrong", C, None).await.status, 401);
+    }
+    for _ in 0..3 {
+        let r = call(addr, "/login/wrong", C, None).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (401, "app saw /login/wrong".to_owned())
+        );
+    }
+    assert_eq!(up.hits(), 8);
+    // Throttled on the login endpoint, the right password included; not on the rest.
+    assert_throttled(&call(addr, "/login/right", C, None).await, "60");
+    assert_eq!(up.hits(), 8);
+    assert_eq!(call(addr, "/site/page", C, None).await.status, 200);
+    assert_eq!(
+        call(addr, "/login/right", "198.51.100.78", None)
+            .await
+            .status,
+        200
+    );
+    clock.advance(60_000);
+    let r = call(addr, "/login/right", C, None).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "app saw /login/right".to_owned())
+    );
+}

@@ -372,6 +372,7 @@ fn compile_routes(
         let mut access = access(r, errors);
         access.class = super::traffic_guards::route_class(r.class.as_ref(), classes, errors);
         access.allow_ips = super::traffic_guards::allow_ips(r.allow_ips.as_ref(), errors);
+        access.upstream_401_counts = r.upstream_401_counts.as_ref().is_some_and(|u| u.value);
         // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
         let params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],

@@ -208,6 +208,11 @@ pub struct RawRoute {
     /// must pass as well.
     #[serde(default)]
     pub allow_ips: Option<Vec<Located<String>>>,
+    /// The app's `401` answers on this route count as failed authentications of the client
+    /// IP (a login or token endpoint the app authenticates itself), and a throttled client
+    /// is refused here too (default false).
+    #[serde(default)]
+    pub upstream_401_counts: Option<Located<bool>>,
 }
 
 /// One NDJSON stream definition.

@@ -78,8 +78,15 @@ pub async fn count(
     if let Err(Rejection::Unauthenticated(e)) = result
         && live
         && counts(e)
-        && let Some(limit) = applies(ctx)
     {
+        charge(ctx).await;
+    }
+    result
+}
+
+/// Charges one failed authentication to the client IP, when throttling applies here.
+async fn charge(ctx: &RequestContext) {
+    if let Some(limit) = applies(ctx) {
         let key = Key::new(&limit, ctx.client_ip);
         let now = ctx.now.saturating_mul(1000);
         let charged = ctx
@@ -100,7 +107,15 @@ pub async fn count(
             Err(e) => tracing::warn!(error = %e, "failed authentication not counted"),
         }
     }
-    result
+}
+
+/// The app answered 401 on a route with `upstream_401_counts: true` (a login or token
+/// endpoint it authenticates itself): a failed authentication of the client IP.
+pub async fn upstream_refused(ctx: &RequestContext) {
+    if !ctx.route().is_some_and(|r| r.access.upstream_401_counts) {
+        return;
+    }
+    charge(ctx).await;
 }
 
 /// Whether an authentication failure counts against the client.
@@ -126,15 +141,16 @@ pub fn counts(e: AuthError) -> bool {
     }
 }
 
-/// The limit, when it applies to this request: throttling on and the request would be
-/// authenticated (the same rule as the authentication stage).
+/// The limit, when it applies to this request: throttling on, and the request would be
+/// authenticated (the same rule as the authentication stage) or its route counts the app's
+/// 401s.
 fn applies(ctx: &RequestContext) -> Option<FailedAuthLimit> {
     let limit = ctx.snapshot.policy.failed_auth?;
-    let public = match ctx.route() {
-        Some(r) => r.public,
-        None => ctx.snapshot.policy.auth.is_none(),
+    let authenticates = match ctx.route() {
+        Some(r) => !r.public || r.access.upstream_401_counts,
+        None => ctx.snapshot.policy.auth.is_some(),
     };
-    (!public).then_some(limit)
+    authenticates.then_some(limit)
 }
 
 fn window(limit: &FailedAuthLimit) -> Window {

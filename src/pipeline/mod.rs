@@ -172,6 +172,9 @@ async fn decide_and_forward(
         )
         .await?;
     ctx.upstream_answered(sent.elapsed());
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        auth_throttle::upstream_refused(ctx).await;
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // A 101 only answers a handshake fortress checked and forwarded; anything else is a
         // broken upstream.
