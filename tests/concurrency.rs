@@ -405,3 +405,32 @@ async fn a_reload_that_keeps_a_class_keeps_its_in_flight_count() {
     assert_eq!(first.await.expect("join").status, 200);
     wait_gauge(admin, "fortress_class_in_flight{class=\"bulk\"}", 0.0).await;
 }
+
+#[tokio::test]
+async fn a_dry_run_route_records_overloaded_and_forwards_without_waiting() {
+    let mut held = HeldUpstream::start().await;
+    let classes = "classes:\n  bulk: { max_in_flight: 1, queue: 5, queue_timeout: 10s }\n";
+    let routes = "routes:\n  - name: trial\n    match: { path: \"/trial/**\" }\n    public: true\n    class: bulk\n    mode: dry-run\n";
+    let fx = TestFortress::start(&config(held.up.addr, "", &format!("{classes}{routes}"))).await;
+    let (addr, admin) = (fx.addr(), fx.admin());
+    let first = spawn_get(addr, "/trial/hold/1".into());
+    held.arrived(1).await;
+    // Class full: recorded as `overloaded`, forwarded at once (no queueing, no permit).
+    let r = get(addr, "/trial/now").await;
+    assert_eq!((r.status, r.text()), (200, "done /trial/now".to_owned()));
+    assert_eq!(
+        gauge(admin, "fortress_class_queued{class=\"bulk\"}").await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "fortress_refusals_total{reason=\"overloaded\",route=\"trial\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    held.release.add_permits(1);
+    assert_eq!(first.await.expect("join").status, 200);
+    wait_gauge(admin, "fortress_class_in_flight{class=\"bulk\"}", 0.0).await;
+}
