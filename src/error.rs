@@ -422,6 +422,14 @@ pub enum Rejection {
     MissingTenant,
     /// The state store could not answer (limits fail closed).
     LimitsUnavailable,
+    /// The client IP is not in the policy's or the route's `allow_ips`.
+    IpNotAllowed,
+    /// The client IP failed authentication too often in the current window; the seconds to
+    /// the window's end (`Retry-After`).
+    TooManyFailedAuthentications(u32),
+    /// The route's concurrency class is full (and its queue full, or the wait timed out, or
+    /// the tenant is at its per-tenant cap).
+    Overloaded,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -447,6 +455,9 @@ pub struct Row {
     /// `Retry-After` in seconds, where a retry makes sense.
     pub retry_after: Option<u32>,
 }
+
+/// `Retry-After` (seconds) of a 503 `overloaded`: shed load comes back soon.
+pub const OVERLOADED_RETRY_AFTER: u32 = 1;
 
 const fn row(status: StatusCode, error: &'static str, public_reason: &'static str) -> Row {
     Row {
@@ -553,6 +564,20 @@ impl Rejection {
                     "limits_unavailable",
                 )
             },
+            Rejection::IpNotAllowed => row(S::FORBIDDEN, "forbidden", "ip_not_allowed"),
+            Rejection::TooManyFailedAuthentications(secs) => Row {
+                retry_after: Some(secs.max(1)),
+                ..row(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too_many_failed_authentications",
+                )
+            },
+            // Load shedding is a policy decision (the class's limits), not a failure.
+            Rejection::Overloaded => Row {
+                retry_after: Some(OVERLOADED_RETRY_AFTER),
+                ..row(S::SERVICE_UNAVAILABLE, "service_unavailable", "overloaded")
+            },
         }
     }
 
@@ -593,6 +618,10 @@ impl Rejection {
             Rejection::RateLimited { .. }
             | Rejection::BudgetExhausted { .. }
             | Rejection::MissingTenant => true,
+            // Access and traffic rules are policy too: a dry-run route records them.
+            Rejection::IpNotAllowed
+            | Rejection::TooManyFailedAuthentications(_)
+            | Rejection::Overloaded => true,
             // 404/405: there is no route whose mode could apply.
             Rejection::DenyUnmatched
             | Rejection::DenyMethod(_)
@@ -886,6 +915,27 @@ mod tests {
                 "upstream_timeout",
                 "upstream_timeout",
             ),
+            (
+                Rejection::IpNotAllowed,
+                403,
+                "forbidden",
+                "ip_not_allowed",
+                "ip_not_allowed",
+            ),
+            (
+                Rejection::TooManyFailedAuthentications(7),
+                429,
+                "too_many_requests",
+                "too_many_failed_authentications",
+                "too_many_failed_authentications",
+            ),
+            (
+                Rejection::Overloaded,
+                503,
+                "service_unavailable",
+                "overloaded",
+                "overloaded",
+            ),
         ];
         for (rejection, status, error, public, detailed) in rows {
             let (s, e, r) = rejection.status();
@@ -952,6 +1002,20 @@ mod tests {
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()["allow"], "GET, HEAD, DELETE");
         assert!(r.headers().get("retry-after").is_none());
+        let r = Rejection::Overloaded.to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(Rejection::Overloaded.kind(), Kind::Deny);
+        let r = Rejection::TooManyFailedAuthentications(42).to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "42");
+        let r = Rejection::TooManyFailedAuthentications(0).to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(
+            Rejection::IpNotAllowed
+                .to_response("rid")
+                .headers()
+                .get("retry-after")
+                .is_none()
+        );
         let r = Rejection::UnknownMethod(Methods::ALL).to_response("rid");
         assert_eq!(r.status(), 405);
         assert_eq!(

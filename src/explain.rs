@@ -194,6 +194,11 @@ impl Recorder {
 }
 
 impl Observer for Recorder {
+    /// Explain consumes nothing: no permit, no failure counted.
+    fn live(&self) -> bool {
+        false
+    }
+
     fn passed(&mut self, stage: Stage, ctx: &RequestContext, req: &Parts, step: Step) {
         match step {
             Step::Skip(why) => self.push(stage.name(), "skip", why.to_string()),
@@ -321,6 +326,44 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
         // The limits that apply and the keys they count under (explain's store is empty
         // and its own: no real counter is read or spent).
         Stage::Admission => admission_keys(ctx, req),
+        Stage::IpAllow => {
+            let lists = match (
+                ctx.snapshot.policy.allow_ips.is_some(),
+                ctx.route().is_some_and(|r| r.access.allow_ips.is_some()),
+            ) {
+                (true, true) => "the policy's and the route's allow_ips",
+                (true, false) => "the policy's allow_ips",
+                _ => "the route's allow_ips",
+            };
+            format!("client {} is in {lists}", ctx.client_ip.to_canonical())
+        }
+        Stage::AuthThrottle => match ctx.snapshot.policy.failed_auth {
+            Some(l) => format!(
+                "at most {} failed authentications per {}s per client IP \
+                 (explain reads no live counters)",
+                l.max,
+                l.per.as_secs_f64()
+            ),
+            None => String::new(),
+        },
+        Stage::Concurrency => ctx
+            .route()
+            .and_then(|r| r.access.class)
+            .and_then(|i| ctx.snapshot.policy.classes.list.get(i))
+            .map(|c| {
+                format!(
+                    "class {} (max_in_flight {}, queue {}, queue_timeout {}ms{}); \
+                     explain takes no permit",
+                    c.name,
+                    c.max_in_flight,
+                    c.queue,
+                    c.queue_timeout.as_millis(),
+                    c.per_tenant_max_in_flight
+                        .map(|n| format!(", per tenant {n}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -422,6 +465,15 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .as_str(ctx.principal.as_ref().and_then(|p| p.tenant.as_deref()))
                 .unwrap_or("<none>")
         ),
+        (Stage::IpAllow, _) => {
+            let ip = ctx.client_ip.to_canonical();
+            let global = ctx.snapshot.policy.allow_ips.as_deref();
+            if global.is_some_and(|l| !l.allows(ip)) {
+                format!("client {ip} is not in the policy's allow_ips")
+            } else {
+                format!("client {ip} is not in the route's allow_ips")
+            }
+        }
         _ => r.reason().to_string(),
     }
 }

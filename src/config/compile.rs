@@ -68,7 +68,11 @@ pub fn compile(
             &mut errors,
         ),
     };
-    let mut routes = compile_routes(&raw, &server, &streams, &limits, &mut errors);
+    let classes = super::traffic_guards::classes(&raw.classes, &mut errors);
+    let allow_ips = super::traffic_guards::allow_ips(raw.allow_ips.as_ref(), &mut errors);
+    let failed_auth =
+        super::traffic_guards::failed_auth(raw.failed_auth_limit.as_ref(), &mut errors);
+    let mut routes = compile_routes(&raw, &server, &streams, &limits, &classes, &mut errors);
     for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
         route.edge = super::edge::compile_route(
             &edge,
@@ -160,6 +164,9 @@ pub fn compile(
             paths,
             edge,
             limits,
+            classes,
+            allow_ips,
+            failed_auth,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -357,6 +364,7 @@ fn compile_routes(
     server: &ServerSettings,
     streams: &HashMap<String, Arc<StreamRules>>,
     policy_limits: &crate::policy::limits::Limits,
+    classes: &crate::policy::classes::Classes,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -414,7 +422,10 @@ fn compile_routes(
                 ),
             ));
         }
-        let access = access(r, errors);
+        let mut access = access(r, errors);
+        access.class = super::traffic_guards::route_class(r.class.as_ref(), classes, errors);
+        access.allow_ips = super::traffic_guards::allow_ips(r.allow_ips.as_ref(), errors);
+        access.upstream_401_counts = r.upstream_401_counts.as_ref().is_some_and(|u| u.value);
         // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
         let mut params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],
@@ -536,6 +547,7 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
         require_any: list(&r.require_any),
         tenant,
         dry_run: r.mode.map(|m| m == Mode::DryRun),
+        ..Access::default()
     }
 }
 

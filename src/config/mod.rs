@@ -14,6 +14,7 @@ pub mod lint;
 pub mod raw;
 pub mod rbac;
 pub mod streams;
+pub mod traffic_guards;
 pub mod yaml;
 
 use std::fmt;

@@ -62,6 +62,18 @@ pub struct RawConfig {
     /// Per-tenant budgets, drawn on by routes with `budget:`.
     #[serde(default)]
     pub budgets: Option<super::limits::RawBudgets>,
+    /// Concurrency classes, named; routes join one with `class: NAME` (a class named
+    /// `default` is joined by routes without `class:`; otherwise those are not limited).
+    /// Limits are per fortress instance.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, super::traffic_guards::RawClass>,
+    /// Client IPs (CIDRs or addresses, v4 or v6) allowed at all; others get 403
+    /// `ip_not_allowed`. A route's own `allow_ips` must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
+    /// Failed-authentication throttling per client IP (default on: 50 per 1m).
+    #[serde(default)]
+    pub failed_auth_limit: Option<super::traffic_guards::RawFailedAuthLimit>,
 }
 
 /// `paths:` settings.
@@ -241,6 +253,19 @@ pub struct RawRoute {
     /// `{ cost: N }`, or `{ cost_header: NAME }` metered by the app.
     #[serde(default)]
     pub budget: Option<super::limits::RawBudget>,
+    /// The concurrency class (a name under `classes:`); default: the `default` class if
+    /// defined, else not limited.
+    #[serde(default)]
+    pub class: Option<Located<String>>,
+    /// Client IPs allowed on this route (CIDRs or addresses); the policy-wide `allow_ips`
+    /// must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
+    /// The app's `401` answers on this route count as failed authentications of the client
+    /// IP (a login or token endpoint the app authenticates itself), and a throttled client
+    /// is refused here too (default false).
+    #[serde(default)]
+    pub upstream_401_counts: Option<Located<bool>>,
 }
 
 /// One NDJSON stream definition.

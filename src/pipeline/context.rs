@@ -109,8 +109,9 @@ impl RequestedTenant {
     }
 }
 
-/// A concurrency permit held until the response body ends (slot for traffic control).
-pub type Permit = tokio::sync::OwnedSemaphorePermit;
+/// A concurrency-class permit held until the response body ends, or until the context is
+/// dropped (the client went away): the context owns it, so both free it.
+pub type Permit = crate::store::classes::ClassPermit;
 
 /// Budget units charged to a key for this request (slot for traffic control).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +301,7 @@ impl RequestContext {
     /// reads the refusal already sees it counted.
     fn count_refusal(&self, r: Rejection) {
         let Some(m) = &self.metrics else { return };
+        m.refusal(self.route_name(), r.reason());
         match r {
             Rejection::Unauthenticated(e) => m.auth_failure(e),
             Rejection::RejectTransport(e) => m.transport_refusal(e),

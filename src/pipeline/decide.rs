@@ -10,8 +10,8 @@ use strum::IntoStaticStr;
 
 use super::context::RequestContext;
 use super::{
-    admission, ambiguity, authn, authz, cors, framing, host, limits, normalize, route, tenant,
-    transport,
+    admission, ambiguity, auth_throttle, authn, authz, concurrency, cors, framing, host, ip_allow,
+    limits, normalize, route, tenant, transport,
 };
 use crate::error::Rejection;
 
@@ -33,8 +33,12 @@ pub enum Stage {
     Route,
     /// CORS: a preflight answered (or refused) here; an allowed origin remembered.
     Cors,
+    /// The client IP against `allow_ips` (policy-wide and the route's).
+    IpAllow,
     /// Body size on `Content-Length` (413) and media type (415).
     RequestLimits,
+    /// Failed-authentication throttling of the client IP.
+    AuthThrottle,
     /// JWT and revocation.
     Authn,
     /// RBAC.
@@ -43,6 +47,8 @@ pub enum Stage {
     Tenant,
     /// Rate limits and the tenant budget (one state-store call).
     Admission,
+    /// The route's concurrency class: a permit held until the response ends.
+    Concurrency,
 }
 
 impl Stage {
@@ -75,6 +81,11 @@ pub trait Observer {
         _r: Rejection,
         _dry_run: bool,
     ) {
+    }
+    /// Whether the decision may consume live state (take concurrency permits, count failed
+    /// authentications). `fortress explain` says no.
+    fn live(&self) -> bool {
+        true
     }
 }
 
@@ -120,12 +131,22 @@ pub async fn decide<O: Observer>(
     if cors::is_preflight(ctx) {
         return Ok(());
     }
+    // The IP allowlist right after routing (the route's own list is known now): the cheapest
+    // refusal of a client that may not be here at all, before any credential is read or any
+    // state is touched.
+    stage!(Stage::IpAllow, ip_allow::check(ctx, req));
     // Request limits before anything that consumes state (rate limits, budgets, concurrency)
     // or costs (token verification): a body too large on `Content-Length`, or of a media type
     // the route does not take, is refused from the head alone.
     stage!(Stage::RequestLimits, limits::check(ctx, req));
-    // Authentication after routing: only the route knows whether it is public.
-    stage!(Stage::Authn, authn::check(ctx, req).await);
+    // The failed-authentication throttle just before authentication: a throttled client's
+    // request costs no verification (and its guesses are never judged).
+    stage!(Stage::AuthThrottle, auth_throttle::check(ctx, req).await);
+    // Authentication after routing: only the route knows whether it is public. Failures that
+    // look like guesses are counted against the client IP (not by explain).
+    let live = obs.live();
+    let authn = authn::check(ctx, req).await;
+    stage!(Stage::Authn, auth_throttle::count(ctx, authn, live).await);
     // Authorization, then tenant isolation: both judge the principal authentication set.
     stage!(Stage::Authz, authz::check(ctx, req));
     stage!(Stage::Tenant, tenant::check(ctx, req));
@@ -133,6 +154,9 @@ pub async fn decide<O: Observer>(
     // principal and tenant are known, which limits are keyed by): a request another stage
     // refuses never spends a rate-limit token or budget unit. One store call for all limits.
     stage!(Stage::Admission, admission::check(ctx, req).await);
+    // The concurrency class last: only a request every other check let through takes a
+    // permit or waits in the queue, and the tenant it is counted under is the verified one.
+    stage!(Stage::Concurrency, concurrency::check(ctx, req, live).await);
     Ok(())
 }
 

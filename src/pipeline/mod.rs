@@ -12,8 +12,10 @@
 
 pub mod admission;
 pub mod ambiguity;
+pub mod auth_throttle;
 pub mod authn;
 pub mod authz;
+pub mod concurrency;
 pub mod conn;
 pub mod context;
 pub mod cors;
@@ -21,6 +23,7 @@ pub mod decide;
 pub mod framing;
 pub mod host;
 pub mod ids;
+pub mod ip_allow;
 pub mod limits;
 pub mod normalize;
 pub mod route;
@@ -192,6 +195,9 @@ async fn decide_and_forward(
         )
         .await?;
     ctx.upstream_answered(sent.elapsed());
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        auth_throttle::upstream_refused(ctx).await;
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // A 101 only answers a handshake fortress checked and forwarded; anything else is a
         // broken upstream.

@@ -6,10 +6,13 @@
 //! request pipeline, the proxy, metrics or the live state.
 
 pub mod auth;
+pub mod auth_throttle;
+pub mod classes;
 pub mod edge;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod ip_allow;
 pub mod limits;
 pub mod rbac;
 pub mod route;
@@ -53,6 +56,12 @@ pub struct Policy {
     pub edge: edge::EdgeRules,
     /// Policy-wide rate limits and the per-tenant budget.
     pub limits: limits::Limits,
+    /// Concurrency classes (`classes:`); routes refer to them by index.
+    pub classes: classes::Classes,
+    /// Policy-wide IP allowlist (`allow_ips:`); every request must pass it.
+    pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
+    /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
+    pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
 }
 
 /// `paths:` settings, compiled.

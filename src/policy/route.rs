@@ -67,6 +67,12 @@ pub struct Access {
     pub tenant: Option<TenantRule>,
     /// `Some(true)` for dry-run, `Some(false)` for enforce, `None` for the global mode.
     pub dry_run: Option<bool>,
+    /// The route's concurrency class (index into `Policy::classes`), explicit or `default`.
+    pub class: Option<usize>,
+    /// The route's own IP allowlist (checked as well as the policy-wide one).
+    pub allow_ips: Option<Arc<super::ip_allow::IpAllowList>>,
+    /// The app's 401 answers count as failed authentications (`upstream_401_counts`).
+    pub upstream_401_counts: bool,
 }
 
 /// Where a request names its tenant, and who may cross tenants.

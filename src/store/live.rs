@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::policy::Policy;
 use crate::policy::auth::{JwksSource, JwtSettings};
 use crate::store::StateStore;
+use crate::store::classes::ClassRegistry;
 
 /// What identifies a JWKS cache: its source, and the CA file used to fetch it.
 type JwksOrigin = (JwksSource, Option<PathBuf>);
@@ -48,6 +49,7 @@ pub struct Live {
     tokens: Mutex<Option<Arc<TokenCache>>>,
     store: Arc<dyn StateStore>,
     clock: Arc<Clock>,
+    classes: ClassRegistry,
 }
 
 /// The live state one policy version uses (held by its snapshot).
@@ -78,6 +80,7 @@ impl Live {
             tokens: Mutex::default(),
             store,
             clock: Arc::new(Clock::System),
+            classes: ClassRegistry::default(),
         }
     }
 
@@ -90,6 +93,11 @@ impl Live {
     /// The state store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
+    }
+
+    /// The concurrency-class gates (kept across reloads; see `store::classes`).
+    pub fn classes(&self) -> &ClassRegistry {
+        &self.classes
     }
 
     /// The process clock (every policy version reads the same one).

@@ -109,6 +109,7 @@
 //! * return [`StoreError::Unavailable`] instead of blocking a request when Redis does not answer
 //!   within the caller's deadline.
 
+pub mod classes;
 pub mod gcra;
 pub mod live;
 pub mod memory;
