@@ -43,9 +43,7 @@ pub struct Metrics {
     transport_refusals: Vec<IntCounter>,
     stream_violations: IntCounterVec,
     stream_unchecked: IntCounterVec,
-    edge_refusals: IntCounterVec,
     scrubbed_errors: IntCounterVec,
-    limit_refusals: IntCounterVec,
     budget_warnings: IntCounterVec,
     unmatched: Arc<RouteMetrics>,
     class_in_flight: IntGaugeVec,
@@ -245,14 +243,6 @@ impl Metrics {
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(stream_violations.clone()))?;
         registry.register(Box::new(stream_unchecked.clone()))?;
-        let edge_refusals = IntCounterVec::new(
-            Opts::new(
-                "edge_refusals_total",
-                "Requests refused by request limits (413, 415) or CORS (403 preflight), by route \
-                 and reason.",
-            ),
-            &["route", "reason"],
-        )?;
         let scrubbed_errors = IntCounterVec::new(
             Opts::new(
                 "scrubbed_errors_total",
@@ -260,18 +250,7 @@ impl Metrics {
             ),
             &["route"],
         )?;
-        registry.register(Box::new(edge_refusals.clone()))?;
         registry.register(Box::new(scrubbed_errors.clone()))?;
-        // Refusals by the admission stage, by route and reason (`rate_limited`,
-        // `budget_exhausted`, `missing_tenant`, `limits_unavailable`). The tenant is never a
-        // label (unbounded).
-        let limit_refusals = IntCounterVec::new(
-            Opts::new(
-                "limit_refusals_total",
-                "Requests refused by a rate limit or budget, by route and reason.",
-            ),
-            &["route", "reason"],
-        )?;
         let budget_warnings = IntCounterVec::new(
             Opts::new(
                 "budget_warnings_total",
@@ -279,7 +258,6 @@ impl Metrics {
             ),
             &["period"],
         )?;
-        registry.register(Box::new(limit_refusals.clone()))?;
         registry.register(Box::new(budget_warnings.clone()))?;
         for p in ["daily", "monthly"] {
             budget_warnings.with_label_values(&[p]);
@@ -321,28 +299,14 @@ impl Metrics {
             transport_refusals,
             stream_violations,
             stream_unchecked,
-            edge_refusals,
             scrubbed_errors,
-            limit_refusals,
             budget_warnings,
         })
-    }
-
-    /// Counts a request-limit or CORS refusal (`reason` is the detailed code).
-    pub fn edge_refusal(&self, route: &str, reason: &str) {
-        self.edge_refusals.with_label_values(&[route, reason]).inc();
     }
 
     /// Counts an upstream 5xx whose body was scrubbed.
     pub fn scrubbed_error(&self, route: &str) {
         self.scrubbed_errors.with_label_values(&[route]).inc();
-    }
-
-    /// Counts a refusal by the admission stage.
-    pub fn limit_refusal(&self, route: &str, reason: &str) {
-        self.limit_refusals
-            .with_label_values(&[route, reason])
-            .inc();
     }
 
     /// Counts a tenant budget crossing its warning threshold.

@@ -143,7 +143,7 @@ async fn warning_at_90_percent_refusal_at_100_and_day_and_month_resets() {
     assert_eq!(
         metric(
             fx.admin(),
-            "fortress_limit_refusals_total{reason=\"budget_exhausted\",route=\"gen\"}"
+            "fortress_refusals_total{reason=\"budget_exhausted\",route=\"gen\"}"
         )
         .await,
         Some(2.0)

@@ -88,7 +88,7 @@ async fn ip_limit_refuses_with_exact_status_headers_and_body() {
     assert_eq!(
         metric(
             fx.admin(),
-            "fortress_limit_refusals_total{reason=\"rate_limited\",route=\"api\"}"
+            "fortress_refusals_total{reason=\"rate_limited\",route=\"api\"}"
         )
         .await,
         Some(2.0)

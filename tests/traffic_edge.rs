@@ -204,7 +204,7 @@ async fn content_length_over_max_body_is_413_before_the_upstream() {
     assert_eq!(
         metric(
             fx.admin(),
-            r#"fortress_edge_refusals_total{reason="content_length_too_large",route="upload"}"#
+            r#"fortress_refusals_total{reason="content_length_too_large",route="upload"}"#
         )
         .await,
         Some(1.0)
@@ -230,7 +230,7 @@ async fn chunked_upload_over_the_limit_is_cut_and_answered_413() {
     assert_eq!(
         metric(
             fx.admin(),
-            r#"fortress_edge_refusals_total{reason="body_too_large",route="small"}"#
+            r#"fortress_refusals_total{reason="body_too_large",route="small"}"#
         )
         .await,
         Some(1.0)
@@ -673,7 +673,7 @@ async fn cors_preflights_are_answered_before_authentication() {
     assert_eq!(
         metric(
             fx.admin(),
-            r#"fortress_edge_refusals_total{reason="cors_origin_not_allowed",route="api"}"#
+            r#"fortress_refusals_total{reason="cors_origin_not_allowed",route="api"}"#
         )
         .await,
         Some(10.0)

@@ -343,9 +343,6 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
             retry_after_secs: secs_up(rate_retry.unwrap_or(1_000)),
         },
     };
-    if let Some(m) = ctx.metrics() {
-        m.limit_refusal(ctx.route().map_or("", |r| &r.name), refusal.reason());
-    }
     Err(refusal)
 }
 

@@ -24,19 +24,6 @@ pub fn rules(ctx: &RequestContext) -> &EdgeRules {
     }
 }
 
-/// Counts a refusal of this stage, of a streamed body over its limit, or of a preflight, by
-/// route and detailed reason (`fortress_edge_refusals_total`).
-pub fn count_refusal(ctx: &RequestContext, metrics: &crate::metrics::Metrics, r: Rejection) {
-    if matches!(
-        r,
-        Rejection::PayloadTooLarge(_)
-            | Rejection::UnsupportedMediaType(_)
-            | Rejection::CorsRefused(_)
-    ) {
-        metrics.edge_refusal(ctx.snapshot.route_metrics(ctx.route).name(), r.reason());
-    }
-}
-
 /// Whether the framing headers say there is no body (no `Content-Length`, no
 /// `Transfer-Encoding`, or `Content-Length: 0`). Over HTTP/2 the proxy replaces this with
 /// what the stream says (`END_STREAM` on the headers).

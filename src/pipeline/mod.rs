@@ -70,7 +70,6 @@ pub async fn handle(
     let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
         Err(rejection) => {
-            limits::count_refusal(&ctx, &state.metrics, rejection);
             ctx.refuse(rejection);
             let resp = rejection
                 .to_response(ctx.ids.request_id())
