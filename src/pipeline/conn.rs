@@ -13,6 +13,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Requests in flight and the last time the connection was busy (for the idle timeout).
     pub activity: ConnActivity,
+    /// What the HTTP/1 guard found on this connection (`server::h1_guard`).
+    pub h1: crate::server::h1_guard::H1Verdict,
 }
 
 impl ConnInfo {
@@ -22,6 +24,7 @@ impl ConnInfo {
             peer,
             tls,
             activity: ConnActivity::new(),
+            h1: crate::server::h1_guard::H1Verdict::default(),
         }
     }
 }

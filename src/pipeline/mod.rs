@@ -110,6 +110,8 @@ async fn decide_and_forward(
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
     let (mut parts, body) = req.into_parts();
+    // First: a request standing in for a head the HTTP/1 guard refused, and head limits.
+    crate::server::h1_guard::precheck(ctx, &parts)?;
     decide::decide(ctx, &parts, &mut ()).await?;
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.

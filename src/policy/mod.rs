@@ -107,6 +107,10 @@ pub struct ServerSettings {
     pub admin_hosts: Vec<String>,
     /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.
     pub hosts: Option<Vec<host::HostPattern>>,
+    /// `server.max_header_bytes`: largest request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// `server.max_headers`: most header fields in a request head (431 beyond).
+    pub max_headers: usize,
 }
 
 impl ServerSettings {
