@@ -121,6 +121,7 @@ fn head_cases() -> Vec<(Vec<u8>, &'static str)> {
         c(b"GET /\tx HTTP/1.1\r\nHost: a\r\n\r\n", MALFORMED),
         c(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", MALFORMED),
         c(b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n", MALFORMED),
+        c(b"GET /a\xe8u HTTP/1.1\r\nHost: a\r\n\r\n", MALFORMED),
         c(b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n", MALFORMED),
         c(b"GET / HTTP/1.01\r\nHost: a\r\n\r\n", MALFORMED),
         c(b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", MALFORMED),

@@ -14,7 +14,7 @@ pub struct ConnInfo {
     /// Requests in flight and the last time the connection was busy (for the idle timeout).
     pub activity: ConnActivity,
     /// What the HTTP/1 guard found on this connection (`server::h1_guard`).
-    pub h1: crate::server::h1_guard::H1Verdict,
+    pub h1: super::h1_verdict::H1Verdict,
 }
 
 impl ConnInfo {
@@ -24,7 +24,7 @@ impl ConnInfo {
             peer,
             tls,
             activity: ConnActivity::new(),
-            h1: crate::server::h1_guard::H1Verdict::default(),
+            h1: super::h1_verdict::H1Verdict::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod context;
 pub mod decide;
 pub mod framing;
+pub mod h1_verdict;
 pub mod host;
 pub mod ids;
 pub mod normalize;
@@ -111,7 +112,7 @@ async fn decide_and_forward(
 ) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
     let (mut parts, body) = req.into_parts();
     // First: a request standing in for a head the HTTP/1 guard refused, and head limits.
-    crate::server::h1_guard::precheck(ctx, &parts)?;
+    h1_verdict::precheck(ctx, &parts)?;
     decide::decide(ctx, &parts, &mut ()).await?;
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.
