@@ -562,18 +562,33 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Byte classes, one table lookup per byte: bit 0 tchar (RFC 9110 §5.6.2), bit 1 field
+/// value byte (VCHAR, obs-text, SP, HTAB: RFC 9110 §5.5).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let tchar = matches!(c,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+            | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z');
+        let vchar = matches!(c, b'\t' | b' '..=0x7e | 0x80..=0xff);
+        t[b] = (tchar as u8) | ((vchar as u8) << 1);
+        b += 1;
+    }
+    t
+};
+
 /// RFC 9110 §5.6.2 tchar.
 #[inline]
 pub fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-        | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+    CLASS[b as usize] & 1 != 0
 }
 
 /// A byte allowed in a field value: VCHAR, obs-text, SP, HTAB (RFC 9110 §5.5).
 #[inline]
 fn is_field_vchar(b: u8) -> bool {
-    matches!(b, b'\t' | b' '..=0x7e | 0x80..=0xff)
+    CLASS[b as usize] & 2 != 0
 }
 
 enum HeadEnd {
@@ -1305,6 +1320,16 @@ mod tests {
         let rest = b"GET / HTTP/1.1\nX: y\r\n\r\n";
         assert_eq!(out.released, 30);
         assert_eq!(g.scan(rest).violation, Some(Violation::BareLf));
+    }
+
+    #[test]
+    fn byte_classes_match_the_rfc() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "{b:#x}");
+            let vchar = b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80;
+            assert_eq!(is_field_vchar(b), vchar, "{b:#x}");
+        }
     }
 
     #[test]
