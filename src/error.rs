@@ -242,6 +242,27 @@ pub enum FramingError {
     RepeatedContentLength,
     /// A `Content-Length` that is not 1–19 plain digits (`5, 5`, `+5`, `0x10`, …).
     InvalidContentLength,
+    /// An HTTP/1 request head that breaks RFC 9112's syntax where hyper is lenient (bare LF,
+    /// obs-fold, whitespace before a colon, control bytes, request-line spacing, version):
+    /// found by the raw-byte guard (`server::h1_guard`).
+    MalformedHead,
+}
+
+/// Which request-head limit a request went over (431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum HeadLimit {
+    /// More bytes than `server.max_header_bytes`.
+    HeaderBytes,
+    /// More field lines than `server.max_headers`.
+    HeaderCount,
+}
+
+impl HeadLimit {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
 }
 
 impl FramingError {
@@ -368,6 +389,8 @@ pub enum Rejection {
     RejectTargetForm,
     /// The request's framing headers are ambiguous or unsupported.
     RejectFraming(FramingError),
+    /// The request head is over `server.max_header_bytes` or `server.max_headers`.
+    HeadTooLarge(HeadLimit),
     /// The client's request body broke its framing while it was being forwarded (a bad chunk
     /// size or line ending, chunk data longer or shorter than its size, a body cut short).
     MalformedBody,
@@ -483,6 +506,11 @@ impl Rejection {
         match self {
             Rejection::RejectTargetForm => row(S::BAD_REQUEST, "bad_request", "target_form"),
             Rejection::RejectFraming(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::HeadTooLarge(e) => row(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+                e.code(),
+            ),
             // The client's fault, not the upstream's: a denial, never counted as an
             // upstream error.
             Rejection::MalformedBody => row(S::BAD_REQUEST, "bad_request", "malformed_body"),
@@ -627,6 +655,7 @@ impl Rejection {
             | Rejection::DenyMethod(_)
             | Rejection::RejectTargetForm
             | Rejection::RejectFraming(_)
+            | Rejection::HeadTooLarge(_)
             | Rejection::MalformedBody
             | Rejection::RejectTransport(_)
             | Rejection::RejectPath(_)
@@ -673,6 +702,7 @@ impl Rejection {
             }
             // The connection's framing can no longer be trusted: the answer ends it.
             Rejection::RejectFraming(_)
+            | Rejection::HeadTooLarge(_)
             | Rejection::MalformedBody
             | Rejection::PayloadTooLarge(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));

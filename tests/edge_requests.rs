@@ -611,8 +611,9 @@ async fn request_targets_must_be_clean_utf8_and_rfc3986_characters() {
     }
     // Raw characters RFC 3986 does not allow in a path. Fortress refuses those that get past
     // the HTTP parser with `disallowed_character` (`non_ascii`, `backslash` have their own
-    // codes); hyper's parser refuses `<`, `>`, backtick, DEL and invalid UTF-8 itself (400,
-    // empty body). Either way: 400, and never forwarded.
+    // codes); the HTTP/1 guard refuses control bytes, DEL and spaces in the request line
+    // and invalid UTF-8 (`malformed_head`); hyper's parser refuses `<`, `>` and backtick
+    // itself (400, empty body). Either way: 400, and never forwarded.
     let raw_cases: &[(&[u8], Option<&str>)] = &[
         (b"/a\"b", Some("disallowed_character")),
         (b"/a<b", None),
@@ -625,12 +626,12 @@ async fn request_targets_must_be_clean_utf8_and_rfc3986_characters() {
         (b"/a}b", Some("disallowed_character")),
         (b"/a[b", Some("disallowed_character")),
         (b"/a]b", Some("disallowed_character")),
-        (b"/a\x7fb", None),
-        (b"/a b", None),
-        (b"/a\x00b", None),
-        (b"/a\tb", None),
+        (b"/a\x7fb", Some("malformed_head")),
+        (b"/a b", Some("malformed_head")),
+        (b"/a\x00b", Some("malformed_head")),
+        (b"/a\tb", Some("malformed_head")),
         (b"/caf\xc3\xa9", Some("non_ascii")),
-        (b"/a\x80b", None),
+        (b"/a\x80b", Some("malformed_head")),
         (b"/\xef\xbc\x8fadmin", Some("non_ascii")),
     ];
     for (target, reason) in raw_cases {

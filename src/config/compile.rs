@@ -231,6 +231,20 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         Some(m) => m.value as usize,
         None => 10_000,
     };
+    let max_header_bytes = bounded(
+        &raw.max_header_bytes,
+        "max_header_bytes",
+        (1024, 1024 * 1024),
+        DEFAULT_MAX_HEADER_BYTES,
+        errors,
+    );
+    let max_headers = bounded(
+        &raw.max_headers,
+        "max_headers",
+        (1, 10_000),
+        DEFAULT_MAX_HEADERS,
+        errors,
+    );
     let environment = raw.environment.unwrap_or(Environment::Production);
     let allow_insecure_local = match &raw.allow_insecure_local {
         Some(a) if a.value && environment != Environment::Local => {
@@ -279,6 +293,34 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         max_connections,
         admin_hosts: admin_hosts(&raw.admin_hosts, errors),
         state_dir: raw.state_dir.as_ref().map(|d| resolve(base, &d.value)),
+        max_header_bytes,
+        max_headers,
+    }
+}
+
+/// Default `server.max_header_bytes`: 96 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 96 * 1024;
+/// Default `server.max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// A count or size limit within `(min, max)`; a precise error outside it.
+fn bounded(
+    raw: &Option<Located<u32>>,
+    key: &str,
+    (min, max): (u32, u32),
+    default: usize,
+    errors: &mut Vec<ConfigError>,
+) -> usize {
+    match raw {
+        None => default,
+        Some(v) if v.value < min || v.value > max => {
+            errors.push(ConfigError::at(
+                v.pos,
+                format!("`{key}` must be between {min} and {max} (got {})", v.value),
+            ));
+            default
+        }
+        Some(v) => v.value as usize,
     }
 }
 

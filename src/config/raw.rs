@@ -126,6 +126,17 @@ pub struct RawServer {
     /// Most client connections open at once on the client listener (default 10000).
     #[serde(default)]
     pub max_connections: Option<Located<u32>>,
+    /// Largest request head in bytes (request line and header fields; also a chunked body's
+    /// trailer section), 1024 to 1048576 (default 98304, 96 KiB: room for a 64 KiB bearer
+    /// token, which the token size check refuses with a proper 401). Beyond it: 431. On
+    /// HTTP/2 it is `SETTINGS_MAX_HEADER_LIST_SIZE`. Applies to connections opened after a
+    /// reload.
+    #[serde(default)]
+    pub max_header_bytes: Option<Located<u32>>,
+    /// Most header fields in a request head, 1 to 10000 (default 100). Beyond it: 431.
+    /// Applies to HTTP/1 connections opened after a reload, and to every HTTP/2 request.
+    #[serde(default)]
+    pub max_headers: Option<Located<u32>>,
     /// Host names `/metrics` and the admin API answer to, besides those no outsider controls
     /// (`localhost`, IP literals, single-label names, names under `.test`, `.local`,
     /// `.internal` and the other special-use TLDs). Any other `Host` gets 421: a

@@ -288,7 +288,14 @@ impl RequestContext {
 
     /// The request is refused or failed with `r` (deny or error, by the status table).
     pub fn refuse(&mut self, r: Rejection) {
-        if self.outcome == Outcome::Pending {
+        // Counted once: before forwarding every refusal; after it (the request was allowed,
+        // then its body broke a limit) only policy refusals, not upstream failures.
+        let counted = match self.outcome {
+            Outcome::Pending => true,
+            Outcome::Allowed | Outcome::DryRunDenied(_) => r.kind() == Kind::Deny,
+            Outcome::Denied(_) | Outcome::Failed(_) | Outcome::Aborted => false,
+        };
+        if counted {
             self.count_refusal(r);
         }
         self.outcome = match r.kind() {

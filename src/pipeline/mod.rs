@@ -21,6 +21,7 @@ pub mod context;
 pub mod cors;
 pub mod decide;
 pub mod framing;
+pub mod h1_verdict;
 pub mod host;
 pub mod ids;
 pub mod ip_allow;
@@ -127,6 +128,8 @@ async fn decide_and_forward(
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
     let (mut parts, body) = req.into_parts();
+    // First: a request standing in for a head the HTTP/1 guard refused, and head limits.
+    h1_verdict::precheck(ctx, &parts)?;
     decide::decide(ctx, &parts, &mut ()).await?;
     if cors::is_preflight(ctx) {
         // Answered here, never forwarded; `cors::decorate` adds the CORS headers.

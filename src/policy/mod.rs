@@ -124,6 +124,10 @@ pub struct ServerSettings {
     pub hosts: Option<Vec<host::HostPattern>>,
     /// Where budget counters are persisted (`server.state_dir`); `None`: in memory only.
     pub state_dir: Option<PathBuf>,
+    /// `server.max_header_bytes`: largest request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// `server.max_headers`: most header fields in a request head (431 beyond).
+    pub max_headers: usize,
 }
 
 impl ServerSettings {
