@@ -110,6 +110,10 @@ pub enum AmbiguityError {
     AmbiguousTenant,
     /// A `_method` query parameter (any case or encoding): a method override the app may obey.
     MethodOverride,
+    /// The path, as an app that routes case- or trailing-slash-insensitively reads it (lower
+    /// case, with or without the trailing `/`), is routed by fortress to a different route
+    /// than the one this spelling matched (`paths.route_variants: refuse`).
+    AmbiguousPath,
 }
 
 impl AmbiguityError {
@@ -594,6 +598,13 @@ mod tests {
                 "bad_request",
                 "method_override",
                 "method_override",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::AmbiguousPath),
+                400,
+                "bad_request",
+                "ambiguous_path",
+                "ambiguous_path",
             ),
             (
                 Rejection::DenyUnmatched,

@@ -21,6 +21,7 @@ pub mod host;
 pub mod ids;
 pub mod normalize;
 pub mod route;
+pub mod route_variants;
 pub mod tenant;
 pub mod transport;
 pub mod upgrade;
