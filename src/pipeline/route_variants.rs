@@ -187,7 +187,6 @@ mod tests {
             "/api/admin",
             "/files/AbC",
             "/files/abc",
-            "/exact/",
             "/exact",
             "/write/x/",
         ] {
