@@ -346,3 +346,203 @@ fn weaker(other: &crate::policy::route::Route, than: &crate::policy::route::Rout
     }
     a.tenant.is_some() && b.tenant.is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::Method;
+
+    use super::*;
+    use crate::policy::route::{Access, Route, Router, TenantRule, TenantSource};
+    use crate::policy::{DefaultAction, PathSettings, RouteVariants};
+
+    fn route(name: &str, pattern: &str, methods: Option<Vec<Method>>, access: Access) -> Route {
+        Route {
+            name: name.into(),
+            pattern: pattern.into(),
+            methods,
+            public: false,
+            upstream_timeout: Duration::from_secs(1),
+            access,
+            stream: None,
+            websocket: false,
+            params_used: Vec::new(),
+            index: 0,
+        }
+    }
+
+    fn public(name: &str, pattern: &str) -> Route {
+        Route {
+            public: true,
+            ..route(name, pattern, None, Access::default())
+        }
+    }
+
+    fn needs(perms: &[&str]) -> Access {
+        Access {
+            require_all: perms.iter().map(|p| (*p).to_owned()).collect(),
+            ..Access::default()
+        }
+    }
+
+    fn warnings(routes: Vec<Route>, default: DefaultAction, paths: PathSettings) -> Vec<String> {
+        let n = routes.len();
+        let router = Router::build(routes).expect("valid");
+        let positions: Vec<crate::config::yaml::Pos> = (1..=n)
+            .map(|i| crate::config::yaml::Pos {
+                line: i as u32,
+                col: 1,
+            })
+            .collect();
+        shadowed_routes(&router, &positions, default, paths)
+    }
+
+    #[test]
+    fn samples_and_spellings() {
+        assert_eq!(sample_path("/"), "/");
+        assert_eq!(sample_path("/**"), "/x");
+        assert_eq!(sample_path("/admin/**"), "/admin/x");
+        assert_eq!(sample_path("/orgs/{org_id}/**"), "/orgs/x/x");
+        assert_eq!(sample_path("/panel/"), "/panel/");
+        assert_eq!(
+            spellings("/api/admin", "/api/admin", false),
+            [
+                "/api/admin/",
+                "/API/admin",
+                "/API/admin/",
+                "/api/ADMIN",
+                "/api/ADMIN/",
+                "/API/ADMIN",
+                "/API/ADMIN/",
+                "/api/admin.json",
+            ]
+        );
+        // Placeholders are not upper-cased; case-insensitive paths have only the slash and
+        // the suffix.
+        assert_eq!(
+            spellings("/orgs/{org_id}/**", "/orgs/x/x", false),
+            ["/orgs/x/x/", "/ORGS/x/x", "/ORGS/x/x/", "/orgs/x/x.json"]
+        );
+        assert_eq!(
+            spellings("/panel/", "/panel/", true),
+            ["/panel"],
+            "no suffix after a trailing slash"
+        );
+        assert_eq!(spellings("/", "/", true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn weaker_is_public_fewer_permissions_or_no_tenant() {
+        let tenant = Access {
+            tenant: Some(TenantRule {
+                source: TenantSource::PathParam("org".into()),
+                cross_tenant_permission: None,
+            }),
+            ..needs(&["a:read"])
+        };
+        let any = |p: &[&str]| Access {
+            require_any: p.iter().map(|s| (*s).to_owned()).collect(),
+            ..Access::default()
+        };
+        let r = |a: Access| route("r", "/r", None, a);
+        let strict = r(needs(&["a:read", "b:read"]));
+        assert!(weaker(&public("p", "/p"), &strict));
+        assert!(weaker(&r(needs(&["a:read"])), &strict));
+        assert!(!weaker(&r(needs(&["b:read", "a:read", "c:read"])), &strict));
+        assert!(!weaker(&strict, &public("p", "/p")));
+        assert!(weaker(&r(needs(&["a:read"])), &r(tenant.clone())));
+        assert!(!weaker(&r(tenant.clone()), &r(tenant)));
+        assert!(weaker(&r(Access::default()), &r(any(&["x", "y"]))));
+        assert!(weaker(&r(any(&["x", "z"])), &r(any(&["x", "y"]))));
+        assert!(!weaker(&r(any(&["y"])), &r(any(&["x", "y"]))));
+        assert!(!weaker(&r(needs(&["x"])), &r(any(&["x", "y"]))));
+    }
+
+    #[test]
+    fn star_star_routes_and_segment_case_are_linted() {
+        let paths = PathSettings::default();
+        let w = warnings(
+            vec![
+                public("spa", "/**"),
+                route("admin", "/admin/**", None, needs(&["admin:all"])),
+                route("api", "/api/**", None, needs(&["api:read"])),
+                route("api-admin", "/api/admin", None, needs(&["admin:all"])),
+            ],
+            DefaultAction::Deny,
+            paths,
+        );
+        let starts = [
+            "2:1: route `admin`: GET /ADMIN/x, /ADMIN/x/ are caught by route `spa` (/**)",
+            "3:1: route `api`: GET /API/x, /API/x/ are caught by route `spa` (/**)",
+            "4:1: route `api-admin` is protected, but GET /api/admin.json is caught by route `api`",
+            "4:1: route `api-admin`: GET /api/admin/, /api/ADMIN, /api/ADMIN/ are caught by route `api`",
+            "4:1: route `api-admin`: GET /API/admin, /API/admin/, /API/ADMIN (and 1 more) are caught by route `spa`",
+        ];
+        assert_eq!(w.len(), starts.len(), "{w:#?}");
+        for (w, s) in w.iter().zip(starts) {
+            assert!(w.starts_with(s), "{w}\n{s}");
+        }
+        // Same checks everywhere: nothing to say.
+        let w = warnings(
+            vec![
+                route("all", "/**", None, needs(&["api:read"])),
+                route("api", "/api/**", None, needs(&["api:read"])),
+            ],
+            DefaultAction::Deny,
+            paths,
+        );
+        assert!(w.is_empty(), "{w:#?}");
+    }
+
+    #[test]
+    fn method_shadowing_names_both_routes_and_the_methods() {
+        let w = warnings(
+            vec![
+                public("spa", "/**"),
+                route(
+                    "admin",
+                    "/admin/**",
+                    Some(vec![Method::GET, Method::DELETE]),
+                    needs(&["admin:all"]),
+                ),
+            ],
+            DefaultAction::Deny,
+            PathSettings {
+                case_insensitive: true,
+                ..PathSettings::default()
+            },
+        );
+        assert_eq!(
+            w,
+            [
+                "2:1: route `admin` (/admin/**) accepts only GET, DELETE, but POST, PUT, PATCH on \
+              its paths (e.g. /admin/x) are routed to route `spa` (/**) with weaker checks; an \
+              app that serves several methods on one handler serves them there. List those \
+              methods in the route's `methods:`, or add a route for them with the same checks"
+            ]
+        );
+        // `route_variants: ignore` changes what the spelling warnings say, not F7.
+        let w = warnings(
+            vec![
+                public("spa", "/**"),
+                route(
+                    "admin",
+                    "/admin/**",
+                    Some(vec![Method::GET]),
+                    needs(&["admin:all"]),
+                ),
+            ],
+            DefaultAction::Deny,
+            PathSettings {
+                route_variants: RouteVariants::Ignore,
+                ..PathSettings::default()
+            },
+        );
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(w[0].starts_with(
+            "2:1: route `admin` is protected, but GET /ADMIN/x, /ADMIN/x/ are caught by route `spa`"
+        ));
+        assert!(w[1].contains("accepts only GET, but POST, PUT, DELETE, PATCH"));
+    }
+}
