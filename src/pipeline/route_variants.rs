@@ -66,9 +66,8 @@ pub fn ambiguous(
     };
     match (slash, lower.as_deref()) {
         (true, lower) => {
-            let stripped = |p: &'_ str| p.get(..p.len() - 1).unwrap_or(p).to_owned();
-            differs(&stripped(path), false)
-                || lower.is_some_and(|l| differs(l, false) || differs(&stripped(l), false))
+            differs(without_slash(path), false)
+                || lower.is_some_and(|l| differs(l, false) || differs(without_slash(l), false))
         }
         (false, Some(l)) => {
             if differs(l, false) {
@@ -87,6 +86,11 @@ pub fn ambiguous(
         }
         (false, None) => false,
     }
+}
+
+/// `p` without its trailing `/`.
+fn without_slash(p: &str) -> &str {
+    p.strip_suffix('/').unwrap_or(p)
 }
 
 /// A pattern that names a trailing slash itself (`/admin/`, `/a/{x}/`), not through `**`.
