@@ -406,3 +406,33 @@ routes:
         "{stderr}"
     );
 }
+
+#[test]
+fn explain_names_the_matched_route_and_the_refusal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.yaml");
+    let routes = "routes:
+  - name: admin
+    match: { path: \"/admin/**\" }
+    require: [\"admin:all\"]
+  - name: spa
+    match: { path: \"/**\" }
+    public: true
+";
+    std::fs::write(&path, format!("{CHECK_HEAD}{routes}")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["explain", "--config", path.to_str().expect("utf8")])
+        .args(["--path", "/Admin/x"])
+        .output()
+        .expect("run fortress");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "route      deny     ambiguous_path (matched spa (/**); a case or trailing-slash \
+             spelling of this path goes to another route (paths.route_variants: refuse))\n\
+             decision   deny     400 ambiguous_path\n"
+        ),
+        "{text}"
+    );
+}
