@@ -112,6 +112,10 @@ pub enum AmbiguityError {
     MethodOverride,
     /// A header a rate limit is keyed by (`header:NAME`) is given more than once.
     AmbiguousLimitKey,
+    /// The path, as an app that routes case- or trailing-slash-insensitively reads it (lower
+    /// case, with or without the trailing `/`), is routed by fortress to a different route
+    /// than the one this spelling matched (`paths.route_variants: refuse`).
+    AmbiguousPath,
 }
 
 impl AmbiguityError {
@@ -797,6 +801,13 @@ mod tests {
                 "bad_request",
                 "method_override",
                 "method_override",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::AmbiguousPath),
+                400,
+                "bad_request",
+                "ambiguous_path",
+                "ambiguous_path",
             ),
             (
                 Rejection::DenyUnmatched,

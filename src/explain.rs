@@ -419,6 +419,13 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
             "method {} is not upper-case (frameworks would upper-case it)",
             req.method
         ),
+        (Stage::Route, Rejection::RejectAmbiguous(_)) => format!(
+            "{}; a case or trailing-slash spelling of this path goes to another route \
+             (paths.route_variants: refuse)",
+            ctx.route()
+                .map(|r| format!("matched {} ({})", r.name, r.pattern))
+                .unwrap_or_else(|| "no route matches".into())
+        ),
         (Stage::Route, _) => "no route matches; default: deny".into(),
         (Stage::RequestLimits, Rejection::PayloadTooLarge(_)) => format!(
             "Content-Length {} over max_body {}",

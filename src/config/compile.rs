@@ -111,6 +111,11 @@ pub fn compile(
             .as_ref()
             .and_then(|p| p.case_insensitive.as_ref())
             .is_some_and(|c| c.value),
+        route_variants: raw
+            .paths
+            .as_ref()
+            .and_then(|p| p.route_variants)
+            .unwrap_or_default(),
     };
     if paths.case_insensitive {
         // Requests are lower-cased before matching: an upper-case literal could never match.
@@ -151,7 +156,7 @@ pub fn compile(
                 &router,
                 &positions,
                 raw.default.unwrap_or(DefaultAction::Deny),
-                paths.case_insensitive,
+                paths,
             ),
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::yaml::Located;
+pub use crate::policy::RouteVariants;
 pub use crate::policy::headers::UnderscoreHeaders;
 pub use crate::policy::{DefaultAction, Environment, MatrixParameters, Mode};
 
@@ -90,6 +91,13 @@ pub struct RawPaths {
     /// as `/api/admin`. Route patterns must then be lower case. Default `false`.
     #[serde(default)]
     pub case_insensitive: Option<Located<bool>>,
+    /// `refuse` (default): 400 `ambiguous_path` for a path that fortress would route to a
+    /// different route if it were spelled the way a case- or trailing-slash-insensitive app
+    /// (Express, Spring Boot < 3, ASP.NET) reads it: `/Admin/x` → `/admin/x`, `/api/admin/` →
+    /// `/api/admin`. `ignore`: route the spelling as sent; only for apps that route strictly
+    /// case- and slash-sensitively.
+    #[serde(default)]
+    pub route_variants: Option<RouteVariants>,
 }
 
 /// `server:` settings.

@@ -28,6 +28,7 @@ pub mod ip_allow;
 pub mod limits;
 pub mod normalize;
 pub mod route;
+pub mod route_variants;
 pub mod tenant;
 pub mod transport;
 pub mod upgrade;

@@ -71,6 +71,21 @@ pub struct PathSettings {
     pub matrix_parameters: MatrixParameters,
     /// Lower-case paths (ASCII letters outside `%XX`) before matching and forwarding.
     pub case_insensitive: bool,
+    /// What a path gets whose case or trailing-slash spelling fortress routes differently.
+    pub route_variants: RouteVariants,
+}
+
+/// What a request gets when its path, read the way a case- or trailing-slash-insensitive app
+/// reads it (`/Admin/x` as `/admin/x`, `/api/admin/` as `/api/admin`), is routed by fortress
+/// to a different route than the spelling sent (`paths.route_variants`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteVariants {
+    /// 400 `ambiguous_path`, in every mode (default).
+    #[default]
+    Refuse,
+    /// Routed as sent. Only for apps that route strictly case- and slash-sensitively.
+    Ignore,
 }
 
 /// What a path parameter (`;…` in a segment, raw or `%3B`) gets.
