@@ -40,6 +40,18 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejec
     let Some(limit) = applies(ctx) else {
         return Ok(Step::Skip("no authentication here, or throttling off"));
     };
+    let now = ctx.now.saturating_mul(1000);
+    // No failure charged by this process since before the current window began: every count
+    // is zero, so nothing is read (the common case costs one atomic load). Failures are
+    // charged only by this process (the in-memory store); a store shared between instances
+    // must not take this shortcut.
+    let last = ctx
+        .snapshot
+        .last_auth_failure
+        .load(std::sync::atomic::Ordering::Acquire);
+    if !ctx.snapshot.store.is_shared() && last.saturating_add(limit.per_ms()) <= now {
+        return Ok(Step::Pass);
+    }
     let key = Key::new(&limit, ctx.client_ip);
     let checks = [LimitCheck {
         key: key.as_str(),
@@ -49,7 +61,6 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejec
             cost: 0,
         },
     }];
-    let now = ctx.now.saturating_mul(1000);
     match ctx.snapshot.store.admit(now, &checks).await {
         Ok(a) if a.allowed => Ok(Step::Pass),
         Ok(a) => {
@@ -89,6 +100,9 @@ async fn charge(ctx: &RequestContext) {
     if let Some(limit) = applies(ctx) {
         let key = Key::new(&limit, ctx.client_ip);
         let now = ctx.now.saturating_mul(1000);
+        ctx.snapshot
+            .last_auth_failure
+            .fetch_max(now, std::sync::atomic::Ordering::AcqRel);
         let charged = ctx
             .snapshot
             .store

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub store: Arc<dyn StateStore>,
     /// The process clock (rate limits, budgets, token times).
     pub clock: Arc<Clock>,
+    /// When this process last charged a failed authentication (kept across reloads).
+    pub last_auth_failure: Arc<std::sync::atomic::AtomicU64>,
     /// The live gate of each concurrency class (same order as `policy.classes`).
     pub classes: Vec<Arc<ClassGate>>,
     routes: Vec<Arc<RouteMetrics>>,
@@ -50,6 +52,7 @@ impl Snapshot {
             live_auth,
             store: live.store().clone(),
             clock: live.clock().clone(),
+            last_auth_failure: live.last_auth_failure().clone(),
             routes,
             unmatched: metrics.unmatched().clone(),
             policy,

@@ -50,6 +50,7 @@ pub struct Live {
     store: Arc<dyn StateStore>,
     clock: Arc<Clock>,
     classes: ClassRegistry,
+    last_auth_failure: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The live state one policy version uses (held by its snapshot).
@@ -80,6 +81,7 @@ impl Live {
             tokens: Mutex::default(),
             store,
             clock: Arc::new(Clock::System),
+            last_auth_failure: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             classes: ClassRegistry::default(),
         }
     }
@@ -98,6 +100,13 @@ impl Live {
     /// The concurrency-class gates (kept across reloads; see `store::classes`).
     pub fn classes(&self) -> &ClassRegistry {
         &self.classes
+    }
+
+    /// When (ms, process clock) the last failed authentication was charged to a client IP in
+    /// this process: the throttle check skips its store read while none fell in the current
+    /// window (see `pipeline/auth_throttle.rs`).
+    pub fn last_auth_failure(&self) -> &Arc<std::sync::atomic::AtomicU64> {
+        &self.last_auth_failure
     }
 
     /// The process clock (every policy version reads the same one).
