@@ -383,3 +383,69 @@ async fn a_slow_upload_is_not_cut_by_the_upstream_response_timeout() {
         ("/forms/slow".into(), Ok(sent))
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_takes_none_of_the_body_still_times_out() {
+    // An app that accepts the connection and never reads nor answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            // Held open, never read.
+            if held_tx.send(tcp).is_err() {
+                return;
+            }
+        }
+    });
+    let fx = TestFortress::start(&config(
+        up_addr,
+        "max_body: 256MiB\ntimeouts: { upstream_response: 300ms, body_read: 30s }",
+        ROUTES,
+    ))
+    .await;
+    let tcp = TcpStream::connect(fx.addr()).await.expect("connect");
+    let (mut rd, mut wr) = tcp.into_split();
+    const TOTAL: usize = 192 * 1024 * 1024;
+    let writer = tokio::spawn(async move {
+        let head = format!(
+            "POST /forms/big HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {TOTAL}\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 0..TOTAL / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    // The answer comes while the client is still sending (its socket blocked behind the app).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = rd.read(&mut chunk).await.expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            if n == 0 || buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.ends_with(b"}") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("answered within 20s");
+    assert_refusal(
+        &parse_response(&buf),
+        504,
+        "gateway_timeout",
+        "upstream_timeout",
+    );
+    assert!(
+        !writer.is_finished(),
+        "the client was still sending when it was answered"
+    );
+    writer.abort();
+    assert!(held.try_recv().is_ok(), "the app got the connection");
+}
