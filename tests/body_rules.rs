@@ -5,7 +5,9 @@
 //! - a second `Content-Type` field on a body is refused on every route (415);
 //! - `server.timeouts.body_read`: a client that stops sending mid-body gets 408 and the
 //!   upstream sees a body cut short; `upstream_response` only starts once the body was sent,
-//!   so a slow upload with short gaps still gets 200.
+//!   so a slow upload with short gaps still gets 200, and an app that takes none of the body
+//!   still times out (504);
+//! - HTTP/2 form bodies are scanned across DATA frames.
 
 mod support;
 
@@ -448,4 +450,61 @@ async fn an_upstream_that_takes_none_of_the_body_still_times_out() {
     );
     writer.abort();
     assert!(held.try_recv().is_ok(), "the app got the connection");
+}
+
+/// A request body sent as the given DATA frames (HTTP/2), without a length.
+struct Frames(std::collections::VecDeque<&'static [u8]>);
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|f| Ok(http_body::Frame::data(bytes::Bytes::from_static(f)))),
+        )
+    }
+}
+
+#[tokio::test]
+async fn http2_form_bodies_are_scanned_across_data_frames() {
+    let (up, mut bodies) = reading_upstream().await;
+    let certs = TestCerts::new("body-h2");
+    let (fx, _dir) = tls_fortress(up.addr, &certs, ROUTES).await;
+    let url = |p: &str| format!("https://localhost:{}{p}", fx.client_addr.port());
+    let mut h2 = h2_tls(fx.client_addr, &certs.ca_pem).await;
+    let send = |path: &str, frames: &[&'static [u8]]| {
+        Request::post(url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Frames(frames.iter().copied().collect()).boxed())
+            .expect("request")
+    };
+    // `_method` split across three DATA frames.
+    let resp = h2
+        .send_request(send("/forms/h2-bad", &[b"a=1&_me", b"th", b"od=DELETE"]))
+        .await
+        .expect("h2 response");
+    assert_eq!(resp.status(), 400);
+    let id = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let body: serde_json::Value = serde_json::from_slice(&body_bytes(resp).await).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "bad_request", "reason": "method_override", "request_id": id})
+    );
+    // Without it: forwarded whole.
+    let resp = h2
+        .send_request(send("/forms/h2-good", &[b"a=1&_me", b"th", b"ods=DELETE"]))
+        .await
+        .expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "got 19");
+    no_complete_body_before(&mut bodies, "/forms/h2-good").await;
 }
