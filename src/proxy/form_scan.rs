@@ -23,7 +23,8 @@
 //!   such a section longer than [`MAX_HEADER_LINE`] is refused too: it cannot be judged
 //!   without buffering. Part contents are not looked at.
 //!
-//! JSON, text and every other type are not scanned.
+//! JSON, text and every other type are not scanned. Known gap: Laravel also reads `_method`
+//! from a JSON POST body (its JSON bag is the request bag Symfony's `getMethod()` reads).
 
 use http::{HeaderMap, header};
 
