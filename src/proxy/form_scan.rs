@@ -65,13 +65,8 @@ impl FormScan {
 
     /// Feeds the next chunk; `true` when the body so far names `_method`.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        self.urlencoded
-            .as_mut()
-            .is_some_and(|u| chunk.iter().any(|&b| u.byte(b)))
-            || self
-                .multipart
-                .as_mut()
-                .is_some_and(|m| chunk.iter().any(|&b| m.byte(b)))
+        self.urlencoded.as_mut().is_some_and(|u| u.feed(chunk))
+            || self.multipart.as_mut().is_some_and(|m| m.feed(chunk))
     }
 
     /// The body ended; `true` when its last key or line names `_method`.
@@ -147,6 +142,27 @@ pub struct Urlencoded {
 }
 
 impl Urlencoded {
+    fn feed(&mut self, mut chunk: &[u8]) -> bool {
+        while let Some((&b, rest)) = chunk.split_first() {
+            if self.in_value {
+                // Values are not looked at: skip to the next separator.
+                match rest.iter().position(|&c| c == b'&' || c == b';') {
+                    _ if b == b'&' || b == b';' => {}
+                    Some(i) => {
+                        chunk = &rest[i..];
+                        continue;
+                    }
+                    None => return false,
+                }
+            }
+            if self.byte(b) {
+                return true;
+            }
+            chunk = rest;
+        }
+        false
+    }
+
     fn byte(&mut self, b: u8) -> bool {
         if b == b'&' || b == b';' {
             let hit = !self.in_value && self.end_key();
@@ -227,6 +243,30 @@ pub struct Multipart {
 }
 
 impl Multipart {
+    fn feed(&mut self, mut chunk: &[u8]) -> bool {
+        while let Some((&b, rest)) = chunk.split_first() {
+            if !self.in_headers && self.line_len >= 2 && b != b'\n' {
+                // Past the start of a body line: only its end matters.
+                match rest.iter().position(|&c| c == b'\n') {
+                    Some(i) => {
+                        self.line_len = self.line_len.saturating_add(i + 1);
+                        chunk = &rest[i..];
+                        continue;
+                    }
+                    None => {
+                        self.line_len = self.line_len.saturating_add(chunk.len());
+                        return false;
+                    }
+                }
+            }
+            if self.byte(b) {
+                return true;
+            }
+            chunk = rest;
+        }
+        false
+    }
+
     fn byte(&mut self, b: u8) -> bool {
         if b == b'\n' {
             return self.end_line();
@@ -424,6 +464,12 @@ mod tests {
             let bytes: Vec<&[u8]> = body.as_bytes().chunks(1).collect();
             assert_eq!(scan(FORM, &bytes), Some(true), "{body} byte by byte");
         }
+        // Values are skipped, whatever the cut.
+        let long = format!("a={}&b={}&_method=1", "v".repeat(100), "w;".repeat(50));
+        for size in 1..16 {
+            let chunks: Vec<&[u8]> = long.as_bytes().chunks(size).collect();
+            assert_eq!(scan(FORM, &chunks), Some(true), "by {size}");
+        }
         for body in [
             "x_method=1",
             "method=1",
@@ -479,6 +525,10 @@ mod tests {
             assert_eq!(scan(MP, &[body.as_bytes()]), Some(true), "{d}");
             let bytes: Vec<&[u8]> = body.as_bytes().chunks(1).collect();
             assert_eq!(scan(MP, &bytes), Some(true), "{d} byte by byte");
+            for cut in 0..body.len() {
+                let (a, b) = body.as_bytes().split_at(cut);
+                assert_eq!(scan(MP, &[a, b]), Some(true), "{d} cut at {cut}");
+            }
         }
         for (d, content) in [
             (
@@ -497,6 +547,10 @@ mod tests {
         ] {
             let body = part(d, content);
             assert_eq!(scan(MP, &[body.as_bytes()]), Some(false), "{d} / {content}");
+            for size in 1..8 {
+                let chunks: Vec<&[u8]> = body.as_bytes().chunks(size).collect();
+                assert_eq!(scan(MP, &chunks), Some(false), "{d} / {content} by {size}");
+            }
         }
         // An endless header line is refused.
         let long = format!(
