@@ -154,6 +154,19 @@ impl Urlencoded {
                     }
                     None => return false,
                 }
+            } else if self.key.dead || self.key.decided {
+                // A key already judged: skip to its end.
+                match chunk
+                    .iter()
+                    .position(|&c| c == b'&' || c == b';' || c == b'=')
+                {
+                    Some(0) => {}
+                    Some(i) => {
+                        chunk = &chunk[i..];
+                        continue;
+                    }
+                    None => return false,
+                }
             }
             if self.byte(b) {
                 return true;
