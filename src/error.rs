@@ -398,6 +398,8 @@ pub enum Rejection {
     /// The client's request body broke its framing while it was being forwarded (a bad chunk
     /// size or line ending, chunk data longer or shorter than its size, a body cut short).
     MalformedBody,
+    /// The client's request body stalled: no next chunk within `server.timeouts.body_read`.
+    BodyTimeout,
     /// The transport rules refused the request (HTTPS, forwarded proto, credentials).
     RejectTransport(TransportError),
     /// No valid token.
@@ -518,6 +520,8 @@ impl Rejection {
             // The client's fault, not the upstream's: a denial, never counted as an
             // upstream error.
             Rejection::MalformedBody => row(S::BAD_REQUEST, "bad_request", "malformed_body"),
+            // The client's fault too (a stalled upload), never an upstream error.
+            Rejection::BodyTimeout => row(S::REQUEST_TIMEOUT, "request_timeout", "body_timeout"),
             Rejection::RejectTransport(e) => match e {
                 TransportError::MalformedForwardedProto
                 | TransportError::ConnectionNamesProtectedHeader
@@ -661,6 +665,7 @@ impl Rejection {
             | Rejection::RejectFraming(_)
             | Rejection::HeadTooLarge(_)
             | Rejection::MalformedBody
+            | Rejection::BodyTimeout
             | Rejection::RejectTransport(_)
             | Rejection::RejectPath(_)
             | Rejection::RejectAmbiguous(_)
@@ -708,6 +713,7 @@ impl Rejection {
             Rejection::RejectFraming(_)
             | Rejection::HeadTooLarge(_)
             | Rejection::MalformedBody
+            | Rejection::BodyTimeout
             | Rejection::PayloadTooLarge(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -913,6 +919,13 @@ mod tests {
                 "bad_request",
                 "malformed_body",
                 "malformed_body",
+            ),
+            (
+                Rejection::BodyTimeout,
+                408,
+                "request_timeout",
+                "body_timeout",
+                "body_timeout",
             ),
             (
                 Rejection::UpstreamUnavailable,

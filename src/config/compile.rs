@@ -224,6 +224,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         upstream_response: duration_or(&t.upstream_response, Duration::from_secs(30), errors),
         shutdown_grace: duration_or(&t.shutdown_grace, Duration::from_secs(30), errors),
         websocket_idle: duration_or(&t.websocket_idle, Duration::from_secs(60), errors),
+        body_read: duration_or(&t.body_read, Duration::from_secs(30), errors),
     };
     let max_connections = match &raw.max_connections {
         Some(m) if m.value == 0 => {

@@ -212,6 +212,10 @@ pub struct RawTimeouts {
     /// A WebSocket tunnel idle (no bytes either way) this long is closed (default 60s).
     #[serde(default)]
     pub websocket_idle: Option<Located<String>>,
+    /// The longest wait for the next chunk of a request body (default 30s); past it the
+    /// upstream request is aborted and the client gets 408 `body_timeout`, connection closed.
+    #[serde(default)]
+    pub body_read: Option<Located<String>>,
 }
 
 /// One route.

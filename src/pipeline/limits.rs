@@ -7,6 +7,8 @@
 //! then only well-formed `; name=value` parameters (ignored for the match), compared without
 //! regard to case. A list (`application/json, text/html`), a second field, or anything the
 //! grammar does not allow is refused: an app could read another type than the one judged.
+//! A second `Content-Type` field on a request with a body is refused on every route (415
+//! `ambiguous_content_type`), `content_types` or not.
 
 use http::request::Parts;
 use http::{HeaderMap, header};
@@ -54,12 +56,25 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
             LimitError::ContentLengthTooLarge,
         ));
     }
-    let Some(allowed) = &rules.content_types else {
-        return Ok(Step::Pass);
-    };
     let has_body = match length {
         Some(n) => n > 0,
         None => !ctx.body_empty,
+    };
+    // Two `Content-Type` fields on a body, on every route: app servers disagree on them
+    // (gunicorn refuses, Express reads the first), so the form scan could judge another body
+    // type than the app parses.
+    if has_body
+        && req
+            .headers
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
+        return Err(media(MediaTypeError::AmbiguousContentType));
+    }
+    let Some(allowed) = &rules.content_types else {
+        return Ok(Step::Pass);
     };
     let mut fields = req.headers.get_all(header::CONTENT_TYPE).iter();
     let (first, second) = (fields.next(), fields.next());

@@ -154,6 +154,11 @@ async fn decide_and_forward(
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
     let (body, body_failure) = ClientBody::new(body, limits::rules(ctx).max_body);
+    let body = body
+        .scan_forms(crate::proxy::form_scan::FormScan::for_request(
+            &parts.headers,
+        ))
+        .read_timeout(ctx.snapshot.server.timeouts.body_read);
     let upstream_req = request::prepare(
         parts,
         body,

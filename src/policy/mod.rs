@@ -178,6 +178,8 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
     /// A WebSocket tunnel with no bytes either way for this long is closed (both sides).
     pub websocket_idle: Duration,
+    /// The longest wait for the next chunk of a request body (408 past it).
+    pub body_read: Duration,
 }
 
 /// Enforcement mode.
