@@ -185,6 +185,53 @@ async fn method_in_an_urlencoded_body_is_refused_as_it_streams() {
     assert!(seen.iter().any(|s| s.target == "/forms/late"));
 }
 
+/// Laravel makes a JSON body the request bag Symfony's `getMethod()` reads: a `_method` key at
+/// any depth, in any escape, is refused like a form field.
+#[tokio::test]
+async fn method_as_a_json_key_is_refused() {
+    let (up, mut bodies) = reading_upstream().await;
+    let fx = start(&up, "").await;
+    let json = "Content-Type: application/json\r\n";
+    for (i, body) in [
+        r#"{"_method":"DELETE"}"#,
+        r#"{"title":"x","_method":"DELETE"}"#,
+        r#"{"\u005fmethod":"DELETE"}"#,
+        r#"{"data":{"_method":"PUT"}}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = post(
+            fx.addr(),
+            &format!("/forms/json-{i}"),
+            json,
+            body.as_bytes(),
+        )
+        .await;
+        assert_refusal(&r, 400, "bad_request", "method_override");
+        let r = post_chunked(
+            fx.addr(),
+            &format!("/forms/json-te-{i}"),
+            json,
+            body.as_bytes(),
+            2,
+        )
+        .await;
+        assert_refusal(&r, 400, "bad_request", "method_override");
+    }
+    let r = post(
+        fx.addr(),
+        "/forms/vnd",
+        "Content-Type: application/vnd.api+json\r\n",
+        br#"{"_method":"DELETE"}"#,
+    )
+    .await;
+    assert_refusal(&r, 400, "bad_request", "method_override");
+    let sentinel = post(fx.addr(), "/forms/sentinel", FORM, b"a=1").await;
+    assert_eq!((sentinel.status, sentinel.text().as_str()), (200, "got 3"));
+    no_complete_body_before(&mut bodies, "/forms/sentinel").await;
+}
+
 #[tokio::test]
 async fn method_in_a_multipart_part_name_is_refused() {
     let (up, mut bodies) = reading_upstream().await;
@@ -234,7 +281,11 @@ async fn bodies_without_a_method_override_pass_byte_for_byte() {
         ("value", FORM, b"a=_method&b=%5Fmethod"),
         ("methods", FORM, b"_methods=1&__method=2"),
         ("file", mp, file_part.as_bytes()),
-        ("json", json, br#"{"_method":"DELETE"}"#),
+        (
+            "json",
+            json,
+            br#"{"title":"_method","x_method":1,"tags":["_method"]}"#,
+        ),
         ("json-form-like", json, b"_method=DELETE"),
         ("text", "Content-Type: text/plain\r\n", b"_method=DELETE"),
     ];

@@ -23,8 +23,13 @@
 //!   such a section longer than [`MAX_HEADER_LINE`] is refused too: it cannot be judged
 //!   without buffering. Part contents are not looked at.
 //!
-//! JSON, text and every other type are not scanned. Known gap: Laravel also reads `_method`
-//! from a JSON POST body (its JSON bag is the request bag Symfony's `getMethod()` reads).
+//! - JSON (a media type containing `/json` or `+json`, Laravel's `isJson()` test): Laravel
+//!   makes the decoded JSON body the request bag Symfony's `getMethod()` reads, so
+//!   `{"_method":"DELETE"}` runs DELETE. Every object key, at any depth, is decoded (JSON
+//!   escapes: `"\u005fmethod"` is `_method`) and folded as above; a key that reads as
+//!   `_method` is an override. Values (`{"a":"_method"}`) are not keys and pass.
+//!
+//! Text and every other type are not scanned.
 
 use http::{HeaderMap, header};
 
@@ -39,6 +44,7 @@ const NAME: &[u8] = b"_method";
 pub struct FormScan {
     urlencoded: Option<Urlencoded>,
     multipart: Option<Multipart>,
+    json: Option<Json>,
 }
 
 impl FormScan {
@@ -57,16 +63,20 @@ impl FormScan {
                     scan.urlencoded = Some(Urlencoded::default());
                 } else if media.len() >= 10 && media[..10].eq_ignore_ascii_case(b"multipart/") {
                     scan.multipart = Some(Multipart::default());
+                } else if is_json(media) {
+                    scan.json = Some(Json::default());
                 }
             }
         }
-        (scan.urlencoded.is_some() || scan.multipart.is_some()).then_some(scan)
+        (scan.urlencoded.is_some() || scan.multipart.is_some() || scan.json.is_some())
+            .then_some(scan)
     }
 
     /// Feeds the next chunk; `true` when the body so far names `_method`.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         self.urlencoded.as_mut().is_some_and(|u| u.feed(chunk))
             || self.multipart.as_mut().is_some_and(|m| m.feed(chunk))
+            || self.json.as_mut().is_some_and(|j| j.feed(chunk))
     }
 
     /// The body ended; `true` when its last key or line names `_method`.
@@ -117,6 +127,127 @@ impl KeyMatch {
         let hit = !self.dead && !self.decided && self.matched == NAME.len();
         *self = Self::default();
         hit
+    }
+}
+
+/// Whether a media type is JSON the way Laravel's `isJson()` reads it (`/json` or `+json`).
+fn is_json(media: &[u8]) -> bool {
+    media
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"/json") || w.eq_ignore_ascii_case(b"+json"))
+}
+
+/// Where the JSON key scanner is.
+#[derive(Debug, Default, Clone, Copy)]
+enum JsonAt {
+    /// Between strings.
+    #[default]
+    Outside,
+    /// Inside a string.
+    InString,
+    /// A string just ended; whether it read as `_method` (a key if a `:` follows).
+    AfterString(bool),
+}
+
+/// An escape inside a JSON string: after `\`, or in `\uXXXX` with the digits so far.
+#[derive(Debug, Default, Clone, Copy)]
+enum JsonEsc {
+    #[default]
+    None,
+    Backslash,
+    Unicode(u8, u32),
+}
+
+/// Object keys of a JSON body, decoded, at any depth (see the module doc). Not a validator:
+/// it only needs to find every string followed by `:`.
+#[derive(Debug, Default)]
+pub struct Json {
+    at: JsonAt,
+    esc: JsonEsc,
+    key: KeyMatch,
+    early: bool,
+}
+
+impl Json {
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        chunk.iter().any(|&b| self.byte(b))
+    }
+
+    /// One decoded string byte (non-ASCII as 0xFF: it never matches).
+    fn decoded(&mut self, b: u8) {
+        if self.key.byte(b) {
+            self.early = true;
+        }
+    }
+
+    fn byte(&mut self, b: u8) -> bool {
+        match self.at {
+            JsonAt::Outside => {
+                if b == b'"' {
+                    self.at = JsonAt::InString;
+                    self.key = KeyMatch::default();
+                    self.early = false;
+                }
+                false
+            }
+            JsonAt::InString => {
+                match self.esc {
+                    JsonEsc::Backslash => {
+                        self.esc = JsonEsc::None;
+                        let d = match b {
+                            b'u' => {
+                                self.esc = JsonEsc::Unicode(0, 0);
+                                return false;
+                            }
+                            b'"' | b'\\' | b'/' => b,
+                            b'b' => 0x08,
+                            b'f' => 0x0c,
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            _ => 0xFF,
+                        };
+                        self.decoded(d);
+                    }
+                    JsonEsc::Unicode(n, v) => match hex(b) {
+                        Some(d) if n < 3 => {
+                            self.esc = JsonEsc::Unicode(n + 1, v * 16 + u32::from(d))
+                        }
+                        Some(d) => {
+                            self.esc = JsonEsc::None;
+                            let cp = v * 16 + u32::from(d);
+                            self.decoded(
+                                u8::try_from(cp).ok().filter(u8::is_ascii).unwrap_or(0xFF),
+                            );
+                        }
+                        None => {
+                            self.esc = JsonEsc::None;
+                            self.decoded(0xFF);
+                        }
+                    },
+                    JsonEsc::None => match b {
+                        b'\\' => self.esc = JsonEsc::Backslash,
+                        b'"' => {
+                            let hit = self.key.end() || self.early;
+                            self.at = JsonAt::AfterString(hit);
+                        }
+                        _ => self.decoded(b),
+                    },
+                }
+                false
+            }
+            JsonAt::AfterString(hit) => {
+                if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                    return false;
+                }
+                if b == b':' {
+                    self.at = JsonAt::Outside;
+                    return hit;
+                }
+                self.at = JsonAt::Outside;
+                self.byte(b)
+            }
+        }
     }
 }
 
@@ -507,8 +638,55 @@ mod tests {
             ) == Some(true)
         );
         assert!(scan(Some("multipart/form-data; boundary=x"), &[b""]) == Some(false));
-        assert_eq!(scan(Some("application/json"), &[b"_method=PUT"]), None);
+        assert_eq!(
+            scan(Some("application/json"), &[b"_method=PUT"]),
+            Some(false)
+        );
         assert_eq!(scan(Some("text/plain"), &[b"_method=PUT"]), None);
+    }
+
+    #[test]
+    fn json_keys_at_any_depth_in_any_escape() {
+        for ct in [
+            "application/json",
+            "application/vnd.api+json; charset=utf-8",
+            "text/JSON",
+        ] {
+            for body in [
+                r#"{"_method":"DELETE"}"#,
+                r#"{ "a": 1, "_method" : "DELETE" }"#,
+                r#"{"a":{"b":[{"_method":"PUT"}]}}"#,
+                r#"{"\u005fmethod":"DELETE"}"#,
+                r#"{"_m\u0065thod":"DELETE"}"#,
+                r#"{"_METHOD":"DELETE"}"#,
+                r#"{"a":"x\"y","_method":1}"#,
+                "{\"_method\"\n:\t\"DELETE\"}",
+            ] {
+                assert_eq!(
+                    scan(Some(ct), &[body.as_bytes()]),
+                    Some(true),
+                    "{ct} {body}"
+                );
+                for cut in 0..body.len() {
+                    let (a, b) = body.as_bytes().split_at(cut);
+                    assert_eq!(scan(Some(ct), &[a, b]), Some(true), "{body} cut at {cut}");
+                }
+            }
+        }
+        for body in [
+            r#"{"a":"_method"}"#,
+            r#"["_method", 1]"#,
+            r#"{"x_method":1,"_methods":2}"#,
+            r#"{"a":"\"_method\":"}"#,
+            r#"{"_meth\u00f6d":1}"#,
+            r#""_method""#,
+        ] {
+            assert_eq!(
+                scan(Some("application/json"), &[body.as_bytes()]),
+                Some(false),
+                "{body}"
+            );
+        }
     }
 
     fn part(disposition: &str, content: &str) -> String {
