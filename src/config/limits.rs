@@ -197,7 +197,10 @@ pub fn rate_limits(
             r.limit.value,
         );
         let fingerprint = super::short_hash(spec.as_bytes());
+        let policy_item = format!("\"{name}\";q={};w={}", r.limit.value, period_ms / 1_000);
         out.push(Arc::new(RateLimit {
+            policy_header: http::HeaderValue::from_str(&policy_item).ok(),
+            policy_item,
             name,
             prefix: format!("rl|{scope_name}|{fingerprint}|"),
             key,

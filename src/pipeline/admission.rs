@@ -475,10 +475,12 @@ pub fn respond(ctx: &mut RequestContext, headers: &mut HeaderMap, forwarded: boo
         }
     }
     if !admitted.rate.is_empty() {
+        // `RateLimit-Policy` is fixed per limit (built at compile time); only `RateLimit`
+        // (remaining, reset) is formatted per response.
         let mut policy = String::new();
-        let mut state = String::new();
+        let mut state = String::with_capacity(64);
         for (l, st) in &admitted.rate {
-            if !policy.is_empty() {
+            if !state.is_empty() {
                 policy.push_str(", ");
                 state.push_str(", ");
             }
@@ -486,19 +488,16 @@ pub fn respond(ctx: &mut RequestContext, headers: &mut HeaderMap, forwarded: boo
                 Some(r) if !st.allowed => secs_up(r),
                 _ => u32::try_from(st.reset_after_ms.div_ceil(1_000)).unwrap_or(u32::MAX),
             };
-            let _ = write!(
-                policy,
-                "\"{}\";q={};w={}",
-                l.name,
-                l.limit,
-                l.period_ms / 1_000
-            );
+            if admitted.rate.len() > 1 {
+                policy.push_str(&l.policy_item);
+            }
             let _ = write!(state, "\"{}\";r={};t={t}", l.name, st.remaining);
         }
-        if let (Ok(p), Ok(s)) = (
-            HeaderValue::from_str(&policy),
-            HeaderValue::from_str(&state),
-        ) {
+        let policy = match admitted.rate.as_slice() {
+            [(one, _)] => one.policy_header.clone(),
+            _ => HeaderValue::from_str(&policy).ok(),
+        };
+        if let (Some(p), Ok(s)) = (policy, HeaderValue::from_str(&state)) {
             headers.insert(RATELIMIT_POLICY, p);
             headers.insert(RATELIMIT, s);
         }

@@ -64,6 +64,10 @@ pub struct RateLimit {
     pub burst: u64,
     /// `rl|{scope}|{fingerprint}|`: everything before the keyed value.
     pub prefix: String,
+    /// This limit's `RateLimit-Policy` item (`"name";q=60;w=60`), built once.
+    pub policy_item: String,
+    /// The same as a header value (a response with this one limit shares it, no formatting).
+    pub policy_header: Option<http::HeaderValue>,
 }
 
 impl RateLimit {
