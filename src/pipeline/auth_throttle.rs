@@ -18,7 +18,8 @@
 //!
 //! State: a fixed-window counter in the [`StateStore`](crate::store::StateStore) (a budget of
 //! `max` units per window, charged one unit per failure; the check before authentication is
-//! a zero-cost admission that writes nothing). Kept across reloads (the key carries the
+//! an admission that writes nothing, skipped while this process charged no failure in the
+//! current window). Kept across reloads (the key carries the
 //! limit's numbers, so a changed limit starts fresh), bounded by the store's entry bound,
 //! timed by the process clock. IPv6 clients are counted per /64 (one host usually owns a
 //! whole /64, so counting single addresses would let it rotate through them).
