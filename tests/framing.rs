@@ -8,35 +8,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::Response;
-use http_body_util::BodyExt;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// An upstream that reads the whole body and answers with it; records every complete body.
-async fn body_upstream() -> (Upstream, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    let up = Upstream::spawn(move |req| {
-        let seen = seen.clone();
-        async move {
-            match req.into_body().collect().await {
-                Ok(b) => {
-                    let b = b.to_bytes();
-                    seen.lock().expect("lock").push(b.to_vec());
-                    Response::new(full(b))
-                }
-                Err(_) => Response::new(full("broken")),
-            }
-        }
-    })
-    .await;
-    (up, bodies)
-}
 
 /// Sends `request`, optionally half-closes, and reads until fortress closes (EOF or reset).
 /// Returns the response and whether the connection was closed.

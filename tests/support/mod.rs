@@ -696,3 +696,24 @@ impl TestFortress {
         }
     }
 }
+
+/// An upstream that reads the whole body and answers with it; records every complete body.
+pub async fn body_upstream() -> (Upstream, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let up = Upstream::spawn(move |req| {
+        let seen = seen.clone();
+        async move {
+            match http_body_util::BodyExt::collect(req.into_body()).await {
+                Ok(b) => {
+                    let b = b.to_bytes();
+                    seen.lock().expect("lock").push(b.to_vec());
+                    http::Response::new(full(b))
+                }
+                Err(_) => http::Response::new(full("broken")),
+            }
+        }
+    })
+    .await;
+    (up, bodies)
+}
