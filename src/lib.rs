@@ -3,6 +3,7 @@
 //! these modules.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

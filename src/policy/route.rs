@@ -327,11 +327,7 @@ fn tree_indexes(methods: Option<&[Method]>) -> Vec<usize> {
         Some(list) => {
             // Config compile refuses methods outside the list; should one get here, it has no
             // tree (such a method is never routed) rather than an index out of range.
-            let mut v: Vec<usize> = list
-                .iter()
-                .map(tree_index)
-                .filter(|&i| i < TREES)
-                .collect();
+            let mut v: Vec<usize> = list.iter().map(tree_index).filter(|&i| i < TREES).collect();
             v.sort_unstable();
             v.dedup();
             v
