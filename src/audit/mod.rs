@@ -9,6 +9,7 @@
 //! * `verify.rs` and `query.rs`: the two `fortress audit` commands.
 
 pub mod chain;
+pub mod cmd;
 pub mod query;
 pub mod record;
 pub mod verify;
