@@ -42,6 +42,10 @@ pub fn compile(
         .authentication
         .as_ref()
         .and_then(|a| super::auth::compile(a, base, server.environment, env, &mut errors));
+    let audit = raw
+        .audit
+        .as_ref()
+        .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
@@ -109,6 +113,7 @@ pub fn compile(
             headers,
             hash,
             paths,
+            audit,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

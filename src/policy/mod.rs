@@ -5,6 +5,7 @@
 //! (those are live state in `store/`, kept across reloads), and it imports nothing from the
 //! request pipeline, the proxy, metrics or the live state.
 
+pub mod audit;
 pub mod auth;
 pub mod headers;
 pub mod host;
@@ -44,6 +45,8 @@ pub struct Policy {
     pub hash: String,
     /// How request paths are canonicalized (`paths:`).
     pub paths: PathSettings,
+    /// The audit trail (`audit:`), if configured.
+    pub audit: Option<audit::AuditSettings>,
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
