@@ -35,6 +35,8 @@ fn table(n: usize) -> Router {
             websocket: false,
             params_used: Vec::new(),
             index: 0,
+            edge: Default::default(),
+            limits: Default::default(),
         });
     }
     Router::build(routes).unwrap_or_else(|e| panic!("bench routes invalid: {e:?}"))

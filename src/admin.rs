@@ -20,8 +20,19 @@ use crate::error::json_error;
 use crate::proxy::body::ProxyBody;
 use crate::state::{AppState, Outcome};
 
-/// Serves one admin request.
+/// Serves one admin request; every answer carries the policy-wide security headers (no HSTS:
+/// the admin listener is plain HTTP).
 pub async fn handle(
+    state: AppState,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let security = state.config.snapshot().edge.security.clone();
+    let Ok(mut resp) = respond(state, req).await;
+    crate::proxy::security::apply(resp.headers_mut(), &security, false);
+    Ok(resp)
+}
+
+async fn respond(
     state: AppState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {

@@ -110,6 +110,12 @@ pub enum AmbiguityError {
     AmbiguousTenant,
     /// A `_method` query parameter (any case or encoding): a method override the app may obey.
     MethodOverride,
+    /// A header a rate limit is keyed by (`header:NAME`) is given more than once.
+    AmbiguousLimitKey,
+    /// The path, as an app that routes case- or trailing-slash-insensitively reads it (lower
+    /// case, with or without the trailing `/`), is routed by fortress to a different route
+    /// than the one this spelling matched (`paths.route_variants: refuse`).
+    AmbiguousPath,
 }
 
 impl AmbiguityError {
@@ -195,6 +201,9 @@ pub enum HostError {
     InvalidHost,
     /// HTTP/2 `:authority` and a `host` header that name different hosts.
     AuthorityMismatch,
+    /// A trusted proxy's `X-Forwarded-Host` is repeated, a list, or not `host[:port]` (apps
+    /// that trust the proxy build links and redirects from it).
+    InvalidForwardedHost,
 }
 
 impl HostError {
@@ -237,9 +246,90 @@ pub enum FramingError {
     RepeatedContentLength,
     /// A `Content-Length` that is not 1–19 plain digits (`5, 5`, `+5`, `0x10`, …).
     InvalidContentLength,
+    /// An HTTP/1 request head that breaks RFC 9112's syntax where hyper is lenient (bare LF,
+    /// obs-fold, whitespace before a colon, control bytes, request-line spacing, version):
+    /// found by the raw-byte guard (`server::h1_guard`).
+    MalformedHead,
+}
+
+/// Which request-head limit a request went over (431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum HeadLimit {
+    /// More bytes than `server.max_header_bytes`.
+    HeaderBytes,
+    /// More field lines than `server.max_headers`.
+    HeaderCount,
+}
+
+impl HeadLimit {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
 }
 
 impl FramingError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why a request body was refused as too large (413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum LimitError {
+    /// `Content-Length` is over the route's `max_body`: refused before anything is forwarded.
+    ContentLengthTooLarge,
+    /// A streamed body (chunked, HTTP/2 without `Content-Length`) passed `max_body` while it
+    /// was being forwarded: the upstream request was aborted.
+    BodyTooLarge,
+}
+
+impl LimitError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why a request's media type was refused (415).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum MediaTypeError {
+    /// A body without `Content-Type` on a route with `content_types`.
+    MissingContentType,
+    /// A media type the route does not list.
+    ContentTypeNotAllowed,
+    /// Two `Content-Type` fields, or a list (`application/json, text/html`): the app could
+    /// read either.
+    AmbiguousContentType,
+    /// Not `type/subtype` followed by well-formed parameters.
+    MalformedContentType,
+}
+
+impl MediaTypeError {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why fortress refused a CORS preflight (403, no CORS headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, EnumCount, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum CorsError {
+    /// The `Origin` is not allowed (or malformed, `null`, repeated).
+    CorsOriginNotAllowed,
+    /// `Access-Control-Request-Method` is not in the route's `cors.methods`.
+    CorsMethodNotAllowed,
+    /// A header in `Access-Control-Request-Headers` is not in `cors.headers` (or the list
+    /// is malformed).
+    CorsHeaderNotAllowed,
+}
+
+impl CorsError {
     /// The reason code.
     pub fn code(self) -> &'static str {
         self.into()
@@ -303,9 +393,13 @@ pub enum Rejection {
     RejectTargetForm,
     /// The request's framing headers are ambiguous or unsupported.
     RejectFraming(FramingError),
+    /// The request head is over `server.max_header_bytes` or `server.max_headers`.
+    HeadTooLarge(HeadLimit),
     /// The client's request body broke its framing while it was being forwarded (a bad chunk
     /// size or line ending, chunk data longer or shorter than its size, a body cut short).
     MalformedBody,
+    /// The client's request body stalled: no next chunk within `server.timeouts.body_read`.
+    BodyTimeout,
     /// The transport rules refused the request (HTTPS, forwarded proto, credentials).
     RejectTransport(TransportError),
     /// No valid token.
@@ -337,6 +431,34 @@ pub enum Rejection {
     UpstreamFailed,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The request body is larger than the route's `max_body` (413).
+    PayloadTooLarge(LimitError),
+    /// The request's media type is not one the route accepts (415).
+    UnsupportedMediaType(MediaTypeError),
+    /// A CORS preflight for an origin, method or header the route does not allow (403).
+    CorsRefused(CorsError),
+    /// A rate limit refused the request; seconds until it would pass.
+    RateLimited {
+        /// `Retry-After`, whole seconds rounded up (at least 1).
+        retry_after_secs: u32,
+    },
+    /// The tenant's budget is used up; seconds until the period resets.
+    BudgetExhausted {
+        /// `Retry-After`, whole seconds rounded up to the next reset.
+        retry_after_secs: u32,
+    },
+    /// A budget route, but the verified token names no tenant to charge.
+    MissingTenant,
+    /// The state store could not answer (limits fail closed).
+    LimitsUnavailable,
+    /// The client IP is not in the policy's or the route's `allow_ips`.
+    IpNotAllowed,
+    /// The client IP failed authentication too often in the current window; the seconds to
+    /// the window's end (`Retry-After`).
+    TooManyFailedAuthentications(u32),
+    /// The route's concurrency class is full (and its queue full, or the wait timed out, or
+    /// the tenant is at its per-tenant cap).
+    Overloaded,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -363,6 +485,9 @@ pub struct Row {
     pub retry_after: Option<u32>,
 }
 
+/// `Retry-After` (seconds) of a 503 `overloaded`: shed load comes back soon.
+pub const OVERLOADED_RETRY_AFTER: u32 = 1;
+
 const fn row(status: StatusCode, error: &'static str, public_reason: &'static str) -> Row {
     Row {
         status,
@@ -387,9 +512,16 @@ impl Rejection {
         match self {
             Rejection::RejectTargetForm => row(S::BAD_REQUEST, "bad_request", "target_form"),
             Rejection::RejectFraming(e) => row(S::BAD_REQUEST, "bad_request", e.code()),
+            Rejection::HeadTooLarge(e) => row(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+                e.code(),
+            ),
             // The client's fault, not the upstream's: a denial, never counted as an
             // upstream error.
             Rejection::MalformedBody => row(S::BAD_REQUEST, "bad_request", "malformed_body"),
+            // The client's fault too (a stalled upload), never an upstream error.
+            Rejection::BodyTimeout => row(S::REQUEST_TIMEOUT, "request_timeout", "body_timeout"),
             Rejection::RejectTransport(e) => match e {
                 TransportError::MalformedForwardedProto
                 | TransportError::ConnectionNamesProtectedHeader
@@ -437,6 +569,51 @@ impl Rejection {
             Rejection::UpstreamTimeout => {
                 failure(S::GATEWAY_TIMEOUT, "gateway_timeout", "upstream_timeout")
             }
+            Rejection::PayloadTooLarge(e) => {
+                row(S::PAYLOAD_TOO_LARGE, "payload_too_large", e.code())
+            }
+            Rejection::UnsupportedMediaType(e) => row(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.code(),
+            ),
+            Rejection::CorsRefused(e) => row(S::FORBIDDEN, "forbidden", e.code()),
+            Rejection::RateLimited { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(S::TOO_MANY_REQUESTS, "too_many_requests", "rate_limited")
+            },
+            Rejection::BudgetExhausted { retry_after_secs } => Row {
+                retry_after: Some(retry_after_secs),
+                ..row(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "budget_exhausted",
+                )
+            },
+            Rejection::MissingTenant => row(S::FORBIDDEN, "forbidden", "missing_tenant"),
+            // Fail closed: a limit that cannot be checked refuses (503, try again shortly).
+            Rejection::LimitsUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "limits_unavailable",
+                )
+            },
+            Rejection::IpNotAllowed => row(S::FORBIDDEN, "forbidden", "ip_not_allowed"),
+            Rejection::TooManyFailedAuthentications(secs) => Row {
+                retry_after: Some(secs.max(1)),
+                ..row(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too_many_failed_authentications",
+                )
+            },
+            // Load shedding is a policy decision (the class's limits), not a failure.
+            Rejection::Overloaded => Row {
+                retry_after: Some(OVERLOADED_RETRY_AFTER),
+                ..row(S::SERVICE_UNAVAILABLE, "service_unavailable", "overloaded")
+            },
         }
     }
 
@@ -472,12 +649,23 @@ impl Rejection {
             Rejection::Unauthenticated(_) | Rejection::DenyPermission | Rejection::DenyTenant => {
                 true
             }
+            // A limit or budget on a dry-run route is tried out like any policy decision
+            // (a refused admission consumed nothing).
+            Rejection::RateLimited { .. }
+            | Rejection::BudgetExhausted { .. }
+            | Rejection::MissingTenant => true,
+            // Access and traffic rules are policy too: a dry-run route records them.
+            Rejection::IpNotAllowed
+            | Rejection::TooManyFailedAuthentications(_)
+            | Rejection::Overloaded => true,
             // 404/405: there is no route whose mode could apply.
             Rejection::DenyUnmatched
             | Rejection::DenyMethod(_)
             | Rejection::RejectTargetForm
             | Rejection::RejectFraming(_)
+            | Rejection::HeadTooLarge(_)
             | Rejection::MalformedBody
+            | Rejection::BodyTimeout
             | Rejection::RejectTransport(_)
             | Rejection::RejectPath(_)
             | Rejection::RejectAmbiguous(_)
@@ -487,7 +675,13 @@ impl Rejection {
             | Rejection::MisdirectedHost
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamFailed
-            | Rejection::UpstreamTimeout => false,
+            | Rejection::UpstreamTimeout
+            // Size and media type are the request's shape, not a policy to try out; a
+            // refused preflight is answered, not forwarded.
+            | Rejection::PayloadTooLarge(_)
+            | Rejection::UnsupportedMediaType(_)
+            | Rejection::CorsRefused(_)
+            | Rejection::LimitsUnavailable => false,
         }
     }
 
@@ -516,7 +710,11 @@ impl Rejection {
                 }
             }
             // The connection's framing can no longer be trusted: the answer ends it.
-            Rejection::RejectFraming(_) | Rejection::MalformedBody => {
+            Rejection::RejectFraming(_)
+            | Rejection::HeadTooLarge(_)
+            | Rejection::MalformedBody
+            | Rejection::BodyTimeout
+            | Rejection::PayloadTooLarge(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -526,6 +724,21 @@ impl Rejection {
         }
         resp
     }
+}
+
+/// The short JSON error that replaces the body of an upstream 5xx when `scrub_errors` is on:
+/// same status, `error` from the status (`internal_server_error`, `service_unavailable`, …),
+/// reason `upstream_error`, the request id.
+pub fn scrubbed_upstream_error(status: StatusCode, request_id: &str) -> Response<Bytes> {
+    let error = match status.as_u16() {
+        500 => "internal_server_error",
+        501 => "not_implemented",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "server_error",
+    };
+    json_error(status, error, "upstream_error", request_id)
 }
 
 /// A short JSON error response. `request_id` must be a safe token (see `pipeline::ids`).
@@ -594,6 +807,13 @@ mod tests {
                 "bad_request",
                 "method_override",
                 "method_override",
+            ),
+            (
+                Rejection::RejectAmbiguous(AmbiguityError::AmbiguousPath),
+                400,
+                "bad_request",
+                "ambiguous_path",
+                "ambiguous_path",
             ),
             (
                 Rejection::DenyUnmatched,
@@ -701,6 +921,13 @@ mod tests {
                 "malformed_body",
             ),
             (
+                Rejection::BodyTimeout,
+                408,
+                "request_timeout",
+                "body_timeout",
+                "body_timeout",
+            ),
+            (
                 Rejection::UpstreamUnavailable,
                 502,
                 "bad_gateway",
@@ -715,11 +942,53 @@ mod tests {
                 "upstream_failed",
             ),
             (
+                Rejection::PayloadTooLarge(LimitError::BodyTooLarge),
+                413,
+                "payload_too_large",
+                "body_too_large",
+                "body_too_large",
+            ),
+            (
+                Rejection::UnsupportedMediaType(MediaTypeError::AmbiguousContentType),
+                415,
+                "unsupported_media_type",
+                "ambiguous_content_type",
+                "ambiguous_content_type",
+            ),
+            (
+                Rejection::CorsRefused(CorsError::CorsOriginNotAllowed),
+                403,
+                "forbidden",
+                "cors_origin_not_allowed",
+                "cors_origin_not_allowed",
+            ),
+            (
                 Rejection::UpstreamTimeout,
                 504,
                 "gateway_timeout",
                 "upstream_timeout",
                 "upstream_timeout",
+            ),
+            (
+                Rejection::IpNotAllowed,
+                403,
+                "forbidden",
+                "ip_not_allowed",
+                "ip_not_allowed",
+            ),
+            (
+                Rejection::TooManyFailedAuthentications(7),
+                429,
+                "too_many_requests",
+                "too_many_failed_authentications",
+                "too_many_failed_authentications",
+            ),
+            (
+                Rejection::Overloaded,
+                503,
+                "service_unavailable",
+                "overloaded",
+                "overloaded",
             ),
         ];
         for (rejection, status, error, public, detailed) in rows {
@@ -787,11 +1056,58 @@ mod tests {
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()["allow"], "GET, HEAD, DELETE");
         assert!(r.headers().get("retry-after").is_none());
+        let r = Rejection::Overloaded.to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(Rejection::Overloaded.kind(), Kind::Deny);
+        let r = Rejection::TooManyFailedAuthentications(42).to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "42");
+        let r = Rejection::TooManyFailedAuthentications(0).to_response("rid");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(
+            Rejection::IpNotAllowed
+                .to_response("rid")
+                .headers()
+                .get("retry-after")
+                .is_none()
+        );
         let r = Rejection::UnknownMethod(Methods::ALL).to_response("rid");
         assert_eq!(r.status(), 405);
         assert_eq!(
             r.headers()["allow"],
             "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
+        );
+    }
+
+    #[test]
+    fn limit_refusals_carry_retry_after() {
+        let r = Rejection::RateLimited {
+            retry_after_secs: 7,
+        };
+        assert_eq!(r.status().0, 429);
+        assert_eq!(r.reason(), "rate_limited");
+        assert_eq!(r.kind(), Kind::Deny);
+        let resp = r.to_response("rid");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(
+            resp.body().as_ref(),
+            br#"{"error":"too_many_requests","reason":"rate_limited","request_id":"rid"}"#
+        );
+        let r = Rejection::BudgetExhausted {
+            retry_after_secs: 86_400,
+        };
+        assert_eq!(
+            (r.status().0.as_u16(), r.reason()),
+            (429, "budget_exhausted")
+        );
+        assert_eq!(r.to_response("rid").headers()["retry-after"], "86400");
+        assert_eq!(Rejection::MissingTenant.status().0, 403);
+        assert_eq!(Rejection::MissingTenant.reason(), "missing_tenant");
+        assert_eq!(Rejection::LimitsUnavailable.kind(), Kind::Error);
+        assert!(!Rejection::LimitsUnavailable.dry_run_may_forward());
+        assert!(Rejection::MissingTenant.dry_run_may_forward());
+        assert_eq!(
+            Rejection::RejectAmbiguous(AmbiguityError::AmbiguousLimitKey).reason(),
+            "ambiguous_limit_key"
         );
     }
 }

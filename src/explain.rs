@@ -134,6 +134,7 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
     runtime.block_on(live.fetch_once());
     let result = runtime.block_on(decide::decide(&mut ctx, &parts, &mut obs));
     let (decision, status, reason, allowed) = match result {
+        Ok(()) if crate::pipeline::cors::is_preflight(&ctx) => ("preflight", Some(204), None, true),
         Ok(()) => match ctx.dry_run_denial() {
             Some(r) => ("dry_run_deny", None, Some(r.reason()), true),
             None => ("allow", None, None, true),
@@ -162,6 +163,7 @@ pub fn explain(req: &ExplainRequest) -> Result<(String, bool), String> {
         let tail = match (status, reason) {
             (Some(s), Some(r)) => format!("{s} {r}"),
             (None, Some(r)) => format!("forwarded; enforce mode would refuse: {r}"),
+            (Some(s), None) => format!("{s} answered by fortress (CORS preflight)"),
             _ => "forwarded".to_string(),
         };
         out.push_str(&format!("{:<10} {:<8} {}", "decision", decision, tail));
@@ -192,6 +194,11 @@ impl Recorder {
 }
 
 impl Observer for Recorder {
+    /// Explain consumes nothing: no permit, no failure counted.
+    fn live(&self) -> bool {
+        false
+    }
+
     fn passed(&mut self, stage: Stage, ctx: &RequestContext, req: &Parts, step: Step) {
         match step {
             Step::Skip(why) => self.push(stage.name(), "skip", why.to_string()),
@@ -253,6 +260,37 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))
             .unwrap_or_default(),
+        Stage::Cors => match &ctx.cors {
+            crate::pipeline::cors::CorsMatch::Preflight(o) => format!(
+                "preflight from {} for {}: answered 204",
+                o.to_str().unwrap_or("?"),
+                req.headers
+                    .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .and_then(|m| m.to_str().ok())
+                    .unwrap_or("?")
+            ),
+            crate::pipeline::cors::CorsMatch::Allowed(o) => {
+                format!("origin {} allowed", o.to_str().unwrap_or("?"))
+            }
+            _ => String::new(),
+        },
+        Stage::RequestLimits => {
+            let rules = crate::pipeline::limits::rules(ctx);
+            format!(
+                "max_body {} bytes{}",
+                rules.max_body,
+                match &rules.content_types {
+                    Some(_) => format!(
+                        "; Content-Type {}",
+                        req.headers
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                    ),
+                    None => String::new(),
+                }
+            )
+        }
         Stage::Authn => ctx.principal.as_ref().map_or_else(String::new, |p| {
             format!(
                 "sub={} roles=[{}] tenant={}{}",
@@ -285,6 +323,47 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
                 None => format!("{} matches the token", own.unwrap_or("-")),
             }
         }
+        // The limits that apply and the keys they count under (explain's store is empty
+        // and its own: no real counter is read or spent).
+        Stage::Admission => admission_keys(ctx, req),
+        Stage::IpAllow => {
+            let lists = match (
+                ctx.snapshot.policy.allow_ips.is_some(),
+                ctx.route().is_some_and(|r| r.access.allow_ips.is_some()),
+            ) {
+                (true, true) => "the policy's and the route's allow_ips",
+                (true, false) => "the policy's allow_ips",
+                _ => "the route's allow_ips",
+            };
+            format!("client {} is in {lists}", ctx.client_ip.to_canonical())
+        }
+        Stage::AuthThrottle => match ctx.snapshot.policy.failed_auth {
+            Some(l) => format!(
+                "at most {} failed authentications per {}s per client IP \
+                 (explain reads no live counters)",
+                l.max,
+                l.per.as_secs_f64()
+            ),
+            None => String::new(),
+        },
+        Stage::Concurrency => ctx
+            .route()
+            .and_then(|r| r.access.class)
+            .and_then(|i| ctx.snapshot.policy.classes.list.get(i))
+            .map(|c| {
+                format!(
+                    "class {} (max_in_flight {}, queue {}, queue_timeout {}ms{}); \
+                     explain takes no permit",
+                    c.name,
+                    c.max_in_flight,
+                    c.queue,
+                    c.queue_timeout.as_millis(),
+                    c.per_tenant_max_in_flight
+                        .map(|n| format!(", per tenant {n}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -340,11 +419,48 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
             "method {} is not upper-case (frameworks would upper-case it)",
             req.method
         ),
+        (Stage::Route, Rejection::RejectAmbiguous(_)) => format!(
+            "{}; a case or trailing-slash spelling of this path goes to another route \
+             (paths.route_variants: refuse)",
+            ctx.route()
+                .map(|r| format!("matched {} ({})", r.name, r.pattern))
+                .unwrap_or_else(|| "no route matches".into())
+        ),
         (Stage::Route, _) => "no route matches; default: deny".into(),
+        (Stage::RequestLimits, Rejection::PayloadTooLarge(_)) => format!(
+            "Content-Length {} over max_body {}",
+            req.headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            crate::pipeline::limits::rules(ctx).max_body
+        ),
+        (Stage::RequestLimits, Rejection::UnsupportedMediaType(e)) => format!(
+            "{}: Content-Type {}",
+            e.code(),
+            req.headers
+                .get_all(http::header::CONTENT_TYPE)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("<not visible ASCII>"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        (Stage::Cors, Rejection::CorsRefused(e)) => format!(
+            "{}: Origin {}",
+            e.code(),
+            req.headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        ),
         (Stage::Authz, _) => ctx
             .route()
             .map(|r| requirement(&r.access))
             .unwrap_or_default(),
+        (Stage::Admission, Rejection::MissingTenant) => {
+            "a budget route, but the token names no tenant".into()
+        }
+        (Stage::Admission, _) => format!("{}; {}", r.reason(), admission_keys(ctx, req)),
         (Stage::Tenant, _) if ctx.principal.is_none() => "no principal".into(),
         (Stage::Tenant, _) => format!(
             "token tenant {} vs requested {}",
@@ -356,6 +472,27 @@ fn refused(stage: Stage, ctx: &RequestContext, req: &Parts, r: Rejection) -> Str
                 .as_str(ctx.principal.as_ref().and_then(|p| p.tenant.as_deref()))
                 .unwrap_or("<none>")
         ),
+        (Stage::IpAllow, _) => {
+            let ip = ctx.client_ip.to_canonical();
+            let global = ctx.snapshot.policy.allow_ips.as_deref();
+            if global.is_some_and(|l| !l.allows(ip)) {
+                format!("client {ip} is not in the policy's allow_ips")
+            } else {
+                format!("client {ip} is not in the route's allow_ips")
+            }
+        }
         _ => r.reason().to_string(),
+    }
+}
+
+/// The limits of a request and their keys, for explain.
+fn admission_keys(ctx: &RequestContext, req: &Parts) -> String {
+    match crate::pipeline::admission::keys(ctx, req) {
+        Ok(keys) => keys
+            .iter()
+            .map(|(what, key)| format!("{what} key {key}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(r) => r.reason().to_string(),
     }
 }

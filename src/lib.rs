@@ -71,6 +71,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The persisted budget state could not be read (corrupt, unknown version).
+    #[error("{0}")]
+    State(#[from] store::persist::PersistError),
 }
 
 /// A running fortress instance.
@@ -152,9 +155,26 @@ impl Fortress {
             .as_deref()
             .and_then(|p| reload::watch(p, config.server.tls.as_ref(), reload.clone()));
         let forwarder = proxy::Forwarder::new(config.server.timeouts.upstream_connect);
-        let store: Arc<dyn StateStore> = Arc::new(store::memory::MemoryStore::new(
+        let memory = Arc::new(store::memory::MemoryStore::new(
             store::memory::DEFAULT_MAX_ENTRIES,
         ));
+        let store: Arc<dyn StateStore> = memory.clone();
+        // Budgets survive restarts: loaded before serving (a corrupt file stops startup).
+        let state_dir = config.server.state_dir.clone();
+        let persisted = match &state_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || store::persist::load(&dir))
+                    .await
+                    .map_err(|e| StartError::Load(e.to_string()))??
+            }
+            None => Vec::new(),
+        };
+        if config.limits.tenant_budget.is_some() && state_dir.is_none() {
+            warn!(
+                "budgets live in memory only (no server.state_dir): a restart resets every tenant's usage"
+            );
+        }
         for w in &config.warnings {
             warn!(warning = %w, "policy lint warning");
         }
@@ -168,6 +188,16 @@ impl Fortress {
             );
         }
         let live = Live::new(store.clone()).with_clock(clock);
+        memory.import_budgets(live.clock().now_ms(), &persisted);
+        // Written back at once: a state directory fortress cannot write to stops startup
+        // rather than losing every charge silently later.
+        if let Some(dir) = state_dir.clone() {
+            let now = live.clock().now_ms();
+            let entries = memory.export_budgets(now);
+            tokio::task::spawn_blocking(move || store::persist::save(&dir, now, entries))
+                .await
+                .map_err(|e| StartError::Load(e.to_string()))??;
+        }
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
@@ -198,12 +228,33 @@ impl Fortress {
             state.clone(),
             drain,
         ));
+        let maintenance = tokio::spawn(maintain(
+            memory.clone(),
+            state.live.clock().clone(),
+            state_dir.clone(),
+            stop.subscribe(),
+        ));
         let drain_state = state.clone();
         let task = tokio::spawn(async move {
             let _ = client_loop.await;
             let _ = admin_loop.await;
             let grace = drain_state.config.snapshot().server.timeouts.shutdown_grace;
-            server::wait_drained(alive, grace).await
+            let drained = server::wait_drained(alive, grace).await;
+            // After the drain: every charge of a finished request is in, write them once more.
+            maintenance.abort();
+            if let Some(dir) = state_dir {
+                let now = drain_state.live.clock().now_ms();
+                let entries = memory.export_budgets(now);
+                let saved =
+                    tokio::task::spawn_blocking(move || store::persist::save(&dir, now, entries))
+                        .await;
+                match saved {
+                    Ok(Ok(())) => info!("budget state saved at shutdown"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "budget state not saved at shutdown"),
+                    Err(e) => tracing::error!(error = %e, "budget state not saved at shutdown"),
+                }
+            }
+            drained
         });
         {
             let server = &state.config.snapshot().server;
@@ -234,6 +285,51 @@ impl Fortress {
         self.task.await.unwrap_or(false)
     }
 }
+
+/// Background upkeep of the live state until shutdown: expired limit state swept every
+/// [`SWEEP_EVERY`] (bounded memory for keys that stopped coming), budget counters persisted
+/// every [`store::persist::INTERVAL`] when they changed.
+async fn maintain(
+    memory: Arc<store::memory::MemoryStore>,
+    clock: Arc<clock::Clock>,
+    state_dir: Option<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(store::persist::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = std::time::Instant::now();
+    let mut last_saved: Option<Vec<store::memory::BudgetEntry>> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = clock.now_ms();
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            let m = memory.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || m.sweep(now)).await {
+                tracing::error!(error = %e, "state sweep failed");
+            }
+        }
+        if let Some(dir) = &state_dir {
+            let (m, d, mut last) = (memory.clone(), dir.clone(), last_saved.take());
+            let done = tokio::task::spawn_blocking(move || {
+                let r = store::persist::save_if_changed(&m, &d, now, &mut last);
+                (r, last)
+            })
+            .await;
+            match done {
+                Ok((Ok(()), last)) => last_saved = last,
+                Ok((Err(e), _)) => tracing::error!(error = %e, "budget state not saved"),
+                Err(e) => tracing::error!(error = %e, "budget state not saved"),
+            }
+        }
+    }
+}
+
+/// How often expired limit state is swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)

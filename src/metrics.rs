@@ -43,7 +43,12 @@ pub struct Metrics {
     transport_refusals: Vec<IntCounter>,
     stream_violations: IntCounterVec,
     stream_unchecked: IntCounterVec,
+    scrubbed_errors: IntCounterVec,
+    budget_warnings: IntCounterVec,
     unmatched: Arc<RouteMetrics>,
+    class_in_flight: IntGaugeVec,
+    class_queued: IntGaugeVec,
+    refusals: IntCounterVec,
     /// Route handles by name, so a reload that keeps a route keeps its handles.
     routes: Arc<Mutex<HashMap<Arc<str>, Arc<RouteMetrics>>>>,
 }
@@ -211,8 +216,52 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
+        let class_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "class_in_flight",
+                "Requests holding a permit of a concurrency class, by class.",
+            ),
+            &["class"],
+        )?;
+        let class_queued = IntGaugeVec::new(
+            Opts::new(
+                "class_queued",
+                "Requests waiting in a concurrency class's queue, by class.",
+            ),
+            &["class"],
+        )?;
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "refusals_total",
+                "Requests refused (or, on dry-run routes, recorded as refused), by route and \
+                 detailed reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        registry.register(Box::new(class_in_flight.clone()))?;
+        registry.register(Box::new(class_queued.clone()))?;
+        registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(stream_violations.clone()))?;
         registry.register(Box::new(stream_unchecked.clone()))?;
+        let scrubbed_errors = IntCounterVec::new(
+            Opts::new(
+                "scrubbed_errors_total",
+                "Upstream 5xx responses whose body was replaced (scrub_errors), by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(scrubbed_errors.clone()))?;
+        let budget_warnings = IntCounterVec::new(
+            Opts::new(
+                "budget_warnings_total",
+                "Tenant budgets that crossed their warn_at threshold, by period (once per tenant and period).",
+            ),
+            &["period"],
+        )?;
+        registry.register(Box::new(budget_warnings.clone()))?;
+        for p in ["daily", "monthly"] {
+            budget_warnings.with_label_values(&[p]);
+        }
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(transport_refusals.clone()))?;
         // Every reason is registered up front (series at 0), indexed by the variant.
@@ -228,6 +277,9 @@ impl Metrics {
         let unmatched = Arc::new(RouteMetrics::new(Arc::from(UNMATCHED), &requests, &latency));
         Ok(Self {
             unmatched,
+            class_in_flight,
+            class_queued,
+            refusals,
             routes: Arc::default(),
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
@@ -247,7 +299,19 @@ impl Metrics {
             transport_refusals,
             stream_violations,
             stream_unchecked,
+            scrubbed_errors,
+            budget_warnings,
         })
+    }
+
+    /// Counts an upstream 5xx whose body was scrubbed.
+    pub fn scrubbed_error(&self, route: &str) {
+        self.scrubbed_errors.with_label_values(&[route]).inc();
+    }
+
+    /// Counts a tenant budget crossing its warning threshold.
+    pub fn budget_warning(&self, period: &str) {
+        self.budget_warnings.with_label_values(&[period]).inc();
     }
 
     /// Counts a stream integrity violation.
@@ -269,6 +333,21 @@ impl Metrics {
         if let Some(c) = self.auth_failures.get(e as usize) {
             c.inc();
         }
+    }
+
+    /// The in-flight and queued gauges of a concurrency class (the same handles for the same
+    /// name; class names come from the config, so the label set is bounded).
+    pub fn class_gauges(&self, class: &str) -> crate::store::classes::ClassGauges {
+        crate::store::classes::ClassGauges {
+            in_flight: self.class_in_flight.with_label_values(&[class]),
+            queued: self.class_queued.with_label_values(&[class]),
+        }
+    }
+
+    /// Counts a refusal by route and detailed reason (both bounded: route names come from the
+    /// config, reasons are fixed codes).
+    pub fn refusal(&self, route: &str, reason: &str) {
+        self.refusals.with_label_values(&[route, reason]).inc();
     }
 
     /// Counts a transport refusal.

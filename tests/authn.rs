@@ -2223,7 +2223,57 @@ async fn unverified_credentials_do_not_reach_the_app() {
             none.clone(),
             vec![cookie.clone()],
         ),
+        (
+            "public route, token cookie in other spellings an app may read",
+            "/health",
+            vec![
+                ("Cookie", format!("Session={forged}; theme=dark")),
+                ("Cookie", format!("sess%69on={forged}; lang=en")),
+            ],
+            none.clone(),
+            vec!["theme=dark; lang=en".to_owned()],
+        ),
+        (
+            "protected route, verified bearer; cookie spellings go",
+            "/api/items",
+            vec![
+                ("Authorization", bearer(&token)),
+                ("Cookie", format!("SESSION={forged}; theme=dark")),
+            ],
+            vec![bearer(&token)],
+            vec!["theme=dark".to_owned()],
+        ),
     ];
+    // Two token cookies (in one field, in two, in another spelling): an app that keeps the
+    // last one would read a token fortress never verified. Refused, never forwarded.
+    let before = s.up.hits();
+    for (case, cookies) in [
+        (
+            "one field",
+            vec![format!("session={token}; session={forged}")],
+        ),
+        (
+            "two fields",
+            vec![format!("session={token}"), format!("session={forged}")],
+        ),
+        (
+            "case variant",
+            vec![format!("session={token}; Session={forged}")],
+        ),
+        (
+            "encoded name",
+            vec![format!("session={token}; %73ession={forged}")],
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = cookies.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let r = get_with(s.addr(), "/api/items", &h).await;
+        assert_refused(&r, "malformed_token", case);
+    }
+    assert_eq!(
+        s.up.hits(),
+        before,
+        "no request with two token cookies reached the app"
+    );
     for (case, path, headers, want_auth, want_cookie) in cases {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = get_with(s.addr(), path, &h).await;

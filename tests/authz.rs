@@ -749,3 +749,21 @@ async fn refusal_log_lines_name_the_subject_and_tenants() {
     }
     assert_eq!(up.hits(), 0, "no refused request reached the upstream");
 }
+
+/// A query tenant is read the way every framework reads a query (`+` is a space): the token
+/// of tenant `a+b` may name it as `a%2Bb`, not as `a+b` (which the app reads as `a b`).
+#[tokio::test]
+async fn query_tenant_reads_plus_as_a_space_like_the_app() {
+    let up = Upstream::echo().await;
+    let fx = start(&up, "").await;
+    let addr = fx.fx.addr();
+    let tok = token("ann", &["ml_engineer"], Some("a+b"));
+    let r = send(addr, "GET", "/api/predictions?org=a%2Bb", Some(&tok), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), 1);
+    for target in ["/api/predictions?org=a+b", "/api/predictions?org=a%20b"] {
+        let r = send(addr, "GET", target, Some(&tok), &[]).await;
+        assert_denied(&r, 403, "forbidden", "tenant_mismatch", target);
+    }
+    assert_eq!(up.hits(), 1, "refused requests never reach the app");
+}

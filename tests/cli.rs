@@ -298,9 +298,15 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         cors       skip     no cors configured\n\
+         ip_allow   skip     no allowlist\n\
+         request_limits pass     max_body 10485760 bytes\n\
+         auth_throttle pass     at most 50 failed authentications per 60s per client IP (explain reads no live counters)\n\
          authn      pass     sub=alice roles=[analyst] tenant=acme\n\
          authz      pass     needs all of [reports:read]\n\
          tenant     pass     acme matches the token\n\
+         admission  skip     no rate limit or budget\n\
+         concurrency skip     no concurrency class\n\
          decision   allow    forwarded\n"
     );
 
@@ -339,6 +345,10 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("normalize", "pass"),
             ("ambiguity", "pass"),
             ("route", "pass"),
+            ("cors", "skip"),
+            ("ip_allow", "skip"),
+            ("request_limits", "pass"),
+            ("auth_throttle", "pass"),
             ("authn", "pass"),
             ("authz", "deny")
         ]
@@ -420,5 +430,74 @@ fn explain_shows_each_stage_and_exits_by_decision() {
         text(&out.stderr).contains("environment: production"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn explain_shows_allowlists_throttle_and_class_without_taking_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  environment: local\n\
+         allow_ips: [10.0.0.0/8]\nfailed_auth_limit: { max: 5, per: 2m }\n\
+         classes:\n  bulk: { max_in_flight: 1, queue: 3, queue_timeout: 250ms, per_tenant_max_in_flight: 1 }\n\
+         routes:\n  - name: exports\n    match: { path: \"/exports/**\" }\n    public: true\n    class: bulk\n    \
+         allow_ips: [10.1.0.0/16]\n",
+    )
+    .expect("write");
+    let cfg = path.to_str().expect("utf8");
+    let run = |peer: &str| {
+        fortress(&[
+            "explain",
+            "--config",
+            cfg,
+            "--path",
+            "/exports/1",
+            "--peer",
+            peer,
+        ])
+    };
+    // The class has one permit: explain twice, both pass (explain takes none).
+    for _ in 0..2 {
+        let out = run("10.1.2.3");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(
+                "ip_allow   pass     client 10.1.2.3 is in the policy's and the route's allow_ips\n"
+            ),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("auth_throttle skip     no authentication here, or throttling off\n"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "concurrency pass     class bulk (max_in_flight 1, queue 3, queue_timeout 250ms, \
+                 per tenant 1); explain takes no permit\n"
+            ),
+            "{stdout}"
+        );
+    }
+    let out = run("10.2.0.1");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "ip_allow   deny     ip_not_allowed (client 10.2.0.1 is not in the route's allow_ips)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("decision   deny     403 ip_not_allowed\n"),
+        "{stdout}"
+    );
+    let out = run("::ffff:11.0.0.1");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("client 11.0.0.1 is not in the policy's allow_ips"),
+        "{stdout}"
     );
 }

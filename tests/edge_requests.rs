@@ -611,8 +611,9 @@ async fn request_targets_must_be_clean_utf8_and_rfc3986_characters() {
     }
     // Raw characters RFC 3986 does not allow in a path. Fortress refuses those that get past
     // the HTTP parser with `disallowed_character` (`non_ascii`, `backslash` have their own
-    // codes); hyper's parser refuses `<`, `>`, backtick, DEL and invalid UTF-8 itself (400,
-    // empty body). Either way: 400, and never forwarded.
+    // codes); the HTTP/1 guard refuses control bytes, DEL and spaces in the request line
+    // and invalid UTF-8 (`malformed_head`); hyper's parser refuses `<`, `>` and backtick
+    // itself (400, empty body). Either way: 400, and never forwarded.
     let raw_cases: &[(&[u8], Option<&str>)] = &[
         (b"/a\"b", Some("disallowed_character")),
         (b"/a<b", None),
@@ -625,12 +626,12 @@ async fn request_targets_must_be_clean_utf8_and_rfc3986_characters() {
         (b"/a}b", Some("disallowed_character")),
         (b"/a[b", Some("disallowed_character")),
         (b"/a]b", Some("disallowed_character")),
-        (b"/a\x7fb", None),
-        (b"/a b", None),
-        (b"/a\x00b", None),
-        (b"/a\tb", None),
+        (b"/a\x7fb", Some("malformed_head")),
+        (b"/a b", Some("malformed_head")),
+        (b"/a\x00b", Some("malformed_head")),
+        (b"/a\tb", Some("malformed_head")),
         (b"/caf\xc3\xa9", Some("non_ascii")),
-        (b"/a\x80b", None),
+        (b"/a\x80b", Some("malformed_head")),
         (b"/\xef\xbc\x8fadmin", Some("non_ascii")),
     ];
     for (target, reason) in raw_cases {
@@ -731,34 +732,47 @@ fn protected_routes_a_broader_route_would_catch_are_warned_about() {
         fortress::config::load_str(&yaml(top), std::path::Path::new("p.yaml")).expect("valid")
     };
     let warnings = load("").warnings;
-    // `/api/admin` (GET, protected) is caught as `/API/ADMIN` by `default: allow` and as
-    // `/api/admin.json` by the public `/api/**`; `/reports` as `/REPORTS` and
-    // `/reports.json` by `default: allow`.
-    assert_eq!(warnings.len(), 4, "{warnings:#?}");
-    assert!(warnings.iter().any(|w| w.starts_with("p.yaml:")
-        && w.contains(
-            "route `admin` is protected, but GET /API/ADMIN is caught by `default: allow`"
-        )));
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("GET /api/admin.json is caught by route `api`"))
-    );
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("GET /REPORTS is caught by `default: allow`"))
-    );
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("GET /reports.json is caught by `default: allow`"))
-    );
-    // Case variants cannot reach another route when paths are lower-cased.
+    // `/api/admin` (GET, protected): `/api/admin.json` is caught by the public `/api/**`
+    // (suffix matching: served by the app); `/api/admin/` and `/api/ADMIN` by `/api/**` and
+    // `/API/admin` by `default: allow` (refused by the route stage); other methods on
+    // `/api/admin` by `/api/**`. `/reports` likewise, through `default: allow`.
+    let expected = [
+        "p.yaml:19:36: route `admin` is protected, but GET /api/admin.json is caught by route `api` (/api/**) with weaker checks, and an app",
+        "p.yaml:19:36: route `admin`: GET /api/admin/, /api/ADMIN, /api/ADMIN/ are caught by route `api` (/api/**) with weaker checks; fortress refuses such spellings (400 `ambiguous_path`",
+        "p.yaml:19:36: route `admin`: GET /API/admin, /API/admin/, /API/ADMIN (and 1 more) are caught by `default: allow` with weaker checks; fortress refuses",
+        "p.yaml:19:36: route `admin` (/api/admin) accepts only GET, but POST, PUT, DELETE, PATCH on its paths (e.g. /api/admin) are routed to route `api` (/api/**) with weaker checks",
+        "p.yaml:22:36: route `reports` is protected, but GET /reports.json is caught by `default: allow` with weaker checks, and an app",
+        "p.yaml:22:36: route `reports`: GET /reports/, /REPORTS, /REPORTS/ are caught by `default: allow` with weaker checks; fortress refuses",
+        "p.yaml:22:36: route `reports` (/reports) accepts only GET, but POST, PUT, DELETE, PATCH on its paths (e.g. /reports) are routed to `default: allow` with weaker checks",
+    ];
+    assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+    for (w, e) in warnings.iter().zip(expected) {
+        assert!(w.starts_with(e), "expected {e:?}, got {w:?}");
+    }
+    // Case variants cannot reach another route when paths are lower-cased; the trailing
+    // slash still can (and is refused), and so can other methods.
     let warnings = load("paths: { case_insensitive: true }\n").warnings;
-    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    let expected = [
+        "p.yaml:20:36: route `admin` is protected, but GET /api/admin.json is caught by route `api`",
+        "p.yaml:20:36: route `admin`: GET /api/admin/ is caught by route `api` (/api/**) with weaker checks; fortress refuses",
+        "p.yaml:20:36: route `admin` (/api/admin) accepts only GET, but POST, PUT, DELETE, PATCH",
+        "p.yaml:23:36: route `reports` is protected, but GET /reports.json is caught by `default: allow`",
+        "p.yaml:23:36: route `reports`: GET /reports/ is caught by `default: allow` with weaker checks; fortress refuses",
+        "p.yaml:23:36: route `reports` (/reports) accepts only GET, but POST, PUT, DELETE, PATCH",
+    ];
+    assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+    for (w, e) in warnings.iter().zip(expected) {
+        assert!(w.starts_with(e), "expected {e:?}, got {w:?}");
+    }
+    // `route_variants: ignore`: the case and slash spellings are served by the app, and the
+    // warning says so.
+    let warnings = load("paths: { route_variants: ignore }\n").warnings;
+    assert_eq!(warnings.len(), 5, "{warnings:#?}");
+    assert!(warnings[0].starts_with(
+        "p.yaml:20:36: route `admin` is protected, but GET /api/admin/, /api/ADMIN, /api/ADMIN/ (and 1 more) are caught by route `api`"
+    ), "{warnings:#?}");
     assert!(
-        warnings.iter().all(|w| w.contains(".json")),
+        warnings.iter().all(|w| !w.contains("ambiguous_path")),
         "{warnings:#?}"
     );
 }

@@ -1,6 +1,7 @@
-//! Request framing from clients (RFC 9112 §6–7): what hyper's parser refuses before fortress
-//! sees the request, what fortress's framing stage refuses on the parsed head, and broken
-//! bodies found while forwarding: always 400 and close, never 502, never an upstream error.
+//! Request framing from clients (RFC 9112 §6–7): what the HTTP/1 raw-byte guard refuses
+//! before hyper parses the request, what fortress's framing stage refuses on the parsed head,
+//! and broken bodies found while forwarding: always 400 and close, never 502, never an
+//! upstream error. (More guard variants: `tests/h1_guard.rs`.)
 //! Variants from RFC 9112 §6–7 and the smuggling literature (HTTP Garden, Http11Probe,
 //! PortSwigger's request smuggling labs).
 
@@ -82,44 +83,95 @@ async fn assert_no_upstream_errors(admin: SocketAddr) {
 }
 
 #[tokio::test]
-async fn framing_hyper_refuses_before_fortress_sees_the_request() {
+async fn framing_raw_head_guard_answers_with_fortress_json() {
+    // What hyper's parser used to refuse with its own empty 400 (or normalized away) is
+    // now refused first by the HTTP/1 raw-byte guard (`server::h1_guard`): fortress's JSON,
+    // a request id, `Connection: close`, the same reasons as the framing stage.
     let (up, _) = body_upstream().await;
     let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
-    let cases: &[&[u8]] = &[
+    let cases: &[(&[u8], &str)] = &[
         // Codings whose last one is not `chunked` (RFC 9112 §6.3 item 4).
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
-        // obs-fold (RFC 9112 §5.2: a server must refuse it or replace it; hyper refuses).
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            "unsupported_transfer_coding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            "unsupported_transfer_coding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+            "unsupported_transfer_coding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+            "repeated_transfer_encoding",
+        ),
+        // obs-fold (RFC 9112 §5.2: a server must refuse it or replace it).
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n0\r\n\r\n",
+            "malformed_head",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+            "malformed_head",
+        ),
         // Whitespace before the colon (RFC 9112 §5.1).
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+            "malformed_head",
+        ),
         // Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1).
-        b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        // Content-Length lists, signs, hex, overflow, disagreeing duplicates (RFC 9112 §6.3).
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        (
+            b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "transfer_encoding_not_allowed",
+        ),
+        // Content-Length lists, signs, hex, overflow, duplicates (RFC 9112 §6.3).
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+            "invalid_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            "repeated_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+            "invalid_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "invalid_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello",
+            "invalid_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\nhello",
+            "invalid_content_length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "invalid_content_length",
+        ),
         // Bare CR as a line ending in the head (RFC 9112 §2.2).
-        b"POST / HTTP/1.1\rHost: a\r\nContent-Length: 0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\rContent-Length: 0\r\n\r\n",
+        (
+            b"POST / HTTP/1.1\rHost: a\r\nContent-Length: 0\r\n\r\n",
+            "malformed_head",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\rContent-Length: 0\r\n\r\n",
+            "malformed_head",
+        ),
     ];
-    for req in cases {
+    for (req, reason) in cases {
+        let shown = String::from_utf8_lossy(req);
         let r = send_and_read(fx.addr(), req, false).await;
-        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(req));
-        // hyper's own answer: fortress never saw the request (no request id, no JSON).
-        assert_eq!(
-            r.header("x-request-id"),
-            None,
-            "{:?}",
-            String::from_utf8_lossy(req)
-        );
+        assert_eq!(r.status, 400, "{shown:?}");
+        assert_eq!(r.header("connection"), Some("close"), "{shown:?}");
+        assert_eq!(r.json()["reason"], *reason, "{shown:?}");
+        assert!(r.header("x-request-id").is_some(), "{shown:?}");
     }
     assert_eq!(up.hits(), 0, "nothing reached the upstream");
     assert_no_upstream_errors(fx.admin()).await;
@@ -135,8 +187,8 @@ async fn framing_hyper_refuses_before_fortress_sees_the_request() {
 
 #[tokio::test]
 async fn framing_head_size_is_bounded_by_the_read_buffer() {
-    // HTTP/1.1 heads up to 96 KiB pass; beyond, hyper answers 431 (the same limit as
-    // HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE).
+    // HTTP/1.1 heads up to 96 KiB (the default `server.max_header_bytes`) pass; beyond, the
+    // guard answers 431 (the same limit as HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE).
     let up = Upstream::echo().await;
     let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
     let big = |n: usize| {
@@ -149,6 +201,8 @@ async fn framing_head_size_is_bounded_by_the_read_buffer() {
     assert_eq!(r.status, 200);
     let r = send_and_read(fx.addr(), big(100 * 1024).as_bytes(), false).await;
     assert_eq!(r.status, 431);
+    assert_eq!(r.json()["error"], "request_header_fields_too_large");
+    assert_eq!(r.json()["reason"], "header_bytes");
     assert_eq!(up.hits(), 1);
 }
 
@@ -226,6 +280,11 @@ async fn framing_broken_bodies_are_400_and_never_upstream_errors() {
         (te, b" 5\r\nhello\r\n0\r\n\r\n".to_vec(), false),
         (te, b"5_0\r\nhello\r\n0\r\n\r\n".to_vec(), false),
         (te, b"\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        // Whitespace after the size and leading zeros (hyper accepts them; a parser that
+        // caps digits or stops at whitespace may read another size): the guard refuses.
+        (te, b"5 \r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        (te, b"5\t\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        (te, b"0000000005\r\nhello\r\n0\r\n\r\n".to_vec(), false),
         // Sizes that overflow 64 bits.
         (
             te,
@@ -287,15 +346,13 @@ async fn framing_broken_bodies_are_400_and_never_upstream_errors() {
 }
 
 #[tokio::test]
-async fn framing_lenient_chunk_syntax_is_reframed_for_the_upstream() {
-    // hyper accepts whitespace after the size, leading zeros and extensions; fortress never
+async fn framing_chunk_extensions_and_trailers_are_reframed_for_the_upstream() {
+    // Well-formed extensions (RFC 9112 §7.1.1) and trailers pass the guard; fortress never
     // passes the client's chunk lines on: the upstream gets the decoded bytes re-framed.
+    // (Whitespace after the size and leading zeros are refused: see above.)
     let (up, bodies) = body_upstream().await;
     let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
     let cases: &[&[u8]] = &[
-        b"5 \r\nhello\r\n0\r\n\r\n",
-        b"5\t\r\nhello\r\n0\r\n\r\n",
-        b"0000000005\r\nhello\r\n0\r\n\r\n",
         b"5;name=value\r\nhello\r\n0\r\n\r\n",
         b"5;a=\"q\\\"x\"\r\nhello\r\n0\r\n\r\n",
         b"2\r\nhe\r\n3\r\nllo\r\n0\r\nTrailer: x\r\n\r\n",
@@ -322,31 +379,28 @@ async fn framing_lenient_chunk_syntax_is_reframed_for_the_upstream() {
 }
 
 #[tokio::test]
-async fn framing_content_length_with_chunked_is_read_as_chunked_and_closed() {
-    // RFC 9112 §6.3: both present → Transfer-Encoding wins and the connection closes after
-    // the response. hyper drops Content-Length from the parsed head; the upstream never sees
-    // the client's Content-Length, only hyper's own framing of the decoded body.
+async fn framing_content_length_with_chunked_is_refused() {
+    // RFC 9112 §6.3 lets a server read both as chunked and close; hyper drops
+    // Content-Length from the parsed head, so the framing stage never saw both. The raw
+    // guard does: 400 and close, nothing forwarded (an app or proxy that honours
+    // Content-Length would read a smuggled request in the body).
     let (up, bodies) = body_upstream().await;
     let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
     for head in [
         "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
         "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
     ] {
-        // A second, smuggled request after the body: never read.
         let mut req = post(head, b"5\r\nhello\r\n0\r\n\r\n");
         req.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = send_and_read(fx.addr(), &req, false).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{head:?}");
-    }
-    assert_eq!(
-        *bodies.lock().expect("lock"),
-        vec![b"hello".to_vec(), b"hello".to_vec()]
-    );
-    for seen in up.requests() {
+        assert_eq!(r.status, 400, "{head:?}");
+        assert_eq!(r.header("connection"), Some("close"), "{head:?}");
         assert_eq!(
-            seen.target, "/submit",
-            "the smuggled request never reaches the upstream"
+            r.json()["reason"],
+            "content_length_with_transfer_encoding",
+            "{head:?}"
         );
-        assert!(seen.headers.get("content-length").is_none_or(|v| v != "3"));
     }
+    assert!(bodies.lock().expect("lock").is_empty());
+    assert_eq!(up.hits(), 0);
 }

@@ -723,3 +723,87 @@ async fn dry_run_records_a_stream_violation_and_does_not_cut_the_stream() {
         );
     }
 }
+
+/// A stream route asks the app for an uncompressed stream; an app that compresses anyway gets
+/// its stream refused (its lines cannot be checked) with a plain, readable error line, and
+/// the upstream connection is not reused. On a dry-run route the stream passes unchanged and
+/// the violation is recorded.
+#[tokio::test]
+async fn compressed_streams_are_refused_with_a_readable_error_line() {
+    let up = Upstream::spawn(|req: Request<Incoming>| async move {
+        let trace = trace_of(&req);
+        let asked = req
+            .headers()
+            .get_all("accept-encoding")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>()
+            .join("|");
+        let mut r = ndjson(vec![line("thinking", &trace), line("end", &trace)]);
+        r.headers_mut()
+            .insert("x-asked-encoding", asked.parse().expect("hv"));
+        if req.uri().query() != Some("plain") {
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().expect("hv"));
+        }
+        r
+    })
+    .await;
+    let streams = STREAMS.to_owned()
+        + "  - name: trial\n    match: { methods: [POST], path: /api/trial }\n    public: true\n    \
+           stream: chat\n    mode: dry-run\n";
+    let fx = TestFortress::start(&config(up.addr, "", &streams)).await;
+    let send = |path: &'static str| {
+        let addr = fx.addr();
+        async move {
+            raw(
+                addr,
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\
+                     Accept-Encoding: gzip, br\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+        }
+    };
+    // Uncompressed: passes, and the app was asked for identity whatever the client accepts.
+    let r = send("/api/ask?plain").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-asked-encoding"), Some("identity"));
+    assert_eq!(r.header("content-encoding"), None);
+    let trace = last_trace(&up);
+    assert_eq!(
+        r.text(),
+        format!("{}{}", line("thinking", &trace), line("end", &trace))
+    );
+    // Compressed anyway: only the error line, as plain text.
+    let r = send("/api/ask").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None);
+    let trace = last_trace(&up);
+    assert_eq!(r.text(), error_line(&trace, "content_encoded"));
+    let series = r#"fortress_stream_violations_total{reason="content_encoded",route="ask"}"#;
+    assert_eq!(metric(fx.admin(), series).await, Some(1.0));
+    // Dry-run: forwarded unchanged (still compressed as the app sent it), recorded.
+    let r = send("/api/trial").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let trace = last_trace(&up);
+    assert_eq!(
+        r.text(),
+        format!("{}{}", line("thinking", &trace), line("end", &trace))
+    );
+}
+
+/// The trace id of the upstream's latest request.
+fn last_trace(up: &Upstream) -> String {
+    let seen = up.requests().pop().expect("a request");
+    seen.headers["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .split('-')
+        .nth(1)
+        .expect("trace")
+        .to_owned()
+}

@@ -167,7 +167,7 @@ async fn streaming_upstream() -> Upstream {
 fn spawn_fortress(up: &Upstream) -> (FortressProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fortress.yaml");
-    std::fs::write(&path, config(up.addr, "", CATCH_ALL)).expect("write config");
+    std::fs::write(&path, config(up.addr, "max_body: 1GiB", CATCH_ALL)).expect("write config");
     (FortressProcess::spawn(&path), dir)
 }
 

@@ -564,7 +564,11 @@ async fn a_wsgi_app_sees_no_override_or_client_ip_header_in_any_spelling() {
              X-METHOD-OVERRIDE: PATCH\r\nX-Original-URL: /admin\r\nX-Rewrite-Url: /admin\r\n\
              X-Original-Method: DELETE\r\nX_HTTP_Method_Override: DELETE\r\nX_Original_URL: /a\r\n\
              X-Real-IP: 10.9.9.9\r\nTrue-Client-IP: 10.9.9.9\r\nX-Client-IP: 10.9.9.9\r\n\
-             CF-Connecting-IP: 10.9.9.9\r\nX-Forwarded-Prefix: /admin\r\nForwarded: for=10.9.9.9\r\n";
+             CF-Connecting-IP: 10.9.9.9\r\nX-Forwarded-Prefix: /admin\r\nForwarded: for=10.9.9.9\r\n\
+             SCRIPT_NAME: /api\r\nPath-Info: /admin\r\nREMOTE_USER: root\r\nRemote-Addr: 10.9.9.9\r\n\
+             X-Original-URI: /admin\r\nX-Forwarded-Uri: /admin\r\nX-Forwarded-Method: DELETE\r\n\
+             X-Forwarded-Protocol: ssl\r\nClient-IP: 10.9.9.9\r\nX-Cluster-Client-IP: 10.9.9.9\r\n\
+             X-Forwarded-Anything: x\r\nFront-End-Https: on\r\nX-Original-Host: evil.test\r\n";
         let r = raw(fx.addr(), request("/api/x", Some(&tok), sent).as_bytes()).await;
         assert_eq!(r.status, 200, "{keep}: {}", r.text());
         let env: std::collections::BTreeMap<String, Vec<String>> =
@@ -581,6 +585,19 @@ async fn a_wsgi_app_sees_no_override_or_client_ip_header_in_any_spelling() {
             "HTTP_CF_CONNECTING_IP",
             "HTTP_X_FORWARDED_PREFIX",
             "HTTP_FORWARDED",
+            "HTTP_SCRIPT_NAME",
+            "HTTP_PATH_INFO",
+            "HTTP_REMOTE_USER",
+            "HTTP_REMOTE_ADDR",
+            "HTTP_X_ORIGINAL_URI",
+            "HTTP_X_FORWARDED_URI",
+            "HTTP_X_FORWARDED_METHOD",
+            "HTTP_X_FORWARDED_PROTOCOL",
+            "HTTP_CLIENT_IP",
+            "HTTP_X_CLUSTER_CLIENT_IP",
+            "HTTP_X_FORWARDED_ANYTHING",
+            "HTTP_FRONT_END_HTTPS",
+            "HTTP_X_ORIGINAL_HOST",
         ] {
             assert!(
                 !env.contains_key(key),
@@ -593,4 +610,56 @@ async fn a_wsgi_app_sees_no_override_or_client_ip_header_in_any_spelling() {
             "{keep}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_host_obeys_the_host_rules() {
+    let up = Upstream::echo().await;
+    let fx = start(
+        &up,
+        "require_https: false\ntrusted_proxies: [127.0.0.0/8]\nhosts: [app.example.com]",
+        "",
+    )
+    .await;
+    let send = |xfh: &'static str| {
+        let addr = fx.addr();
+        async move {
+            raw(
+                addr,
+                format!(
+                    "GET /open HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n{xfh}\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+        }
+    };
+    // Allowed, and kept for the app.
+    let r = send("X-Forwarded-Host: APP.example.com:443\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        up.requests().pop().expect("seen").headers["x-forwarded-host"],
+        "APP.example.com:443"
+    );
+    let before = up.hits();
+    // Not a host this listener serves: 421, like `Host`.
+    let r = send("X-Forwarded-Host: evil.com\r\n").await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    // Malformed, a list, or repeated: 400.
+    for bad in [
+        "X-Forwarded-Host: evil.com/x?y\r\n",
+        "X-Forwarded-Host: a@evil.com:1\r\n",
+        "X-Forwarded-Host: app.example.com, evil.com\r\n",
+        "X-Forwarded-Host: app.example.com\r\nX-Forwarded-Host: app.example.com\r\n",
+    ] {
+        let r = send(bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        let rid = r.header("x-request-id").expect("rid").to_owned();
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"error": "bad_request", "reason": "invalid_forwarded_host", "request_id": rid}),
+            "{bad}"
+        );
+    }
+    assert_eq!(up.hits(), before, "no refused request reached the app");
 }

@@ -451,3 +451,54 @@ async fn upgrade_on_other_routes_is_stripped() {
         seen[0]
     );
 }
+
+#[tokio::test]
+async fn handshake_with_a_body_is_refused() {
+    let up = WsUpstream::spawn().await;
+    let fx = start(&up, "60s").await;
+    let addr = fx.fx.addr();
+    let good = token("ann", &["chatter"]);
+    let smuggled = "GET /plain/x HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (what, framing, body) in [
+        (
+            "Content-Length",
+            format!("Content-Length: {}\r\n", smuggled.len()),
+            smuggled.to_owned(),
+        ),
+        (
+            "chunked",
+            "Transfer-Encoding: chunked\r\n".to_owned(),
+            format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len()),
+        ),
+        (
+            "Content-Length: 1",
+            "Content-Length: 1\r\n".to_owned(),
+            "x".to_owned(),
+        ),
+    ] {
+        let mut req = handshake("/ws/chat", Some(&good), &format!("{VERSION_13}{framing}"));
+        req.push_str(&body);
+        let r = raw_one(addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.header("upgrade"), None, "{what}");
+        let id = r.header("x-request-id").expect("request id").to_owned();
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"error": "bad_request", "reason": "invalid_upgrade", "request_id": id}),
+            "{what}"
+        );
+    }
+    assert!(
+        up.heads().is_empty(),
+        "no handshake with a body reached the upstream"
+    );
+    // `Content-Length: 0` is no body: upgraded.
+    let req = handshake(
+        "/ws/chat",
+        Some(&good),
+        &format!("{VERSION_13}Content-Length: 0\r\n"),
+    );
+    let (_tcp, head, _) = open(addr, &req).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(up.heads().len(), 1);
+}

@@ -33,7 +33,9 @@ pub fn compile(
         None => IncludeSet::default()
             .with(Include::Denied)
             .with(Include::Violations),
-        Some(list) => list.iter().fold(IncludeSet::default(), |s, i| s.with(i.value)),
+        Some(list) => list
+            .iter()
+            .fold(IncludeSet::default(), |s, i| s.with(i.value)),
     };
     let durability = raw.durability.unwrap_or(match environment {
         Environment::Local => Durability::Batched,
@@ -57,20 +59,23 @@ pub fn compile(
         }
         other => other.as_ref().map(|d| d.value),
     };
-    let max_total_size = raw.max_total_size.as_ref().and_then(|s| match parse_size(&s.value) {
-        Some(n) if n > 0 => Some(n),
-        _ => {
-            errors.push(ConfigError::at(
-                s.pos,
-                format!(
-                    "`{}` is not a size: expected a positive number of bytes with a unit \
+    let max_total_size = raw
+        .max_total_size
+        .as_ref()
+        .and_then(|s| match parse_size(&s.value) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                errors.push(ConfigError::at(
+                    s.pos,
+                    format!(
+                        "`{}` is not a size: expected a positive number of bytes with a unit \
                      (B, KiB, MiB, GiB), e.g. 500MiB",
-                    s.value
-                ),
-            ));
-            None
-        }
-    });
+                        s.value
+                    ),
+                ));
+                None
+            }
+        });
     let flush_interval = duration_or(&raw.flush_interval, Duration::from_secs(1), errors);
     let hmac_key = raw
         .hmac_key

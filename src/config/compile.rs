@@ -49,8 +49,61 @@ pub fn compile(
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
-    let routes = compile_routes(&raw, &server, &streams, &mut errors);
-    let headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
+    let edge = super::edge::compile_top(
+        &super::edge::TopLevel {
+            max_body: raw.server.max_body.as_ref(),
+            security_headers: raw.security_headers.as_ref(),
+            cors: raw.cors.as_ref(),
+            scrub_errors: raw.scrub_errors.as_ref(),
+            environment: server.environment,
+        },
+        &mut errors,
+    );
+    let limits = crate::policy::limits::Limits {
+        default_rate: super::limits::rate_limits(
+            raw.rate_limit.as_ref(),
+            super::limits::Scope::Default,
+            &mut errors,
+        ),
+        tenant_budget: super::limits::budgets(
+            raw.budgets.as_ref(),
+            server.state_dir.is_some(),
+            server.environment == Environment::Local,
+            &mut errors,
+        ),
+    };
+    let classes = super::traffic_guards::classes(&raw.classes, &mut errors);
+    let allow_ips = super::traffic_guards::allow_ips(raw.allow_ips.as_ref(), &mut errors);
+    let failed_auth =
+        super::traffic_guards::failed_auth(raw.failed_auth_limit.as_ref(), &mut errors);
+    let mut routes = compile_routes(&raw, &server, &streams, &limits, &classes, &mut errors);
+    for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
+        route.edge = super::edge::compile_route(
+            &edge,
+            raw.security_headers.as_ref(),
+            &super::edge::RouteKeys {
+                max_body: r.max_body.as_ref(),
+                content_types: r.content_types.as_ref(),
+                security_headers: r.security_headers.as_ref(),
+                cors: r.cors.as_ref(),
+                scrub_errors: r.scrub_errors.as_ref(),
+            },
+            &mut errors,
+        );
+    }
+    let mut headers = header_rules(&raw, auth.as_ref(), &routes.routes, &mut errors);
+    // Headers a rate limit is keyed by are read by the policy: their `_` spellings are refused.
+    let limit_headers = limits
+        .default_rate
+        .iter()
+        .chain(routes.routes.iter().flat_map(|r| r.limits.rate.iter()));
+    for l in limit_headers {
+        for k in &l.key {
+            if let crate::policy::limits::KeyPart::Header(h) = k {
+                headers.protected.add(h.as_str());
+            }
+        }
+    }
     let paths = PathSettings {
         matrix_parameters: raw
             .paths
@@ -62,6 +115,11 @@ pub fn compile(
             .as_ref()
             .and_then(|p| p.case_insensitive.as_ref())
             .is_some_and(|c| c.value),
+        route_variants: raw
+            .paths
+            .as_ref()
+            .and_then(|p| p.route_variants)
+            .unwrap_or_default(),
     };
     if paths.case_insensitive {
         // Requests are lower-cased before matching: an upper-case literal could never match.
@@ -102,7 +160,7 @@ pub fn compile(
                 &router,
                 &positions,
                 raw.default.unwrap_or(DefaultAction::Deny),
-                paths.case_insensitive,
+                paths,
             ),
             server,
             default: raw.default.unwrap_or(DefaultAction::Deny),
@@ -114,6 +172,11 @@ pub fn compile(
             hash,
             paths,
             audit,
+            edge,
+            limits,
+            classes,
+            allow_ips,
+            failed_auth,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -166,6 +229,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         upstream_response: duration_or(&t.upstream_response, Duration::from_secs(30), errors),
         shutdown_grace: duration_or(&t.shutdown_grace, Duration::from_secs(30), errors),
         websocket_idle: duration_or(&t.websocket_idle, Duration::from_secs(60), errors),
+        body_read: duration_or(&t.body_read, Duration::from_secs(30), errors),
     };
     let max_connections = match &raw.max_connections {
         Some(m) if m.value == 0 => {
@@ -178,6 +242,20 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         Some(m) => m.value as usize,
         None => 10_000,
     };
+    let max_header_bytes = bounded(
+        &raw.max_header_bytes,
+        "max_header_bytes",
+        (1024, 1024 * 1024),
+        DEFAULT_MAX_HEADER_BYTES,
+        errors,
+    );
+    let max_headers = bounded(
+        &raw.max_headers,
+        "max_headers",
+        (1, 10_000),
+        DEFAULT_MAX_HEADERS,
+        errors,
+    );
     let environment = raw.environment.unwrap_or(Environment::Production);
     let allow_insecure_local = match &raw.allow_insecure_local {
         Some(a) if a.value && environment != Environment::Local => {
@@ -225,6 +303,35 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         timeouts,
         max_connections,
         admin_hosts: admin_hosts(&raw.admin_hosts, errors),
+        state_dir: raw.state_dir.as_ref().map(|d| resolve(base, &d.value)),
+        max_header_bytes,
+        max_headers,
+    }
+}
+
+/// Default `server.max_header_bytes`: 96 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 96 * 1024;
+/// Default `server.max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// A count or size limit within `(min, max)`; a precise error outside it.
+fn bounded(
+    raw: &Option<Located<u32>>,
+    key: &str,
+    (min, max): (u32, u32),
+    default: usize,
+    errors: &mut Vec<ConfigError>,
+) -> usize {
+    match raw {
+        None => default,
+        Some(v) if v.value < min || v.value > max => {
+            errors.push(ConfigError::at(
+                v.pos,
+                format!("`{key}` must be between {min} and {max} (got {})", v.value),
+            ));
+            default
+        }
+        Some(v) => v.value as usize,
     }
 }
 
@@ -309,6 +416,8 @@ fn compile_routes(
     raw: &RawConfig,
     server: &ServerSettings,
     streams: &HashMap<String, Arc<StreamRules>>,
+    policy_limits: &crate::policy::limits::Limits,
+    classes: &crate::policy::classes::Classes,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledRoutes {
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -366,12 +475,31 @@ fn compile_routes(
                 ),
             ));
         }
-        let access = access(r, errors);
+        let mut access = access(r, errors);
+        access.class = super::traffic_guards::route_class(r.class.as_ref(), classes, errors);
+        access.allow_ips = super::traffic_guards::allow_ips(r.allow_ips.as_ref(), errors);
+        access.upstream_401_counts = r.upstream_401_counts.as_ref().is_some_and(|u| u.value);
         // The path parameters checks read (at most `MAX_PARAMS_USED`; today only the tenant's).
-        let params_used = match access.tenant.as_ref().map(|t| &t.source) {
+        let mut params_used = match access.tenant.as_ref().map(|t| &t.source) {
             Some(TenantSource::PathParam(p)) => vec![p.clone()],
             _ => Vec::new(),
         };
+        let limits = super::limits::route_limits(r, policy_limits.tenant_budget.as_ref(), errors);
+        for p in super::limits::params_used(&limits) {
+            if !params_used.iter().any(|u| u == p) {
+                params_used.push(p.to_owned());
+            }
+        }
+        if params_used.len() > crate::policy::route::MAX_PARAMS_USED {
+            errors.push(ConfigError::at(
+                r.name.pos,
+                format!(
+                    "route `{name}` reads more than {} path parameters",
+                    crate::policy::route::MAX_PARAMS_USED
+                ),
+            ));
+            params_used.truncate(crate::policy::route::MAX_PARAMS_USED);
+        }
         debug_assert!(params_used.len() <= crate::policy::route::MAX_PARAMS_USED);
         let websocket = r.websocket.as_ref().is_some_and(|w| w.value);
         if let (Some(w), Some(_)) = (&r.websocket, &r.stream)
@@ -404,6 +532,8 @@ fn compile_routes(
             }),
             params_used,
             index: 0,
+            edge: Default::default(),
+            limits,
         });
         positions.push(path.pos);
     }
@@ -470,6 +600,7 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
         require_any: list(&r.require_any),
         tenant,
         dry_run: r.mode.map(|m| m == Mode::DryRun),
+        ..Access::default()
     }
 }
 
@@ -594,7 +725,7 @@ fn parse_cidr(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn parse_method(s: &str) -> Option<Method> {
+pub(crate) fn parse_method(s: &str) -> Option<Method> {
     const ALLOWED: [&str; 8] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
     ];

@@ -9,10 +9,13 @@ pub mod audit;
 pub mod auth;
 pub mod compile;
 pub mod diag;
+pub mod edge;
+pub mod limits;
 pub mod lint;
 pub mod raw;
 pub mod rbac;
 pub mod streams;
+pub mod traffic_guards;
 pub mod yaml;
 
 use std::fmt;

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::yaml::Located;
+pub use crate::policy::RouteVariants;
 pub use crate::policy::headers::UnderscoreHeaders;
 pub use crate::policy::{DefaultAction, Environment, MatrixParameters, Mode};
 
@@ -45,6 +46,35 @@ pub struct RawConfig {
     /// How request paths are canonicalized.
     #[serde(default)]
     pub paths: Option<RawPaths>,
+    /// Security headers on every response (routes may override each one).
+    #[serde(default)]
+    pub security_headers: Option<super::edge::RawSecurityHeaders>,
+    /// CORS for every route (a route's own `cors` block replaces it).
+    #[serde(default)]
+    pub cors: Option<super::edge::RawCors>,
+    /// Replace the body of an upstream 5xx with fortress's short JSON error carrying the
+    /// request id (default: on, off with `environment: local`).
+    #[serde(default)]
+    pub scrub_errors: Option<Located<bool>>,
+    /// Policy-wide rate limits (one mapping or a list), applied to every request in addition
+    /// to a route's own; one counter per keyed value across all routes.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Per-tenant budgets, drawn on by routes with `budget:`.
+    #[serde(default)]
+    pub budgets: Option<super::limits::RawBudgets>,
+    /// Concurrency classes, named; routes join one with `class: NAME` (a class named
+    /// `default` is joined by routes without `class:`; otherwise those are not limited).
+    /// Limits are per fortress instance.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, super::traffic_guards::RawClass>,
+    /// Client IPs (CIDRs or addresses, v4 or v6) allowed at all; others get 403
+    /// `ip_not_allowed`. A route's own `allow_ips` must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
+    /// Failed-authentication throttling per client IP (default on: 50 per 1m).
+    #[serde(default)]
+    pub failed_auth_limit: Option<super::traffic_guards::RawFailedAuthLimit>,
     /// The audit trail: tamper-evident JSON Lines records of decisions and events.
     #[serde(default)]
     pub audit: Option<RawAudit>,
@@ -112,6 +142,13 @@ pub struct RawPaths {
     /// as `/api/admin`. Route patterns must then be lower case. Default `false`.
     #[serde(default)]
     pub case_insensitive: Option<Located<bool>>,
+    /// `refuse` (default): 400 `ambiguous_path` for a path that fortress would route to a
+    /// different route if it were spelled the way a case- or trailing-slash-insensitive app
+    /// (Express, Spring Boot < 3, ASP.NET) reads it: `/Admin/x` → `/admin/x`, `/api/admin/` →
+    /// `/api/admin`. `ignore`: route the spelling as sent; only for apps that route strictly
+    /// case- and slash-sensitively.
+    #[serde(default)]
+    pub route_variants: Option<RouteVariants>,
 }
 
 /// `server:` settings.
@@ -148,6 +185,17 @@ pub struct RawServer {
     /// Most client connections open at once on the client listener (default 10000).
     #[serde(default)]
     pub max_connections: Option<Located<u32>>,
+    /// Largest request head in bytes (request line and header fields; also a chunked body's
+    /// trailer section), 1024 to 1048576 (default 98304, 96 KiB: room for a 64 KiB bearer
+    /// token, which the token size check refuses with a proper 401). Beyond it: 431. On
+    /// HTTP/2 it is `SETTINGS_MAX_HEADER_LIST_SIZE`. Applies to connections opened after a
+    /// reload.
+    #[serde(default)]
+    pub max_header_bytes: Option<Located<u32>>,
+    /// Most header fields in a request head, 1 to 10000 (default 100). Beyond it: 431.
+    /// Applies to HTTP/1 connections opened after a reload, and to every HTTP/2 request.
+    #[serde(default)]
+    pub max_headers: Option<Located<u32>>,
     /// Host names `/metrics` and the admin API answer to, besides those no outsider controls
     /// (`localhost`, IP literals, single-label names, names under `.test`, `.local`,
     /// `.internal` and the other special-use TLDs). Any other `Host` gets 421: a
@@ -163,10 +211,21 @@ pub struct RawServer {
     #[serde(default)]
     pub underscore_headers: Option<UnderscoreHeaders>,
     /// Client headers removed (in every spelling) when the peer is not a trusted proxy
-    /// (default: X-Real-IP, True-Client-IP, X-Client-IP, X-Forwarded-Ssl, X-Forwarded-Scheme,
-    /// X-Forwarded-Port, X-Forwarded-Prefix, CF-Connecting-IP, Forwarded).
+    /// (default: 20 client-IP, scheme and host headers frameworks trust, e.g. X-Real-IP,
+    /// True-Client-IP, Client-IP, X-Cluster-Client-IP, Forwarded; see
+    /// docs/forwarding-and-streams.md). Every `X-Forwarded-*` header goes too.
     #[serde(default)]
     pub strip_client_headers: Option<Vec<Located<String>>>,
+    /// Largest request body: `10MiB` (default), `512KiB`, `1GiB` or plain bytes; routes may
+    /// override. Over it: 413, on `Content-Length` before anything is forwarded, on a streamed
+    /// body as soon as it passes the limit (the upstream request is aborted).
+    #[serde(default)]
+    pub max_body: Option<Located<String>>,
+    /// Directory where budget counters are persisted (every 2 s and at shutdown); relative
+    /// to the config file. Required with `budgets:` outside `environment: local`. Changing
+    /// it needs a restart.
+    #[serde(default)]
+    pub state_dir: Option<Located<String>>,
 }
 
 /// `server.tls:` certificate and key files, re-read when they change.
@@ -204,6 +263,10 @@ pub struct RawTimeouts {
     /// A WebSocket tunnel idle (no bytes either way) this long is closed (default 60s).
     #[serde(default)]
     pub websocket_idle: Option<Located<String>>,
+    /// The longest wait for the next chunk of a request body (default 30s); past it the
+    /// upstream request is aborted and the client gets 408 `body_timeout`, connection closed.
+    #[serde(default)]
+    pub body_read: Option<Located<String>>,
 }
 
 /// One route.
@@ -239,6 +302,44 @@ pub struct RawRoute {
     /// Proxy WebSocket handshakes (`Upgrade: websocket`) on this route (default false).
     #[serde(default)]
     pub websocket: Option<Located<bool>>,
+    /// Largest request body on this route (overrides `server.max_body`).
+    #[serde(default)]
+    pub max_body: Option<Located<String>>,
+    /// Media types a request body may have (`application/json`, `text/*`); parameters such
+    /// as `; charset=` are ignored. A body without `Content-Type`, or with another type, gets
+    /// 415. Requests without a body and without `Content-Type` pass.
+    #[serde(default)]
+    pub content_types: Option<Vec<Located<String>>>,
+    /// Security headers for this route, each key over the top-level setting.
+    #[serde(default)]
+    pub security_headers: Option<super::edge::RawSecurityHeaders>,
+    /// CORS for this route (replaces the top-level `cors` block).
+    #[serde(default)]
+    pub cors: Option<super::edge::RawCors>,
+    /// Scrub upstream 5xx bodies on this route (default: the top-level `scrub_errors`).
+    #[serde(default)]
+    pub scrub_errors: Option<Located<bool>>,
+    /// This route's rate limits (one mapping or a list), in addition to the policy-wide
+    /// `rate_limit`; all must pass.
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::OneOrMany<super::limits::RawRateLimit>>,
+    /// Charge requests to the tenant budget (`budgets.per_tenant`): `{}` costs 1,
+    /// `{ cost: N }`, or `{ cost_header: NAME }` metered by the app.
+    #[serde(default)]
+    pub budget: Option<super::limits::RawBudget>,
+    /// The concurrency class (a name under `classes:`); default: the `default` class if
+    /// defined, else not limited.
+    #[serde(default)]
+    pub class: Option<Located<String>>,
+    /// Client IPs allowed on this route (CIDRs or addresses); the policy-wide `allow_ips`
+    /// must pass as well.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<Located<String>>>,
+    /// The app's `401` answers on this route count as failed authentications of the client
+    /// IP (a login or token endpoint the app authenticates itself), and a throttled client
+    /// is refused here too (default false).
+    #[serde(default)]
+    pub upstream_401_counts: Option<Located<bool>>,
 }
 
 /// One NDJSON stream definition.

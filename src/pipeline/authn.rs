@@ -11,6 +11,7 @@ use super::decide::Step;
 use crate::auth::jwt::principal_from_claims;
 use crate::auth::{AuthError, SharedPrincipal};
 use crate::error::Rejection;
+use crate::proxy::credentials::{cookie_name_matches, cookie_pair_name};
 
 /// The authentication stage, after routing: only the route knows whether it is public.
 /// Unmatched requests let through by `default: allow` are authenticated when authentication
@@ -73,22 +74,33 @@ pub fn extract<'h>(headers: &'h HeaderMap, cookie: Option<&str>) -> Result<&'h s
             }
             Ok(token)
         }
-        (None, _) => cookie
-            .and_then(|name| find_cookie(headers, name))
-            .ok_or(AuthError::MissingToken),
+        (None, _) => match cookie {
+            Some(name) => find_cookie(headers, name)?.ok_or(AuthError::MissingToken),
+            None => Err(AuthError::MissingToken),
+        },
     }
 }
 
-fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+/// The token cookie's value. Every cookie an app might read as the token cookie counts
+/// (`cookie_name_matches`: case, percent-encoding, PHP's name mangling); more than one is
+/// ambiguous (an app that keeps the last would read a token fortress never verified) and
+/// refuses the request as a malformed token.
+fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, AuthError> {
+    let mut found = None;
+    for v in headers.get_all(COOKIE) {
+        let v = v.to_str().map_err(|_| AuthError::MalformedToken)?;
+        for pair in v.split(';') {
+            let pair = pair.trim();
+            if !cookie_name_matches(cookie_pair_name(pair.as_bytes()), name) {
+                continue;
+            }
+            if found.is_some() {
+                return Err(AuthError::MalformedToken);
+            }
+            found = Some(pair.split_once('=').map_or("", |(_, v)| v.trim()));
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
 }
 
 #[cfg(test)]
@@ -141,6 +153,32 @@ mod tests {
         assert_eq!(
             extract(&h(&[("cookie", "a=1")]), Some("session")),
             Err(AuthError::MissingToken)
+        );
+        // Two token cookies, in any spelling an app might read as the token cookie, are
+        // ambiguous.
+        for cookies in [
+            &[("cookie", "session=a; session=b")][..],
+            &[("cookie", "session=a"), ("cookie", "session=b")],
+            &[("cookie", "session=a; Session=b")],
+            &[("cookie", "session=a; sess%69on=b")],
+            &[("cookie", "session=a; \"session\"=b")],
+        ] {
+            assert_eq!(
+                extract(&h(cookies), Some("session")),
+                Err(AuthError::MalformedToken),
+                "{cookies:?}"
+            );
+        }
+        assert_eq!(
+            extract(&h(&[("cookie", "sess_id=a; sess.id=b")]), Some("sess_id")),
+            Err(AuthError::MalformedToken)
+        );
+        assert_eq!(
+            extract(
+                &h(&[("cookie", "session2=a; session=tok; xsession=b")]),
+                Some("session")
+            ),
+            Ok("tok")
         );
     }
 }

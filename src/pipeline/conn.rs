@@ -18,6 +18,8 @@ pub struct ConnInfo {
     /// `ConnInfo`, so a WebSocket tunnel, which outlives hyper's connection task, keeps the
     /// connection counted and shutdown waits for it (up to the grace period).
     _hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// What the HTTP/1 guard found on this connection (`server::h1_guard`).
+    pub h1: super::h1_verdict::H1Verdict,
 }
 
 impl ConnInfo {
@@ -28,6 +30,7 @@ impl ConnInfo {
             tls,
             activity: ConnActivity::new(),
             _hold: None,
+            h1: super::h1_verdict::H1Verdict::default(),
         }
     }
 

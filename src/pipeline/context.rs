@@ -109,8 +109,9 @@ impl RequestedTenant {
     }
 }
 
-/// A concurrency permit held until the response body ends (slot for traffic control).
-pub type Permit = tokio::sync::OwnedSemaphorePermit;
+/// A concurrency-class permit held until the response body ends, or until the context is
+/// dropped (the client went away): the context owns it, so both free it.
+pub type Permit = crate::store::classes::ClassPermit;
 
 /// Budget units charged to a key for this request (slot for traffic control).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,10 +164,16 @@ pub struct RequestContext {
     pub permits: Vec<Permit>,
     /// Budget charges made for this request.
     pub charges: Vec<Charge>,
+    /// What the admission stage decided (rate-limit states, a metered charge to make).
+    pub admission: Option<Box<super::admission::Admitted>>,
     /// Now, in seconds since the epoch (token time checks).
     pub now: u64,
     /// Explain only: claims used instead of verifying a token.
     pub claims_override: Option<Value>,
+    /// The request has no body (known from its framing when its head arrived).
+    pub body_empty: bool,
+    /// What the CORS stage found (`pipeline/cors.rs`).
+    pub cors: super::cors::CorsMatch,
     first_dry_run_denial: Option<Rejection>,
     stream_violation: Option<&'static str>,
     upstream_body_error: bool,
@@ -215,8 +222,11 @@ impl RequestContext {
             },
             permits: Vec::new(),
             charges: Vec::new(),
+            admission: None,
             now,
             claims_override: None,
+            body_empty: super::limits::no_body_framing(headers),
+            cors: super::cors::CorsMatch::None,
             first_dry_run_denial: None,
             stream_violation: None,
             upstream_body_error: false,
@@ -278,7 +288,14 @@ impl RequestContext {
 
     /// The request is refused or failed with `r` (deny or error, by the status table).
     pub fn refuse(&mut self, r: Rejection) {
-        if self.outcome == Outcome::Pending {
+        // Counted once: before forwarding every refusal; after it (the request was allowed,
+        // then its body broke a limit) only policy refusals, not upstream failures.
+        let counted = match self.outcome {
+            Outcome::Pending => true,
+            Outcome::Allowed | Outcome::DryRunDenied(_) => r.kind() == Kind::Deny,
+            Outcome::Denied(_) | Outcome::Failed(_) | Outcome::Aborted => false,
+        };
+        if counted {
             self.count_refusal(r);
         }
         self.outcome = match r.kind() {
@@ -291,11 +308,17 @@ impl RequestContext {
     /// reads the refusal already sees it counted.
     fn count_refusal(&self, r: Rejection) {
         let Some(m) = &self.metrics else { return };
+        m.refusal(self.route_name(), r.reason());
         match r {
             Rejection::Unauthenticated(e) => m.auth_failure(e),
             Rejection::RejectTransport(e) => m.transport_refusal(e),
             _ => {}
         }
+    }
+
+    /// Where this request is recorded (`None` for explain and benchmarks).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Records the upstream's time to response head.
@@ -337,6 +360,26 @@ impl BodyEvents for RequestContext {
 
     fn upstream_body_error(&mut self) {
         self.upstream_body_error = true;
+    }
+
+    fn trailers(&mut self, trailers: &mut HeaderMap) {
+        // A metered budget route whose app reports its cost at the end of a streamed response.
+        let Some(m) = self.admission.as_mut().and_then(|a| a.metered.as_mut()) else {
+            return;
+        };
+        let now = self.snapshot.clock.now_ms();
+        let route = self.snapshot.route_metrics(self.route).name().clone();
+        let warning = super::admission::charge_metered(
+            &self.snapshot.store,
+            self.metrics.as_ref(),
+            &route,
+            now,
+            m,
+            trailers,
+        );
+        if let Some(v) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
+            trailers.insert(super::admission::X_BUDGET_WARNING, v);
+        }
     }
 }
 

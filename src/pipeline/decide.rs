@@ -9,7 +9,10 @@ use http::request::Parts;
 use strum::IntoStaticStr;
 
 use super::context::RequestContext;
-use super::{ambiguity, authn, authz, framing, host, normalize, route, tenant, transport};
+use super::{
+    admission, ambiguity, auth_throttle, authn, authz, concurrency, cors, framing, host, ip_allow,
+    limits, normalize, route, tenant, transport,
+};
 use crate::error::Rejection;
 
 /// The checks, in order.
@@ -28,12 +31,24 @@ pub enum Stage {
     Ambiguity,
     /// Route match or the policy default.
     Route,
+    /// CORS: a preflight answered (or refused) here; an allowed origin remembered.
+    Cors,
+    /// The client IP against `allow_ips` (policy-wide and the route's).
+    IpAllow,
+    /// Body size on `Content-Length` (413) and media type (415).
+    RequestLimits,
+    /// Failed-authentication throttling of the client IP.
+    AuthThrottle,
     /// JWT and revocation.
     Authn,
     /// RBAC.
     Authz,
     /// Tenant isolation.
     Tenant,
+    /// Rate limits and the tenant budget (one state-store call).
+    Admission,
+    /// The route's concurrency class: a permit held until the response ends.
+    Concurrency,
 }
 
 impl Stage {
@@ -66,6 +81,11 @@ pub trait Observer {
         _r: Rejection,
         _dry_run: bool,
     ) {
+    }
+    /// Whether the decision may consume live state (take concurrency permits, count failed
+    /// authentications). `fortress explain` says no.
+    fn live(&self) -> bool {
+        true
     }
 }
 
@@ -104,11 +124,39 @@ pub async fn decide<O: Observer>(
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
-    // Authentication after routing: only the route knows whether it is public.
-    stage!(Stage::Authn, authn::check(ctx, req).await);
+    // CORS right after routing and before authentication: browsers send no credentials on a
+    // preflight, and the route that would serve the announced method decides its CORS. An
+    // allowed preflight is answered here (204) and goes through no later stage.
+    stage!(Stage::Cors, cors::check(ctx, req));
+    if cors::is_preflight(ctx) {
+        return Ok(());
+    }
+    // The IP allowlist right after routing (the route's own list is known now): the cheapest
+    // refusal of a client that may not be here at all, before any credential is read or any
+    // state is touched.
+    stage!(Stage::IpAllow, ip_allow::check(ctx, req));
+    // Request limits before anything that consumes state (rate limits, budgets, concurrency)
+    // or costs (token verification): a body too large on `Content-Length`, or of a media type
+    // the route does not take, is refused from the head alone.
+    stage!(Stage::RequestLimits, limits::check(ctx, req));
+    // The failed-authentication throttle just before authentication: a throttled client's
+    // request costs no verification (and its guesses are never judged).
+    stage!(Stage::AuthThrottle, auth_throttle::check(ctx, req).await);
+    // Authentication after routing: only the route knows whether it is public. Failures that
+    // look like guesses are counted against the client IP (not by explain).
+    let live = obs.live();
+    let authn = authn::check(ctx, req).await;
+    stage!(Stage::Authn, auth_throttle::count(ctx, authn, live).await);
     // Authorization, then tenant isolation: both judge the principal authentication set.
     stage!(Stage::Authz, authz::check(ctx, req));
     stage!(Stage::Tenant, tenant::check(ctx, req));
+    // Admission after every check that refuses without consuming state (and after the
+    // principal and tenant are known, which limits are keyed by): a request another stage
+    // refuses never spends a rate-limit token or budget unit. One store call for all limits.
+    stage!(Stage::Admission, admission::check(ctx, req).await);
+    // The concurrency class last: only a request every other check let through takes a
+    // permit or waits in the queue, and the tenant it is counted under is the verified one.
+    stage!(Stage::Concurrency, concurrency::check(ctx, req, live).await);
     Ok(())
 }
 

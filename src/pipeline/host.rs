@@ -11,12 +11,40 @@ use super::decide::Step;
 use crate::error::{HostError, Rejection};
 use crate::policy::host::{self, HostPattern, HostPort};
 
-/// Checks `Host` / `:authority`, then the allowlist.
+/// Checks `Host` / `:authority`, then the allowlist; from a trusted proxy, its
+/// `X-Forwarded-Host` too.
 pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let allow = ctx.snapshot.policy.server.hosts.as_deref();
     rules(req.version, &req.uri, &req.headers, allow)?;
+    if ctx.trusted {
+        forwarded_host(&req.headers, allow)?;
+    }
     Ok(Step::Pass)
 }
+
+/// A trusted proxy's `X-Forwarded-Host` is kept for the app (which builds links, redirects
+/// and cache keys from it), so it obeys the same rules as `Host`: one field, one well-formed
+/// `host[:port]` (no list), and in `server.hosts` when that is set (421 otherwise). Many load
+/// balancers pass a client's own `X-Forwarded-Host` through unchanged.
+fn forwarded_host(headers: &HeaderMap, allow: Option<&[HostPattern]>) -> Result<(), Rejection> {
+    let bad = Rejection::RejectHost(HostError::InvalidForwardedHost);
+    let mut values = headers.get_all(X_FORWARDED_HOST).iter();
+    let v = match (values.next(), values.next()) {
+        (None, _) => return Ok(()),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => return Err(bad),
+    };
+    let s = v.to_str().map_err(|_| bad)?;
+    let hp = host::parse(s.trim()).ok_or(bad)?;
+    if let Some(list) = allow
+        && !host::allowed(list, &hp)
+    {
+        return Err(Rejection::MisdirectedHost);
+    }
+    Ok(())
+}
+
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// The host rules, on the request's parts. Returns the host the request names, if any.
 pub fn rules<'a>(
@@ -153,5 +181,36 @@ mod tests {
             run(h2, "https://evil.test/", &[], allow),
             Err(Rejection::MisdirectedHost)
         );
+    }
+
+    #[test]
+    fn trusted_forwarded_host() {
+        let allow: Vec<HostPattern> = ["app.example.com"]
+            .iter()
+            .map(|e| HostPattern::parse(e).expect("entry"))
+            .collect();
+        let run = |values: &[&str], allow: Option<&[HostPattern]>| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    "x-forwarded-host",
+                    HeaderValue::from_bytes(v.as_bytes()).expect("hv"),
+                );
+            }
+            forwarded_host(&h, allow)
+        };
+        let bad = Err(Rejection::RejectHost(HostError::InvalidForwardedHost));
+        assert_eq!(run(&[], Some(&allow)), Ok(()));
+        assert_eq!(run(&["app.example.com"], Some(&allow)), Ok(()));
+        assert_eq!(run(&["APP.example.com:443"], Some(&allow)), Ok(()));
+        assert_eq!(run(&["evil.com"], None), Ok(()));
+        assert_eq!(
+            run(&["evil.com"], Some(&allow)),
+            Err(Rejection::MisdirectedHost)
+        );
+        for v in ["evil.com/x?y", "a@evil.com:1", "a.com, b.com", "", "a b"] {
+            assert_eq!(run(&[v], None), bad, "{v:?}");
+        }
+        assert_eq!(run(&["app.example.com", "app.example.com"], None), bad);
     }
 }

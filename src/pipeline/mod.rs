@@ -10,17 +10,25 @@
 //! 5. complete: the context rides in the response body and becomes the completion record
 //!    when the body ends or is dropped (or when the request is dropped before a response).
 
+pub mod admission;
 pub mod ambiguity;
+pub mod auth_throttle;
 pub mod authn;
 pub mod authz;
+pub mod concurrency;
 pub mod conn;
 pub mod context;
+pub mod cors;
 pub mod decide;
 pub mod framing;
+pub mod h1_verdict;
 pub mod host;
 pub mod ids;
+pub mod ip_allow;
+pub mod limits;
 pub mod normalize;
 pub mod route;
+pub mod route_variants;
 pub mod tenant;
 pub mod transport;
 pub mod upgrade;
@@ -59,6 +67,8 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
+    // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
+    ctx.body_empty = http_body::Body::is_end_stream(req.body());
     let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
         Err(rejection) => {
@@ -69,10 +79,19 @@ pub async fn handle(
             (resp, None)
         }
     };
+    let forwarded = ctx.outcome != context::Outcome::Pending
+        && !matches!(
+            ctx.outcome,
+            context::Outcome::Denied(_) | context::Outcome::Failed(_)
+        );
+    admission::respond(&mut ctx, resp.headers_mut(), forwarded);
     ctx.status = Some(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
+    // Every response, forwarded or fortress's own: security headers, then CORS.
+    crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);
+    cors::decorate(&ctx, resp.headers_mut());
     match tunnel {
         // A WebSocket tunnel: the context rides in the tunnel task and is recorded (allowed,
         // 101) when the tunnel ends.
@@ -110,7 +129,16 @@ async fn decide_and_forward(
     req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Tunnel>), Rejection> {
     let (mut parts, body) = req.into_parts();
+    // First: a request standing in for a head the HTTP/1 guard refused, and head limits.
+    h1_verdict::precheck(ctx, &parts)?;
     decide::decide(ctx, &parts, &mut ()).await?;
+    if cors::is_preflight(ctx) {
+        // Answered here, never forwarded; `cors::decorate` adds the CORS headers.
+        ctx.allow();
+        let mut resp = Response::new(ProxyBody::full(bytes::Bytes::new()));
+        *resp.status_mut() = http::StatusCode::NO_CONTENT;
+        return Ok((resp, None));
+    }
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.
     let websocket = upgrade::check(ctx, &parts)?;
@@ -125,7 +153,12 @@ async fn decide_and_forward(
         context::Canonical::Rewritten(p) => Some(p.clone()),
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
-    let (body, body_failure) = ClientBody::new(body);
+    let (body, body_failure) = ClientBody::new(body, limits::rules(ctx).max_body);
+    let body = body
+        .scan_forms(crate::proxy::form_scan::FormScan::for_request(
+            &parts.headers,
+        ))
+        .read_timeout(ctx.snapshot.server.timeouts.body_read);
     let upstream_req = request::prepare(
         parts,
         body,
@@ -148,6 +181,7 @@ async fn decide_and_forward(
             trusted_proxies: &ctx.snapshot.server.trusted_proxies,
             tenant_header: tenant_header(ctx),
             websocket,
+            stream: ctx.route().is_some_and(|r| r.stream.is_some()),
         },
     )?;
     let mut upstream_req = upstream_req;
@@ -169,6 +203,9 @@ async fn decide_and_forward(
         )
         .await?;
     ctx.upstream_answered(sent.elapsed());
+    if resp.status() == http::StatusCode::UNAUTHORIZED {
+        auth_throttle::upstream_refused(ctx).await;
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // A 101 only answers a handshake fortress checked and forwarded; anything else is a
         // broken upstream.
@@ -198,7 +235,16 @@ async fn decide_and_forward(
         })
     });
     Ok((
-        response::prepare(resp, stream, ctx.ids.trace_id(), &state.metrics),
+        response::prepare(
+            resp,
+            stream,
+            ctx.ids.trace_id(),
+            &state.metrics,
+            limits::rules(ctx).scrub_errors.then(|| response::Scrub {
+                request_id: ctx.ids.request_id(),
+                route: ctx.snapshot.route_metrics(ctx.route).name(),
+            }),
+        ),
         None,
     ))
 }

@@ -67,7 +67,7 @@ pub fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
 
 /// The canonical `path` with ASCII letters lower-cased, except the hex digits of `%XX`
 /// escapes (canonical form keeps them upper case); `None` when nothing changes.
-fn lower_case(path: &str) -> Option<String> {
+pub(crate) fn lower_case(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut i = 0;
     let mut upper = false;

@@ -94,7 +94,7 @@ fn requested<'a>(
         }
         TenantSource::Header(name) => header_value(&req.headers, name),
         TenantSource::Query(name) => match req.uri.query() {
-            Some(q) => query_value(q, name).map(|v| v.and_then(percent_decode)),
+            Some(q) => query_value(q, name).map(|v| v.and_then(form_decode)),
             None => Ok(None),
         },
     }
@@ -141,7 +141,7 @@ fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a str>, Ambigu
         if !key_matches(k, name) {
             continue;
         }
-        if percent_decode(k).as_deref() != Some(name) || found.is_some() {
+        if form_decode(k).as_deref() != Some(name) || found.is_some() {
             return Err(Ambiguous);
         }
         found = Some(v);
@@ -149,7 +149,18 @@ fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a str>, Ambigu
     Ok(found)
 }
 
-/// Strict percent-decoding to UTF-8 (`+` is not a space). `None` on a bad escape.
+/// A query value as `application/x-www-form-urlencoded` reads it, the way Flask, Starlette,
+/// Express (`qs`), Rails and `URLSearchParams` all do: `+` is a space, then strict
+/// percent-decoding (`%2B` is a `+`). `None` on a bad escape.
+fn form_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('+') {
+        return percent_decode(s);
+    }
+    percent_decode(&s.replace('+', " ")).map(|c| Cow::Owned(c.into_owned()))
+}
+
+/// Strict percent-decoding to UTF-8 (`+` is not a space: paths and headers). `None` on a bad
+/// escape.
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
         return Some(Cow::Borrowed(s));
@@ -182,6 +193,11 @@ mod tests {
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
         assert_eq!(percent_decode("a%2").as_deref(), None);
         assert_eq!(percent_decode("%FF").as_deref(), None);
+        assert_eq!(form_decode("a+b").as_deref(), Some("a b"));
+        assert_eq!(form_decode("a%2Bb").as_deref(), Some("a+b"));
+        assert_eq!(form_decode("a+%2B+b").as_deref(), Some("a + b"));
+        assert_eq!(form_decode("acme").as_deref(), Some("acme"));
+        assert_eq!(form_decode("a+%2").as_deref(), None);
     }
 
     #[test]

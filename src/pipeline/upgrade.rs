@@ -2,7 +2,8 @@
 //!
 //! - On a `websocket: true` route, a request with `Upgrade` must be a valid WebSocket
 //!   handshake (RFC 6455 §4.1: HTTP/1.1 `GET`, `Connection: upgrade`, `Upgrade: websocket`,
-//!   one `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`), else 400 `invalid_upgrade`; a valid
+//!   one `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`, and no body: no `Transfer-Encoding`,
+//!   no `Content-Length` other than `0`), else 400 `invalid_upgrade`; a valid
 //!   one is forwarded with its `Connection`/`Upgrade` kept and spliced on a `101`.
 //! - On any other route `Upgrade` is a hop-by-hop header like any other: stripped, and the
 //!   request goes on as plain HTTP (as before websocket routes existed).
@@ -20,7 +21,9 @@ pub fn check(ctx: &RequestContext, req: &Parts) -> Result<bool, Rejection> {
     if !req.headers.contains_key(UPGRADE) || !ctx.route().is_some_and(|r| r.websocket) {
         return Ok(false);
     }
-    if is_websocket_handshake(req) {
+    // RFC 6455 handshakes have no body; bytes after the head would be read by some servers
+    // as a body and by others as the first frames (or the next request).
+    if is_websocket_handshake(req) && super::limits::no_body_framing(&req.headers) {
         Ok(true)
     } else {
         Err(Rejection::RejectTransport(TransportError::InvalidUpgrade))

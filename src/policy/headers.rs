@@ -70,28 +70,66 @@ pub struct HeaderRules {
     pub tenant_headers: NameSet,
 }
 
-/// Default `server.strip_client_headers`: client-IP and scheme headers an app may trust.
-pub const DEFAULT_STRIP_CLIENT_HEADERS: [&str; 9] = [
+/// Default `server.strip_client_headers`: client-IP, scheme and host headers an app or its
+/// framework may trust (Rails `remote_ip`, PHP `HTTP_CLIENT_IP`, gunicorn's
+/// `secure_scheme_headers`, Java `Proxy-Client-IP` conventions, …). Every `X-Forwarded-*`
+/// name is removed from untrusted peers as well, whatever this list says.
+pub const DEFAULT_STRIP_CLIENT_HEADERS: [&str; 20] = [
     "X-Real-IP",
     "True-Client-IP",
     "X-Client-IP",
-    "X-Forwarded-Ssl",
-    "X-Forwarded-Scheme",
-    "X-Forwarded-Port",
-    "X-Forwarded-Prefix",
+    "Client-IP",
+    "X-Cluster-Client-IP",
+    "Fastly-Client-IP",
     "CF-Connecting-IP",
+    "WL-Proxy-Client-IP",
+    "Proxy-Client-IP",
+    "X-ProxyUser-Ip",
+    "X-Original-Forwarded-For",
+    "Forwarded-For",
+    "X-Forwarded",
     "Forwarded",
+    "X-Url-Scheme",
+    "Front-End-Https",
+    "X-Original-Host",
+    "X-Host",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Prefix",
 ];
 
-/// Method and URL override headers, removed (every spelling) from every request: an app or
-/// framework that obeys them would run another method or path than the one judged.
-pub const OVERRIDE_HEADERS: [&str; 6] = [
+/// Method, URL and CGI override headers, removed (every spelling) from every request, trusted
+/// proxy or not: an app, framework or app server that obeys them would run another method or
+/// path, or see another user or client, than the one judged. The CGI/WSGI meta-variable names
+/// matter with `underscore_headers: keep` (gunicorn takes `SCRIPT_NAME` and `PATH_INFO` from
+/// the proxy's headers and reroutes the request) and for servers that fold `-` onto `_`.
+pub const OVERRIDE_HEADERS: [&str; 27] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
+    "x-forwarded-method",
     "x-original-url",
     "x-rewrite-url",
-    "x-original-method",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+    "script-name",
+    "path-info",
+    "path-translated",
+    "query-string",
+    "request-uri",
+    "request-method",
+    "remote-user",
+    "remote-addr",
+    "remote-host",
+    "remote-ident",
+    "auth-type",
+    "gateway-interface",
+    "server-name",
+    "server-port",
+    "server-protocol",
+    "document-root",
 ];
 
 /// Headers fortress reads or sets whatever the policy says (besides identity, tenant and
@@ -119,7 +157,7 @@ impl HeaderRules {
 }
 
 /// `X-Forwarded-*` in any spelling.
-fn is_forwarded_family(name: &str) -> bool {
+pub fn is_forwarded_family(name: &str) -> bool {
     const PREFIX: &str = "x-forwarded-";
     name.len() > PREFIX.len()
         && name
@@ -146,6 +184,9 @@ mod tests {
         assert!(!rules.is_protected("x_forwarded_"));
         assert!(!rules.is_protected("x_custom"));
         assert!(HeaderRules::is_override("X_HTTP_Method_Override"));
+        assert!(HeaderRules::is_override("SCRIPT_NAME"));
+        assert!(HeaderRules::is_override("Path-Info"));
+        assert!(HeaderRules::is_override("x-original-uri"));
         assert!(!HeaderRules::is_override("x-http"));
     }
 }

@@ -7,9 +7,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod auth_throttle;
+pub mod classes;
+pub mod edge;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod ip_allow;
+pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
@@ -50,6 +55,16 @@ pub struct Policy {
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
+    /// Policy-wide edge rules (unmatched requests, refusals before routing, admin listener).
+    pub edge: edge::EdgeRules,
+    /// Policy-wide rate limits and the per-tenant budget.
+    pub limits: limits::Limits,
+    /// Concurrency classes (`classes:`); routes refer to them by index.
+    pub classes: classes::Classes,
+    /// Policy-wide IP allowlist (`allow_ips:`); every request must pass it.
+    pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
+    /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
+    pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
 }
 
 /// `paths:` settings, compiled.
@@ -59,6 +74,21 @@ pub struct PathSettings {
     pub matrix_parameters: MatrixParameters,
     /// Lower-case paths (ASCII letters outside `%XX`) before matching and forwarding.
     pub case_insensitive: bool,
+    /// What a path gets whose case or trailing-slash spelling fortress routes differently.
+    pub route_variants: RouteVariants,
+}
+
+/// What a request gets when its path, read the way a case- or trailing-slash-insensitive app
+/// reads it (`/Admin/x` as `/admin/x`, `/api/admin/` as `/api/admin`), is routed by fortress
+/// to a different route than the spelling sent (`paths.route_variants`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteVariants {
+    /// 400 `ambiguous_path`, in every mode (default).
+    #[default]
+    Refuse,
+    /// Routed as sent. Only for apps that route strictly case- and slash-sensitively.
+    Ignore,
 }
 
 /// What a path parameter (`;…` in a segment, raw or `%3B`) gets.
@@ -110,6 +140,12 @@ pub struct ServerSettings {
     pub admin_hosts: Vec<String>,
     /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.
     pub hosts: Option<Vec<host::HostPattern>>,
+    /// Where budget counters are persisted (`server.state_dir`); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// `server.max_header_bytes`: largest request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// `server.max_headers`: most header fields in a request head (431 beyond).
+    pub max_headers: usize,
 }
 
 impl ServerSettings {
@@ -145,6 +181,8 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
     /// A WebSocket tunnel with no bytes either way for this long is closed (both sides).
     pub websocket_idle: Duration,
+    /// The longest wait for the next chunk of a request body (408 past it).
+    pub body_read: Duration,
 }
 
 /// Enforcement mode.

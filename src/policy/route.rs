@@ -50,6 +50,10 @@ pub struct Route {
     pub params_used: Vec<String>,
     /// Position in the route table (index of per-route handles kept outside the policy).
     pub index: usize,
+    /// Request limits, security headers, CORS, error scrubbing.
+    pub edge: super::edge::EdgeRules,
+    /// The route's rate limits and budget cost.
+    pub limits: super::limits::RouteLimits,
 }
 
 /// What a route requires beyond a valid token.
@@ -63,6 +67,12 @@ pub struct Access {
     pub tenant: Option<TenantRule>,
     /// `Some(true)` for dry-run, `Some(false)` for enforce, `None` for the global mode.
     pub dry_run: Option<bool>,
+    /// The route's concurrency class (index into `Policy::classes`), explicit or `default`.
+    pub class: Option<usize>,
+    /// The route's own IP allowlist (checked as well as the policy-wide one).
+    pub allow_ips: Option<Arc<super::ip_allow::IpAllowList>>,
+    /// The app's 401 answers count as failed authentications (`upstream_401_counts`).
+    pub upstream_401_counts: bool,
 }
 
 /// Where a request names its tenant, and who may cross tenants.
@@ -364,6 +374,7 @@ mod tests {
 
     fn route(name: &str, pattern: &str, methods: Option<Vec<Method>>) -> Route {
         Route {
+            edge: Default::default(),
             name: name.into(),
             pattern: pattern.into(),
             methods,
@@ -374,6 +385,7 @@ mod tests {
             websocket: false,
             params_used: Vec::new(),
             index: 0,
+            limits: Default::default(),
         }
     }
 

@@ -18,6 +18,8 @@ pub trait BodyEvents: Send {
     fn stream_violation(&mut self, reason: &'static str);
     /// The upstream body failed mid-stream (the client saw a truncated response).
     fn upstream_body_error(&mut self);
+    /// The upstream's trailers, before they are passed on (metered budget costs).
+    fn trailers(&mut self, _trailers: &mut http::HeaderMap) {}
 }
 
 /// Error type of [`ProxyBody`].
@@ -89,7 +91,12 @@ impl Body for ProxyBody {
             KindProj::Upstream { inner } => match inner.poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Ok(mut frame))) => {
+                    if let (Some(t), Some(done)) = (frame.trailers_mut(), this.done.as_mut()) {
+                        done.trailers(t);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(done) = this.done.as_mut() {
                         done.upstream_body_error();

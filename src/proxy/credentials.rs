@@ -30,7 +30,7 @@ pub fn apply(c: &Credentials<'_>, headers: &mut HeaderMap, verified: bool) {
     if !c.forward_token {
         headers.remove(AUTHORIZATION);
         if let Some(name) = c.cookie {
-            remove_cookie(headers, name.as_bytes());
+            remove_cookie(headers, name);
         }
         return;
     }
@@ -44,7 +44,7 @@ pub fn apply(c: &Credentials<'_>, headers: &mut HeaderMap, verified: bool) {
     if let Some(name) = c.cookie
         && (!verified || from_header)
     {
-        remove_cookie(headers, name.as_bytes());
+        remove_cookie(headers, name);
     }
 }
 
@@ -70,10 +70,51 @@ fn is_bearer(v: &HeaderValue) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer") || !scheme.iter().all(u8::is_ascii_graphic)
 }
 
-/// Rewrites the `Cookie` headers without the cookie `name` (compared after trimming, on the
-/// raw bytes, so no spelling an app might read as that cookie survives). The other cookies
-/// stay, in order; a header left empty goes.
-fn remove_cookie(headers: &mut HeaderMap, name: &[u8]) {
+/// Whether a cookie name as sent (`raw`, before `=`) could be read by some app as the cookie
+/// `name`: compared after trimming white space and quotes, percent-decoding (PHP decodes
+/// names), ASCII case folding (ASP.NET Core's cookie collection ignores case) and mapping `.`,
+/// space and `[` to `_` (PHP's variable-name mangling). Matching more spellings than a given
+/// app reads only ever strips or refuses more, never less.
+pub fn cookie_name_matches(raw: &[u8], name: &str) -> bool {
+    let raw = raw.trim_ascii();
+    let raw = raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .unwrap_or(raw);
+    let fold = |b: u8| match b {
+        b'.' | b' ' | b'[' => b'_',
+        other => other.to_ascii_lowercase(),
+    };
+    let mut want = name.bytes().map(fold);
+    let mut i = 0;
+    while i < raw.len() {
+        let mut b = raw[i];
+        if b == b'%'
+            && let (Some(h), Some(l)) = (
+                raw.get(i + 1).and_then(|c| (*c as char).to_digit(16)),
+                raw.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
+            )
+        {
+            // INVARIANT: two hex digits make a value below 256.
+            b = u8::try_from(h * 16 + l).unwrap_or(b'%');
+            i += 2;
+        }
+        if want.next() != Some(fold(b)) {
+            return false;
+        }
+        i += 1;
+    }
+    want.next().is_none()
+}
+
+/// The name part of a `name=value` cookie pair.
+pub fn cookie_pair_name(pair: &[u8]) -> &[u8] {
+    pair.split(|&c| c == b'=').next().unwrap_or(pair)
+}
+
+/// Rewrites the `Cookie` headers without the cookie `name` in any spelling an app might read
+/// as it ([`cookie_name_matches`]). The other cookies stay, in order; a header left empty goes.
+fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     if !headers.contains_key(COOKIE) {
         return;
     }
@@ -86,10 +127,7 @@ fn remove_cookie(headers: &mut HeaderMap, name: &[u8]) {
             .map(<[u8]>::trim_ascii)
             .filter(|p| !p.is_empty())
             .collect();
-        let is_token = |p: &&[u8]| {
-            let n = p.split(|&c| c == b'=').next().unwrap_or(p);
-            n.trim_ascii() == name
-        };
+        let is_token = |p: &&[u8]| cookie_name_matches(cookie_pair_name(p), name);
         if !pairs.iter().any(is_token) {
             out.push(v);
             continue;
@@ -132,6 +170,38 @@ mod tests {
         forward_token: true,
         forward_unverified: false,
     };
+
+    #[test]
+    fn cookie_spellings_an_app_might_read_as_the_token_cookie() {
+        for raw in [
+            "session",
+            " session ",
+            "Session",
+            "SESSION",
+            "sess%69on",
+            "%73ession",
+            "\"session\"",
+        ] {
+            assert!(cookie_name_matches(raw.as_bytes(), "session"), "{raw}");
+        }
+        for raw in ["sessions", "session2", "xsession", "sess", "", "sess%6"] {
+            assert!(!cookie_name_matches(raw.as_bytes(), "session"), "{raw}");
+        }
+        // PHP turns `.`, space and `[` in names into `_`.
+        for raw in ["sess_id", "sess.id", "sess id", "sess[id", "SESS%2EID"] {
+            assert!(cookie_name_matches(raw.as_bytes(), "sess_id"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_the_token_cookie_is_stripped() {
+        let mut m = h(&[
+            ("cookie", "Session=forged; theme=dark"),
+            ("cookie", "sess%69on=forged2; lang=en; session=x"),
+        ]);
+        apply(&STRIP, &mut m, false);
+        assert_eq!(all(&m, "cookie"), vec!["theme=dark", "lang=en"]);
+    }
 
     #[test]
     fn unverified_bearer_and_cookie_go_other_cookies_stay() {

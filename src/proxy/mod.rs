@@ -6,10 +6,12 @@
 pub mod body;
 pub mod client_body;
 pub mod credentials;
+pub mod form_scan;
 pub mod headers;
 pub mod identity;
 pub mod request;
 pub mod response;
+pub mod security;
 pub mod tunnel;
 
 use std::time::{Duration, Instant};
@@ -52,9 +54,13 @@ impl Forwarder {
     }
 
     /// Sends a prepared request (absolute URI, cleaned headers) and waits for the response
-    /// headers up to `timeout`. The body streams afterwards. A failure while the client's body
-    /// was being read (`body` says so) is the client's: 400 `malformed_body`, counted in
-    /// `fortress_client_body_errors_total`, never as an upstream error.
+    /// headers up to `timeout`, counted from when the client's body was sent whole (at once
+    /// for a bodiless request): a slow upload is bounded by `body_read` per chunk, not by
+    /// `timeout`. While the body is being sent, an upstream that takes none of it for
+    /// `timeout` (and has not answered) times out. The response body streams afterwards. A
+    /// failure while the client's body was being read (`body` says so) is the client's: 400
+    /// `malformed_body` (413, 400 `method_override`, 408 for the body's own limits), counted in
+    /// `fortress_client_body_errors_total` when malformed, never as an upstream error.
     pub async fn send(
         &self,
         req: Request<ClientBody>,
@@ -64,10 +70,49 @@ impl Forwarder {
         request_id: &str,
     ) -> Result<Response<Incoming>, Rejection> {
         let started = Instant::now();
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let response = self.client.request(req);
+        tokio::pin!(response);
+        let mut frames = body.frames();
+        let outcome = loop {
+            if body.sent() {
+                break tokio::time::timeout(timeout, &mut response)
+                    .await
+                    .map_err(|_| ());
+            }
+            tokio::select! {
+                r = &mut response => break Ok(r),
+                () = body.wait_sent() => {}
+                () = tokio::time::sleep(timeout) => {
+                    // Still sending the body: waiting on the client is `body_read`'s to
+                    // bound; an upstream that took nothing for `timeout` is not answering.
+                    let now = body.frames();
+                    if !body.waiting_on_client() && now == frames {
+                        break Err(());
+                    }
+                    frames = now;
+                }
+            }
+        };
+        match outcome {
             Ok(Ok(resp)) => {
                 metrics.observe_upstream(started.elapsed().as_secs_f64());
                 Ok(resp)
+            }
+            Ok(Err(e)) if body.too_large() => {
+                warn!(request.id = %request_id, error = %error_chain(&e), "client body over max_body; upstream request aborted");
+                Err(Rejection::PayloadTooLarge(
+                    crate::error::LimitError::BodyTooLarge,
+                ))
+            }
+            Ok(Err(e)) if body.method_override() => {
+                warn!(request.id = %request_id, error = %error_chain(&e), "client form body names _method; upstream request aborted");
+                Err(Rejection::RejectAmbiguous(
+                    crate::error::AmbiguityError::MethodOverride,
+                ))
+            }
+            Ok(Err(e)) if body.timed_out() => {
+                warn!(request.id = %request_id, error = %error_chain(&e), "client body stalled past body_read; upstream request aborted");
+                Err(Rejection::BodyTimeout)
             }
             Ok(Err(e)) if body.failed() => {
                 metrics.client_body_errors.inc();

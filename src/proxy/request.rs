@@ -16,7 +16,7 @@ use super::headers::{ClientSide, set_forwarding, strip_hop_by_hop};
 use super::identity::{IdentityHeaders, inject};
 use crate::auth::Principal;
 use crate::error::Rejection;
-use crate::policy::headers::{HeaderRules, UnderscoreHeaders};
+use crate::policy::headers::{HeaderRules, UnderscoreHeaders, is_forwarded_family};
 use crate::policy::identity::same_name;
 
 /// Everything the rewrite needs to know about the request's judgement.
@@ -51,6 +51,9 @@ pub struct Forwarding<'a> {
     /// A checked WebSocket handshake on a `websocket: true` route: `Connection: upgrade` and
     /// `Upgrade: websocket` survive the hop-by-hop strip (for this case only).
     pub websocket: bool,
+    /// A stream route: the response is checked line by line, so it is asked for uncompressed
+    /// (`Accept-Encoding: identity`).
+    pub stream: bool,
 }
 
 /// Rewrites a client request for the upstream.
@@ -97,6 +100,12 @@ pub fn prepare<B>(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     join_cookies(&mut parts.headers);
+    if f.stream {
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     // Before the forwarding headers are set, so a configured strip list never removes them.
     strip_client_headers(&mut parts.headers, f);
     set_forwarding(
@@ -140,15 +149,16 @@ pub fn prepare<B>(
 
 /// Removes, in one pass over the names, every header the app must not get from the client:
 /// names with `_` (unless `underscore_headers: keep`), identity headers and method/URL
-/// override headers (every spelling), the `strip_client_headers` list when the peer is not a
-/// trusted proxy (every spelling), and spellings of the tenant header other than its own.
+/// override headers (every spelling), the `strip_client_headers` list and every
+/// `X-Forwarded-*` name when the peer is not a trusted proxy (every spelling; fortress then
+/// sets its own `X-Forwarded-For`, `-Proto` and `-Host`), and spellings of the tenant header other than its own.
 /// Allocates only when something is removed.
 fn strip_client_headers(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let doomed = |name: &str| {
         (f.rules.underscore == UnderscoreHeaders::Drop && name.contains('_'))
             || f.identity.contains(name)
             || HeaderRules::is_override(name)
-            || (!f.trusted && f.rules.strip_untrusted.contains(name))
+            || (!f.trusted && (f.rules.strip_untrusted.contains(name) || is_forwarded_family(name)))
             || f.tenant_header
                 .is_some_and(|(t, _)| t.as_str() != name && same_name(t.as_str(), name))
     };
@@ -239,6 +249,7 @@ mod tests {
             trusted_proxies: &[],
             tenant_header: None,
             websocket: false,
+            stream: false,
         }
     }
 

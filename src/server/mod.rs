@@ -1,6 +1,7 @@
 //! Listeners: accept loops with a connection cap, TLS handshake with a timeout, HTTP/1.1 and
 //! HTTP/2 (ALPN) serving, idle timeout, and a two-step drain at shutdown.
 
+pub mod h1_guard;
 pub mod signals;
 
 use std::sync::Arc;
@@ -178,11 +179,16 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Only the two timeouts stay with the connection, not a copy of the server settings.
-    let (header_read, idle) = {
+    // Only the timeouts and head limits stay with the connection, not a copy of the server
+    // settings.
+    let (header_read, idle, limits) = {
         let snapshot = state.config.snapshot();
         let t = &snapshot.server.timeouts;
-        (t.header_read, t.idle)
+        let limits = h1_guard::Limits {
+            max_head_bytes: snapshot.server.max_header_bytes,
+            max_headers: snapshot.server.max_headers,
+        };
+        (t.header_read, t.idle, limits)
     };
     let svc_info = info.clone();
     let svc = service_fn(move |req| {
@@ -233,7 +239,7 @@ async fn serve_http<I>(
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(MAX_HEADER_BYTES)
+            .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
             // Rapid reset (CVE-2023-44487): streams the client resets before fortress
             // accepted them; beyond this, GOAWAY (ENHANCE_YOUR_CALM). hyper's default, made
             // explicit.
@@ -248,20 +254,31 @@ async fn serve_http<I>(
         drive!(b.serve_connection(io, svc));
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
+        // hyper's own head limits sit above the guard's, so the guard (on client
+        // connections) answers first, with fortress's JSON 431; on the admin listener they
+        // are the limits.
+        let hyper_head = limits.max_head_bytes + HYPER_HEAD_SLACK;
         // hyper needs a timer for the header-read timeout (it panics without one).
         b.timer(TokioTimer::new())
             .header_read_timeout(header_read)
             .keep_alive(true)
-            // The request head (start line and fields): 431 beyond it, the same figure as
-            // HTTP/2's header list limit.
-            .max_header_size(MAX_HEADER_BYTES as usize)
-            .max_headers(MAX_HEADER_FIELDS)
-            // Bodies stream through in reads of at most this size.
-            .max_buf_size(MAX_HEADER_BYTES as usize);
+            .max_header_size(hyper_head)
+            .max_headers(limits.max_headers)
+            // Bodies stream through in reads of at most this size (hyper's minimum is 8 KiB).
+            .max_buf_size(hyper_head.max(MAX_HEADER_BYTES as usize));
         // With upgrades: a WebSocket handshake on a `websocket: true` route hands the
         // connection to the tunnel (`proxy::tunnel`) once the 101 is sent; other requests are
-        // unaffected.
-        drive!(b.serve_connection(io, svc).with_upgrades());
+        // unaffected. Client connections read through the raw-byte guard (`h1_guard`): hyper
+        // only ever parses heads and chunk lines that passed RFC 9112's strict syntax.
+        if kind == Listener::Client {
+            let guarded = h1_guard::GuardedIo::new(io.into_inner(), limits, info.clone());
+            drive!(
+                b.serve_connection(TokioIo::new(guarded), svc)
+                    .with_upgrades()
+            );
+        } else {
+            drive!(b.serve_connection(io, svc).with_upgrades());
+        }
     }
     drop(drain);
 }
@@ -271,8 +288,12 @@ async fn serve_http<I>(
 /// token size check with a proper 401, not cut off by the parser), well below hyper's
 /// ~400 KiB default.
 pub const MAX_HEADER_BYTES: u32 = 96 * 1024;
-/// Most header fields in an HTTP/1.1 request head (hyper's default, explicit).
+/// Most header fields in an HTTP/1.1 request head (hyper's default, explicit); the default
+/// of `server.max_headers`.
 pub const MAX_HEADER_FIELDS: usize = 100;
+/// How far hyper's own head limit sits above `server.max_header_bytes` (the guard answers
+/// first on client connections).
+const HYPER_HEAD_SLACK: usize = 1024;
 /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// HTTP/2 streams reset by the client before they were accepted, before GOAWAY.

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::policy::Policy;
 use crate::store::StateStore;
+use crate::store::classes::ClassGate;
 use crate::store::live::{AuthBinding, Live};
 
 /// One installed policy version.
@@ -25,6 +26,10 @@ pub struct Snapshot {
     pub store: Arc<dyn StateStore>,
     /// The process clock (rate limits, budgets, token times).
     pub clock: Arc<Clock>,
+    /// When this process last charged a failed authentication (kept across reloads).
+    pub last_auth_failure: Arc<std::sync::atomic::AtomicU64>,
+    /// The live gate of each concurrency class (same order as `policy.classes`).
+    pub classes: Vec<Arc<ClassGate>>,
     routes: Vec<Arc<RouteMetrics>>,
     unmatched: Arc<RouteMetrics>,
 }
@@ -39,10 +44,15 @@ impl Snapshot {
             .iter()
             .map(|r| metrics.route(r.name.clone()))
             .collect();
+        let classes = live
+            .classes()
+            .bind(&policy.classes, |name| metrics.class_gauges(name));
         Self {
+            classes,
             live_auth,
             store: live.store().clone(),
             clock: live.clock().clone(),
+            last_auth_failure: live.last_auth_failure().clone(),
             routes,
             unmatched: metrics.unmatched().clone(),
             policy,

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::policy::Policy;
 use crate::policy::auth::{JwksSource, JwtSettings};
 use crate::store::StateStore;
+use crate::store::classes::ClassRegistry;
 
 /// What identifies a JWKS cache: its source, and the CA file used to fetch it.
 type JwksOrigin = (JwksSource, Option<PathBuf>);
@@ -48,6 +49,8 @@ pub struct Live {
     tokens: Mutex<Option<Arc<TokenCache>>>,
     store: Arc<dyn StateStore>,
     clock: Arc<Clock>,
+    classes: ClassRegistry,
+    last_auth_failure: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The live state one policy version uses (held by its snapshot).
@@ -78,6 +81,8 @@ impl Live {
             tokens: Mutex::default(),
             store,
             clock: Arc::new(Clock::System),
+            last_auth_failure: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            classes: ClassRegistry::default(),
         }
     }
 
@@ -90,6 +95,18 @@ impl Live {
     /// The state store.
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
+    }
+
+    /// The concurrency-class gates (kept across reloads; see `store::classes`).
+    pub fn classes(&self) -> &ClassRegistry {
+        &self.classes
+    }
+
+    /// When (ms, process clock) the last failed authentication was charged to a client IP in
+    /// this process: the throttle check skips its store read while none fell in the current
+    /// window (see `pipeline/auth_throttle.rs`).
+    pub fn last_auth_failure(&self) -> &Arc<std::sync::atomic::AtomicU64> {
+        &self.last_auth_failure
     }
 
     /// The process clock (every policy version reads the same one).

@@ -37,6 +37,9 @@ use super::{
 /// Shards used by [`MemoryStore::new`] (fewer when `max_entries` is smaller).
 pub const DEFAULT_SHARDS: usize = 32;
 
+/// Expired entries a sweep drops per shard lock.
+const SWEEP_BATCH: usize = 1024;
+
 /// Keyed entries kept by default (about 100 MiB at worst); past it the soonest-expiring go.
 pub const DEFAULT_MAX_ENTRIES: usize = 1 << 19;
 
@@ -97,6 +100,50 @@ impl MemoryStore {
     /// Whether no keyed entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every unexpired budget entry (for persistence: budgets survive restarts, rate limits
+    /// start fresh). Locks each shard in turn.
+    pub fn export_budgets(&self, now: Millis) -> Vec<BudgetEntry> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for entry in shard.map.values() {
+                if let Slot::Budget { start, used } = entry.slot
+                    && entry.expires_at > now
+                {
+                    out.push(BudgetEntry {
+                        key: entry.key.to_string(),
+                        start,
+                        used,
+                        expires_at: entry.expires_at,
+                    });
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Restores budget entries (startup). Entries of windows that already ended are skipped;
+    /// a key that already holds budget state of the same window keeps the larger usage.
+    pub fn import_budgets(&self, now: Millis, entries: &[BudgetEntry]) {
+        for e in entries {
+            if e.expires_at <= now || e.start > now {
+                continue;
+            }
+            let mut shard = lock(&self.shards[self.shard_of(&e.key)]);
+            let used = budget_used(shard.get(&e.key), e.start).max(e.used);
+            shard.put(
+                now,
+                &e.key,
+                Slot::Budget {
+                    start: e.start,
+                    used,
+                },
+                e.expires_at,
+            );
+        }
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -331,8 +378,10 @@ impl StateStore for MemoryStore {
     }
 
     fn sweep(&self, now: Millis) {
+        // In batches: a shard's lock is never held for a whole large sweep, so admissions on
+        // that shard wait for at most one batch.
         for shard in self.shards.iter() {
-            lock(shard).drop_expired(now);
+            while lock(shard).drop_expired_batch(now, SWEEP_BATCH) {}
         }
         if self.revocations.load().has_expired(now) {
             self.revocations.rcu(|current| {
@@ -347,6 +396,19 @@ impl StateStore for MemoryStore {
 /// Locks a shard, recovering from poisoning (see the module documentation).
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One budget counter, as exported for persistence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetEntry {
+    /// The budget key.
+    pub key: String,
+    /// Start of the window the usage belongs to (ms since the epoch).
+    pub start: Millis,
+    /// Units used in that window.
+    pub used: u64,
+    /// End of the window (ms since the epoch): the entry is dropped then.
+    pub expires_at: Millis,
 }
 
 /// A key's working copy during an admission.
@@ -447,6 +509,21 @@ impl Shard {
             };
             self.map.remove(&*key);
         }
+    }
+
+    /// Drops up to `max` expired entries; whether more may remain.
+    fn drop_expired_batch(&mut self, now: Millis, max: usize) -> bool {
+        for _ in 0..max {
+            match self.by_expiry.first() {
+                Some((expires_at, _)) if *expires_at <= now => {
+                    if let Some((_, key)) = self.by_expiry.pop_first() {
+                        self.map.remove(&*key);
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     fn drop_expired(&mut self, now: Millis) {

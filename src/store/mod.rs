@@ -109,9 +109,11 @@
 //! * return [`StoreError::Unavailable`] instead of blocking a request when Redis does not answer
 //!   within the caller's deadline.
 
+pub mod classes;
 pub mod gcra;
 pub mod live;
 pub mod memory;
+pub mod persist;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -340,6 +342,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Drops expired state (limits whose state is back to "fresh", budgets of past windows,
     /// expired leases and revocations). Called periodically.
     fn sweep(&self, now: Millis);
+
+    /// Whether other instances write to this store too (a Redis backend): then a caller may
+    /// not skip a read because *this* process wrote nothing recently. The in-memory store is
+    /// not shared.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian.

@@ -74,6 +74,16 @@ impl NdjsonGuard {
         }
     }
 
+    /// A stream that cannot be checked at all (it is compressed): enforcing, only the error
+    /// line is sent (and the upstream connection dropped); observing, everything passes and
+    /// the violation is recorded.
+    pub fn refuse_from_start(&mut self, v: Violation) {
+        match self.mode {
+            Mode::Enforce => self.fail(v, Bytes::new()),
+            Mode::Observe => self.observe(v),
+        }
+    }
+
     /// The violation, the first time it is asked for after it happened (so it is recorded
     /// exactly once).
     pub fn take_new_violation(&mut self) -> Option<Violation> {

@@ -52,11 +52,15 @@ pub enum Violation {
     UpstreamError,
     /// A `technical_view` line's SQL was refused by the SQL guard.
     SqlNotAllowed,
+    /// The stream came with a `Content-Encoding` (gzip, br, …): its lines cannot be checked.
+    /// Fortress asks stream routes for `Accept-Encoding: identity`; an app that compresses
+    /// anyway gets its stream refused.
+    ContentEncoded,
 }
 
 impl Violation {
     /// Every violation, in declaration order (for metrics pre-registration and tests).
-    pub const ALL: [Violation; 20] = [
+    pub const ALL: [Violation; 21] = [
         Violation::InvalidUtf8,
         Violation::InvalidJson,
         Violation::NotAnObject,
@@ -77,6 +81,7 @@ impl Violation {
         Violation::MissingRequired,
         Violation::UpstreamError,
         Violation::SqlNotAllowed,
+        Violation::ContentEncoded,
     ];
 
     /// The snake_case code used as `reason`, in logs, metrics and audit records.
@@ -102,6 +107,7 @@ impl Violation {
             Violation::MissingRequired => "missing_required",
             Violation::UpstreamError => "upstream_error",
             Violation::SqlNotAllowed => "sql_not_allowed",
+            Violation::ContentEncoded => "content_encoded",
         }
     }
 }
@@ -188,6 +194,6 @@ mod tests {
             assert_eq!(Violation::ALL[i].to_string(), *c);
         }
         assert_eq!(codes.first(), Some(&"invalid_utf8"));
-        assert_eq!(codes.last(), Some(&"sql_not_allowed"));
+        assert_eq!(codes.last(), Some(&"content_encoded"));
     }
 }

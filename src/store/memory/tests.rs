@@ -625,3 +625,39 @@ fn usable_as_shared_trait_object() {
     assert!(admit(&*s, 0, &checks).allowed);
     assert!(format!("{s:?}").contains("MemoryStore"));
 }
+
+#[test]
+fn budgets_export_and_import_round_trip() {
+    let s = MemoryStore::new(64);
+    let now = at(2026, 3, 10, 12, 0, 0, 0);
+    assert!(admit(&s, now, &[budget("b|day|t1", 100, Window::Day, 7)]).allowed);
+    assert!(admit(&s, now, &[budget("b|month|t1", 1_000, Window::Month, 9)]).allowed);
+    assert!(admit(&s, now, &[rate("rl|x", 5, 1_000, 5)]).allowed);
+    let out = s.export_budgets(now);
+    assert_eq!(out.len(), 2, "rate state is not exported: {out:?}");
+    assert_eq!(out[0].key, "b|day|t1");
+    assert_eq!(out[0].used, 7);
+    assert_eq!(out[0].start, at(2026, 3, 10, 0, 0, 0, 0));
+    assert_eq!(out[0].expires_at, at(2026, 3, 11, 0, 0, 0, 0));
+
+    let fresh = MemoryStore::new(64);
+    fresh.import_budgets(now, &out);
+    let st = admit(&fresh, now, &[budget("b|day|t1", 100, Window::Day, 0)]).states[0];
+    assert_eq!(st.used, 7);
+    let st = admit(
+        &fresh,
+        now,
+        &[budget("b|month|t1", 1_000, Window::Month, 0)],
+    )
+    .states[0];
+    assert_eq!(st.used, 9);
+    // The next day, the day entry is of a past window: not imported.
+    let later = MemoryStore::new(64);
+    later.import_budgets(at(2026, 3, 11, 0, 0, 0, 0), &out);
+    assert_eq!(keys(&later), vec!["b|month|t1".to_owned()]);
+    // An import never lowers usage already counted.
+    assert!(admit(&fresh, now, &[budget("b|day|t1", 100, Window::Day, 50)]).allowed);
+    fresh.import_budgets(now, &out);
+    let st = admit(&fresh, now, &[budget("b|day|t1", 100, Window::Day, 0)]).states[0];
+    assert_eq!(st.used, 57);
+}
