@@ -78,6 +78,26 @@ pub struct AuditStats {
     pub failing: AtomicBool,
     /// The chain head: seq of the last record written (+1; 0 = none yet).
     pub head_next_seq: AtomicU64,
+    /// The chain head's hash (hex; empty before the first record). Read at scrape time only.
+    pub head_hash: std::sync::Mutex<String>,
+}
+
+impl AuditStats {
+    /// Publishes the chain head (seq of the next record, hash of the last one).
+    fn set_head(&self, next_seq: u64, hash: &str) {
+        self.head_next_seq.store(next_seq, Ordering::Relaxed);
+        if let Ok(mut h) = self.head_hash.lock() {
+            h.clear();
+            h.push_str(hash);
+        }
+    }
+
+    /// The chain head: (seq of the last record, its hash), `None` before the first record.
+    pub fn head(&self) -> Option<(u64, String)> {
+        let next = self.head_next_seq.load(Ordering::Relaxed);
+        let hash = self.head_hash.lock().ok()?.clone();
+        (next > 0).then(|| (next - 1, hash))
+    }
 }
 
 enum Msg {
@@ -100,7 +120,7 @@ impl Writer {
             Some(dir) => recover(dir, settings.key.clone())?,
             None => (Chain::new(0, GENESIS.into(), settings.key.clone()), 0),
         };
-        stats.head_next_seq.store(chain.next_seq, Ordering::Relaxed);
+        stats.set_head(chain.next_seq, &chain.prev_hash);
         if truncated > 0 {
             warn!(
                 bytes = truncated,
@@ -341,9 +361,7 @@ impl Thread {
         match result {
             Ok(()) => {
                 self.stats.written.fetch_add(lines, Ordering::Relaxed);
-                self.stats
-                    .head_next_seq
-                    .store(self.chain.next_seq, Ordering::Relaxed);
+                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
                 for w in waiters.into_iter().flatten() {
                     let _ = w.send(Ok(()));
                 }
@@ -432,9 +450,7 @@ impl Thread {
         let res = self.flush(&line, 1);
         if res.is_ok() {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .head_next_seq
-                .store(self.chain.next_seq, Ordering::Relaxed);
+            self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
             self.anchor("seal");
         } else {
             self.chain = saved;
@@ -506,9 +522,15 @@ impl Thread {
         let chained = self.chain.link(r.to_object());
         let mut line = chained.line;
         line.push('\n');
-        if let Err(e) = self.flush(&line, 1) {
-            self.chain = saved;
-            error!(error = %e, "audit: could not write the retention record");
+        match self.flush(&line, 1) {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
+            }
+            Err(e) => {
+                self.chain = saved;
+                error!(error = %e, "audit: could not write the retention record");
+            }
         }
     }
 }
