@@ -78,25 +78,26 @@ pub struct AuditStats {
     pub failing: AtomicBool,
     /// The chain head: seq of the last record written (+1; 0 = none yet).
     pub head_next_seq: AtomicU64,
-    /// The chain head's hash (hex; empty before the first record). Read at scrape time only.
-    pub head_hash: std::sync::Mutex<String>,
+    /// The chain head: (seq of the next record, hash of the last one), kept together so a
+    /// reader never pairs a seq with another record's hash. Read at scrape time only.
+    pub head: std::sync::Mutex<(u64, String)>,
 }
 
 impl AuditStats {
     /// Publishes the chain head (seq of the next record, hash of the last one).
     fn set_head(&self, next_seq: u64, hash: &str) {
         self.head_next_seq.store(next_seq, Ordering::Relaxed);
-        if let Ok(mut h) = self.head_hash.lock() {
-            h.clear();
-            h.push_str(hash);
+        if let Ok(mut h) = self.head.lock() {
+            h.0 = next_seq;
+            h.1.clear();
+            h.1.push_str(hash);
         }
     }
 
     /// The chain head: (seq of the last record, its hash), `None` before the first record.
     pub fn head(&self) -> Option<(u64, String)> {
-        let next = self.head_next_seq.load(Ordering::Relaxed);
-        let hash = self.head_hash.lock().ok()?.clone();
-        (next > 0).then(|| (next - 1, hash))
+        let h = self.head.lock().ok()?;
+        (h.0 > 0).then(|| (h.0 - 1, h.1.clone()))
     }
 }
 
