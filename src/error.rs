@@ -459,6 +459,9 @@ pub enum Rejection {
     /// The route's concurrency class is full (and its queue full, or the wait timed out, or
     /// the tenant is at its per-tenant cap).
     Overloaded,
+    /// The request needs an audit record and the audit trail cannot take it (queue full or
+    /// sink failing): fail closed.
+    AuditUnavailable,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -614,6 +617,15 @@ impl Rejection {
                 retry_after: Some(OVERLOADED_RETRY_AFTER),
                 ..row(S::SERVICE_UNAVAILABLE, "service_unavailable", "overloaded")
             },
+            // Fail closed: no record, no response (comes back when the sink recovers).
+            Rejection::AuditUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "audit_unavailable",
+                )
+            },
         }
     }
 
@@ -681,7 +693,8 @@ impl Rejection {
             | Rejection::PayloadTooLarge(_)
             | Rejection::UnsupportedMediaType(_)
             | Rejection::CorsRefused(_)
-            | Rejection::LimitsUnavailable => false,
+            | Rejection::LimitsUnavailable
+            | Rejection::AuditUnavailable => false,
         }
     }
 

@@ -74,6 +74,9 @@ pub enum StartError {
     /// The persisted budget state could not be read (corrupt, unknown version).
     #[error("{0}")]
     State(#[from] store::persist::PersistError),
+    /// The audit trail could not be opened or could not record the startup.
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// A running fortress instance.
@@ -198,6 +201,28 @@ impl Fortress {
                 .await
                 .map_err(|e| StartError::Load(e.to_string()))??;
         }
+        // The trail opens (continuing the chain) before anything is served, and the startup
+        // is recorded and written first: a fortress that cannot audit does not start.
+        let audit = match &config.audit {
+            Some(settings) => {
+                let trail = audit::Trail::start(settings, live.clock().clone())
+                    .map_err(StartError::Audit)?;
+                let mut r = audit::Record::new(audit::Event::Startup, live.clock().now_ms());
+                r.policy_version = Some(config.hash.clone());
+                r.detail = Some(serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "listen": client_addr.to_string(),
+                    "admin": admin_addr.to_string(),
+                    "config": config_path.as_ref().map(|p| p.display().to_string()),
+                }));
+                trail
+                    .event_acked(r)
+                    .await
+                    .map_err(|e| StartError::Audit(format!("the startup record: {e}")))?;
+                Some(Arc::new(trail))
+            }
+            None => None,
+        };
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
@@ -211,6 +236,7 @@ impl Fortress {
             reload,
             tls,
             config_path,
+            audit,
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
@@ -253,6 +279,18 @@ impl Fortress {
                     Ok(Err(e)) => tracing::error!(error = %e, "budget state not saved at shutdown"),
                     Err(e) => tracing::error!(error = %e, "budget state not saved at shutdown"),
                 }
+            }
+            // Last: the shutdown record, then everything queued is written and the trail
+            // sealed.
+            if let Some(trail) = &drain_state.audit {
+                let mut r =
+                    audit::Record::new(audit::Event::Shutdown, drain_state.live.clock().now_ms());
+                r.policy_version = Some(drain_state.config.snapshot().policy.hash.clone());
+                r.detail = Some(serde_json::json!({ "drained": drained }));
+                if let Err(e) = trail.event_acked(r).await {
+                    tracing::error!(error = %e, "audit: the shutdown record was not written");
+                }
+                trail.close().await;
             }
             drained
         });

@@ -12,10 +12,12 @@ pub mod chain;
 pub mod cmd;
 pub mod query;
 pub mod record;
+pub mod trail;
 pub mod verify;
 pub mod writer;
 
 pub use chain::ChainKey;
+pub use trail::Trail;
 pub use record::{Event, Record};
 pub use writer::{AuditError, AuditStats, Writer, WriterSettings};
 

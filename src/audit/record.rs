@@ -123,6 +123,8 @@ impl Record {
             _ => serde_json::Map::new(),
         };
         map.insert("ts".into(), Value::String(rfc3339_ms(self.at_ms)));
+        // Tells a record from a log line on a shared stdout.
+        map.insert("type".into(), Value::String("audit".into()));
         map
     }
 }

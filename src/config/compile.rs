@@ -600,6 +600,7 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
         require_any: list(&r.require_any),
         tenant,
         dry_run: r.mode.map(|m| m == Mode::DryRun),
+        privileged: r.privileged.unwrap_or(false),
         ..Access::default()
     }
 }

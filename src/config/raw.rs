@@ -296,6 +296,11 @@ pub struct RawRoute {
     /// `enforce` or `dry-run` for this route (default: the global `mode`).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// A privileged route: with `audit.include: [privileged]` every request to it is audited,
+    /// allowed or not (and, being allowed, only forwarded while the audit trail can take its
+    /// record).
+    #[serde(default)]
+    pub privileged: Option<bool>,
     /// Check the response as this NDJSON stream (a name under `streams:`).
     #[serde(default)]
     pub stream: Option<Located<String>>,

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod ambiguity;
+pub mod audit;
 pub mod auth_throttle;
 pub mod authn;
 pub mod authz;
@@ -69,7 +70,11 @@ pub async fn handle(
     ));
     // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
     ctx.body_empty = http_body::Body::is_end_stream(req.body());
-    let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
+    if let Some(trail) = &state.audit {
+        ctx.audit = Some(trail.clone());
+        ctx.target = req.uri().path_and_query().cloned();
+    }
+    let (mut resp, mut tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
         Err(rejection) => {
             ctx.refuse(rejection);
@@ -86,6 +91,16 @@ pub async fn handle(
         );
     admission::respond(&mut ctx, resp.headers_mut(), forwarded);
     ctx.status = Some(resp.status().as_u16());
+    // No record, no response: a record the trail cannot take (or, `strict`, cannot write)
+    // turns the response into 503 `audit_unavailable`.
+    if ctx.audit.is_some() && audit::commit(&ctx).await.is_err() {
+        ctx.audit_failed();
+        resp = Rejection::AuditUnavailable
+            .to_response(ctx.ids.request_id())
+            .map(ProxyBody::full);
+        tunnel = None;
+        ctx.status = Some(resp.status().as_u16());
+    }
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
@@ -142,6 +157,7 @@ async fn decide_and_forward(
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.
     let websocket = upgrade::check(ctx, &parts)?;
+    audit::gate(ctx)?;
     let client_upgrade = if websocket {
         parts.extensions.remove::<OnUpgrade>()
     } else {
