@@ -17,8 +17,8 @@ pub mod verify;
 pub mod writer;
 
 pub use chain::ChainKey;
-pub use trail::Trail;
 pub use record::{Event, Record};
+pub use trail::Trail;
 pub use writer::{AuditError, AuditStats, Writer, WriterSettings};
 
 #[cfg(test)]

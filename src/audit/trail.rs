@@ -259,8 +259,11 @@ mod tests {
         assert_eq!(a.client_ip, Some(redacted_value("k", "10.0.0.7")));
         assert_eq!(a.subject, Some(redacted_value("k", "alice")));
         assert_ne!(a.subject, Some(redacted_value("k", "bob")));
-        assert!(a.subject.as_deref().is_some_and(|s| s.starts_with("hmac-sha256:")
-            && s.len() == "hmac-sha256:".len() + 32));
+        assert!(
+            a.subject.as_deref().is_some_and(
+                |s| s.starts_with("hmac-sha256:") && s.len() == "hmac-sha256:".len() + 32
+            )
+        );
         assert_eq!(a.tenant.as_deref(), Some("acme"));
         let mut b = r.clone();
         redact(&mut b, &settings(vec![Redact::Tenant]));

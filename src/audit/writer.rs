@@ -362,7 +362,8 @@ impl Thread {
         match result {
             Ok(()) => {
                 self.stats.written.fetch_add(lines, Ordering::Relaxed);
-                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
+                self.stats
+                    .set_head(self.chain.next_seq, &self.chain.prev_hash);
                 for w in waiters.into_iter().flatten() {
                     let _ = w.send(Ok(()));
                 }
@@ -451,7 +452,8 @@ impl Thread {
         let res = self.flush(&line, 1);
         if res.is_ok() {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
-            self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
+            self.stats
+                .set_head(self.chain.next_seq, &self.chain.prev_hash);
             self.anchor("seal");
         } else {
             self.chain = saved;
@@ -513,10 +515,19 @@ impl Thread {
             .first()
             .and_then(|(_, p, _)| first_record(p).ok().flatten());
         let mut r = Record::new(Event::Retention, now_ms);
+        // No file kept (every older one went, today's is not written yet): the kept trail
+        // starts with this very record.
+        let (kept_seq, kept_prev) = match &first {
+            Some(v) => (v.get("seq").cloned(), v.get("prev_hash").cloned()),
+            None => (
+                Some(Value::from(self.chain.next_seq)),
+                Some(Value::String(self.chain.prev_hash.clone())),
+            ),
+        };
         r.detail = Some(json!({
             "deleted": deleted,
-            "kept_from_seq": first.as_ref().and_then(|v| v.get("seq").cloned()),
-            "kept_from_prev_hash": first.as_ref().and_then(|v| v.get("prev_hash").cloned()),
+            "kept_from_seq": kept_seq,
+            "kept_from_prev_hash": kept_prev,
         }));
         info!(files = deleted.len(), "audit retention deleted old files");
         let saved = self.chain.clone();
@@ -526,7 +537,8 @@ impl Thread {
         match self.flush(&line, 1) {
             Ok(()) => {
                 self.stats.written.fetch_add(1, Ordering::Relaxed);
-                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
+                self.stats
+                    .set_head(self.chain.next_seq, &self.chain.prev_hash);
             }
             Err(e) => {
                 self.chain = saved;

@@ -597,7 +597,10 @@ mod tests {
             limit: 1000,
             exhausted: false,
         };
-        assert_eq!(crossed(vec![(Period::Daily, 1000, 900, 1, 0.9)]), vec![warn]);
+        assert_eq!(
+            crossed(vec![(Period::Daily, 1000, 900, 1, 0.9)]),
+            vec![warn]
+        );
         // The charge that used the last unit (and crossed the threshold at once).
         let all = crossed(vec![(Period::Monthly, 10, 10, 5, 0.9)]);
         assert_eq!(
