@@ -169,7 +169,18 @@ fn print_if(
                 .iter()
                 .map(|c| match v.get(*c) {
                     None | Some(Value::Null) => "-".to_owned(),
-                    Some(Value::String(s)) => s.clone(),
+                    // A value never breaks the table: tabs, newlines and other control
+                    // characters are printed escaped.
+                    Some(Value::String(s)) => s
+                        .chars()
+                        .map(|c| {
+                            if c.is_control() {
+                                c.escape_default().to_string()
+                            } else {
+                                c.to_string()
+                            }
+                        })
+                        .collect(),
                     Some(other) => other.to_string(),
                 })
                 .collect();
@@ -177,4 +188,20 @@ fn print_if(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_never_break_the_table() {
+        let line = r#"{"event":"request","subject":"a\tb\nc","path":"/x"}"#;
+        let mut out = Vec::new();
+        assert!(print_if(line, &Filter::default(), Format::Table, &mut out).expect("write"));
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.matches('\t').count(), COLUMNS.len() - 1, "{text}");
+        assert!(text.contains(r"a\tb\nc"), "{text}");
+    }
 }
