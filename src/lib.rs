@@ -134,6 +134,9 @@ impl Fortress {
             )),
             None => None,
         };
+        if let Some(t) = &tls {
+            metrics.attach_cert_expiry(t.not_after().clone());
+        }
         let client = bind(config.server.listen).await?;
         let admin = bind(config.server.admin).await?;
         let client_addr = client.local_addr().map_err(|e| StartError::Bind {
@@ -188,6 +191,7 @@ impl Fortress {
             );
         }
         let live = Live::new(store.clone()).with_clock(clock);
+        metrics.attach_jwks(live.jwks_stats().clone());
         memory.import_budgets(live.clock().now_ms(), &persisted);
         // Written back at once: a state directory fortress cannot write to stops startup
         // rather than losing every charge silently later.
