@@ -128,3 +128,44 @@ fn load_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey,
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &std::path::Path, year: i32) -> TlsFiles {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let files = TlsFiles {
+            cert: dir.join(format!("{year}.crt")),
+            key: dir.join(format!("{year}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&files.key, key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
+        files
+    }
+
+    #[test]
+    fn the_expiry_follows_the_serving_certificate() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            CertStore::load(&write_cert(dir.path(), 2030)).unwrap_or_else(|e| panic!("{e}"));
+        let expiry = store.not_after().clone();
+        // 2030-01-01T00:00:00Z
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000);
+        store
+            .reload(&write_cert(dir.path(), 2031))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000 + 365 * 86_400);
+        // A refused reload keeps the serving certificate, and its expiry.
+        let broken = TlsFiles {
+            cert: dir.path().join("none.crt"),
+            key: dir.path().join("none.key"),
+        };
+        assert!(store.reload(&broken).is_err());
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000 + 365 * 86_400);
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use serde::Deserialize;
 use serde_json::Value;
 use support::*;
@@ -516,4 +516,81 @@ fn the_chart_ships_the_dashboard_and_the_rules() {
     ] {
         assert!(doc.contains(f), "docs/observability.md does not link {f}");
     }
+}
+
+#[tokio::test]
+async fn ttfb_is_observed_at_the_response_head_not_at_the_end_of_a_stream() {
+    type Chunk = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
+    let up = Upstream::spawn(move |_req: Request<Incoming>| {
+        let rx = rx.lock().expect("lock").take();
+        async move {
+            match rx {
+                Some(rx) => Response::new(BodyExt::boxed(http_body_util::StreamBody::new(
+                    fortress::demo::ReceiverStream::new(rx),
+                ))),
+                None => Response::new(full("second request")),
+            }
+        }
+    })
+    .await;
+    let fx = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
+    let mut client = h1(fx.addr()).await;
+    let resp = client
+        .send_request(
+            Request::get("/stream")
+                .header("host", "a")
+                .body(full(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("response head");
+    assert_eq!(resp.status(), 200);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
+        .await
+        .expect("send");
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("frame").expect("data");
+    assert_eq!(first.into_data().expect("data"), "first");
+
+    // The head is out, the body still open: TTFB recorded, the request not finished.
+    let text = get(fx.admin(), "/metrics").await.text();
+    assert_eq!(
+        sample(&text, r#"fortress_request_ttfb_seconds_count{route="all"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"fortress_request_duration_seconds_count{route="all"}"#
+        ),
+        Some(0.0)
+    );
+
+    drop(tx);
+    while let Some(f) = body.frame().await {
+        f.expect("frame");
+    }
+    // The completion record is written when fortress drops the finished body (no signal
+    // to wait on but the metric itself).
+    let done = eventually(std::time::Duration::from_secs(5), || async {
+        metric(
+            fx.admin(),
+            r#"fortress_request_duration_seconds_count{route="all"}"#,
+        )
+        .await
+            == Some(1.0)
+    })
+    .await;
+    assert!(done, "the request was recorded once its body ended");
+    assert_eq!(
+        metric(
+            fx.admin(),
+            r#"fortress_request_ttfb_seconds_count{route="all"}"#
+        )
+        .await,
+        Some(1.0),
+        "once per request"
+    );
 }

@@ -249,4 +249,33 @@ mod tests {
         }
         assert!(stopped, "the dropped source's task released it");
     }
+
+    #[tokio::test]
+    async fn jwks_stats_count_fetches_and_restart_the_age_with_a_new_source() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (good, missing) = (
+            dir.path().join("good.json"),
+            dir.path().join("missing.json"),
+        );
+        std::fs::write(&good, jwks_doc()).expect("write");
+        let live = Live::new(Arc::new(MemoryStore::new(16)));
+        let stats = live.jwks_stats().clone();
+
+        let first = live.bind(&policy(&good)).expect("auth");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert_eq!(stats.fetch_ok.load(Relaxed), 1);
+        assert_eq!(stats.fetch_error.load(Relaxed), 0);
+        assert!(stats.last_ok_unix_ms.load(Relaxed) > 1_700_000_000_000);
+
+        // A new source that cannot be read: an error counted, and no age (its set never
+        // loaded; the old source's success says nothing about it).
+        drop(first);
+        let second = live.bind(&policy(&missing)).expect("auth");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert_eq!(stats.fetch_ok.load(Relaxed), 1);
+        assert_eq!(stats.fetch_error.load(Relaxed), 1);
+        assert_eq!(stats.last_ok_unix_ms.load(Relaxed), 0);
+        drop(second);
+    }
 }
