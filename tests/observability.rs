@@ -474,21 +474,50 @@ fn the_alert_rules_are_well_formed() {
     let bad = rules_text().replacen("annotations:", "anotations:", 1);
     assert!(serde_saphyr::from_str::<RulesFile>(&bad).is_err());
 
-    // promtool, when installed (`apt-get install prometheus`), checks the PromQL too.
-    match std::process::Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(Path::new(CHART).join("dashboards/fortress-alerts.yaml"))
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "promtool check rules: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => eprintln!("promtool not run ({e}); the structural checks above still ran"),
+    // Every alert has a promtool unit test in which it fires.
+    let tests: Value = serde_saphyr::from_str(&read(ALERT_TESTS)).expect("alert tests YAML");
+    let mut fired = BTreeSet::new();
+    for t in tests["tests"].as_array().expect("tests") {
+        for case in t["alert_rule_test"].as_array().expect("alert_rule_test") {
+            if case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+                fired.insert(case["alertname"].as_str().expect("alertname").to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        fired, alerts,
+        "alerts without a firing case in {ALERT_TESTS}"
+    );
+
+    // promtool, when installed (`apt-get install prometheus`), checks the PromQL and runs
+    // those unit tests.
+    for args in [
+        vec![
+            "check".to_owned(),
+            "rules".to_owned(),
+            format!("{CHART}/dashboards/fortress-alerts.yaml"),
+        ],
+        vec![
+            "test".to_owned(),
+            "rules".to_owned(),
+            format!("{}/{ALERT_TESTS}", env!("CARGO_MANIFEST_DIR")),
+        ],
+    ] {
+        match std::process::Command::new("promtool").args(&args).output() {
+            Ok(out) => assert!(
+                out.status.success(),
+                "promtool {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("promtool not run ({e}); the structural checks above still ran"),
+        }
     }
 }
+
+/// promtool unit tests of the alert rules.
+const ALERT_TESTS: &str = "tests/alerts/fortress-alerts.test.yaml";
 
 #[test]
 fn the_chart_ships_the_dashboard_and_the_rules() {
