@@ -469,6 +469,13 @@ impl Metrics {
         self.reload_state.succeeded();
     }
 
+    /// A reload found the file identical to the active config (a refused edit was
+    /// reverted): the config on disk is enforced again, so the last reload counts as
+    /// successful (not counted in `fortress_policy_reload_total`, no new success time).
+    pub fn reload_matches_active(&self) {
+        self.reload_state.successful.set(1);
+    }
+
     /// Publishes the audit writer's counters (read at scrape time: queue depth, records
     /// written and refused, write errors, sink state, chain head). Once; later calls are
     /// ignored.

@@ -623,3 +623,52 @@ async fn ttfb_is_observed_at_the_response_head_not_at_the_end_of_a_stream() {
         "once per request"
     );
 }
+
+#[tokio::test]
+async fn a_reverted_config_clears_the_failed_reload() {
+    let up = Upstream::echo().await;
+    let good = config(up.addr, "", CATCH_ALL);
+    let fx = TestFortress::start(&good).await;
+    let admin = fx.admin();
+    let successful = "fortress_policy_last_reload_successful";
+    assert_eq!(metric(admin, successful).await, Some(1.0), "startup");
+    let started_at = metric(
+        admin,
+        "fortress_policy_last_reload_success_timestamp_seconds",
+    )
+    .await
+    .expect("success time");
+
+    // A broken edit, seen by the file watcher: refused, the old config stays.
+    std::fs::write(&fx.config_path, format!("{good}  - oops\n")).expect("write");
+    let refused = eventually(std::time::Duration::from_secs(10), || async {
+        metric(admin, successful).await == Some(0.0)
+    })
+    .await;
+    assert!(refused, "the broken edit was refused");
+    assert_eq!(
+        metric(admin, r#"fortress_policy_reload_total{result="error"}"#).await,
+        Some(1.0)
+    );
+
+    // Reverted to exactly the active config: not a new reload, but no longer failing.
+    std::fs::write(&fx.config_path, &good).expect("write");
+    let cleared = eventually(std::time::Duration::from_secs(10), || async {
+        metric(admin, successful).await == Some(1.0)
+    })
+    .await;
+    assert!(cleared, "the revert cleared the failed reload");
+    assert_eq!(
+        metric(admin, r#"fortress_policy_reload_total{result="ok"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "fortress_policy_last_reload_success_timestamp_seconds"
+        )
+        .await,
+        Some(started_at),
+        "the active config was loaded at startup, not now"
+    );
+}
