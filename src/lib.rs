@@ -137,6 +137,9 @@ impl Fortress {
             )),
             None => None,
         };
+        if let Some(t) = &tls {
+            metrics.attach_cert_expiry(t.not_after().clone());
+        }
         let client = bind(config.server.listen).await?;
         let admin = bind(config.server.admin).await?;
         let client_addr = client.local_addr().map_err(|e| StartError::Bind {
@@ -191,6 +194,7 @@ impl Fortress {
             );
         }
         let live = Live::new(store.clone()).with_clock(clock);
+        metrics.attach_jwks(live.jwks_stats().clone());
         memory.import_budgets(live.clock().now_ms(), &persisted);
         // Written back at once: a state directory fortress cannot write to stops startup
         // rather than losing every charge silently later.
@@ -219,6 +223,7 @@ impl Fortress {
                     .event_acked(r)
                     .await
                     .map_err(|e| StartError::Audit(format!("the startup record: {e}")))?;
+                metrics.attach_audit(trail.stats().clone());
                 Some(Arc::new(trail))
             }
             None => None,

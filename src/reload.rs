@@ -174,7 +174,11 @@ async fn reload_config(
         Some(Loaded::Text { hash, compiled }) => (hash, compiled),
     };
     match compiled {
-        None if hash == current.hash => Outcome::Applied { hash },
+        None if hash == current.hash => {
+            // The file is the active config again (a refused edit reverted): reloading works.
+            state.metrics.reload_matches_active();
+            Outcome::Applied { hash }
+        }
         None => Outcome::Refused {
             errors: vec!["unchanged since the last refused reload".into()],
         },

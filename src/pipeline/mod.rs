@@ -101,6 +101,7 @@ pub async fn handle(
         tunnel = None;
         ctx.status = Some(resp.status().as_u16());
     }
+    crate::metrics::observe_ttfb(ctx.snapshot.route_metrics(ctx.route), ctx.timings.start);
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
