@@ -581,7 +581,10 @@ async fn a_failing_sink_fails_closed_with_503_and_recovers_without_losing_record
         .await
         .is_some_and(|v| v >= 2.0)
     );
-    assert_eq!(metric(fx.admin(), "fortress_audit_sink_up").await, Some(0.0));
+    assert_eq!(
+        metric(fx.admin(), "fortress_audit_sink_up").await,
+        Some(0.0)
+    );
     assert!(
         metric(fx.admin(), "fortress_audit_write_errors_total")
             .await
@@ -599,7 +602,10 @@ async fn a_failing_sink_fails_closed_with_503_and_recovers_without_losing_record
         assert!(std::time::Instant::now() < deadline, "the trail recovers");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(metric(fx.admin(), "fortress_audit_sink_up").await, Some(1.0));
+    assert_eq!(
+        metric(fx.admin(), "fortress_audit_sink_up").await,
+        Some(1.0)
+    );
     fx.fx.shutdown();
     assert!(fx.fx.wait().await);
     // Every acknowledged refusal has its record; the 503s have none; the chain is intact.

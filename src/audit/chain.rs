@@ -7,7 +7,9 @@
 use aws_lc_rs::{digest, hmac};
 use serde_json::{Map, Value};
 
-use super::record::{Chained, canonical};
+use super::record::Chained;
+#[cfg(test)]
+use super::record::canonical;
 
 /// `prev_hash` of the first record of a trail.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -73,18 +75,17 @@ impl Chain {
                 .map_or(Value::Null, |k| Value::String(k.id.clone())),
         );
         obj.remove("hash");
-        let mut value = Value::Object(obj);
-        let hash = hash_of(&canonical(&value), self.key.as_ref());
-        if let Value::Object(obj) = &mut value {
-            obj.insert("hash".into(), Value::String(hash.clone()));
+        let value = Value::Object(obj);
+        // One serialization: the hash covers the line without `hash`; the line is the same
+        // with `"hash":"…",` spliced in before `key_id` (the key that sorts right after it).
+        let (mut line, at) = super::record::canonical_marking(&value, "key_id");
+        let hash = hash_of(&line, self.key.as_ref());
+        if let Some(at) = at {
+            line.insert_str(at, &format!("\"hash\":\"{hash}\","));
         }
         self.next_seq = seq + 1;
         self.prev_hash.clone_from(&hash);
-        Chained {
-            line: canonical(&value),
-            seq,
-            hash,
-        }
+        Chained { line, seq, hash }
     }
 }
 

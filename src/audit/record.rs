@@ -206,40 +206,59 @@ pub fn file_day(name: &str) -> Option<u64> {
 /// `serde_json` writes them. Writer and verifier both use it, so a line is intact exactly when
 /// it equals the canonical form of what it parses to.
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::with_capacity(512);
-    write_canonical(v, &mut out);
-    out
+    canonical_marking(v, "").0
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// [`canonical`], plus where the top-level key `mark` starts in it (the chain splices `hash`
+/// in there instead of serializing the record twice).
+pub fn canonical_marking(v: &Value, mark: &str) -> (String, Option<usize>) {
+    let mut out = Vec::with_capacity(640);
+    let mut at = None;
+    write_canonical(v, &mut out, Some((mark, &mut at)));
+    // INVARIANT: serde_json writes valid UTF-8, and only it writes into `out`.
+    (String::from_utf8(out).unwrap_or_default(), at)
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>, mut mark: Option<(&str, &mut Option<usize>)>) {
     match v {
         Value::Object(map) => {
+            // `serde_json::Map` without `preserve_order` is a BTreeMap: keys come sorted.
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
+            if !keys.is_sorted() {
+                keys.sort_unstable();
+            }
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                if let Some((name, at)) = mark.as_mut()
+                    && k == name
+                {
+                    **at = Some(out.len());
+                }
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
                 if let Some(inner) = map.get(k) {
-                    write_canonical(inner, out);
+                    write_canonical(inner, out, None);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(item, out);
+                write_canonical(item, out, None);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
