@@ -6,6 +6,7 @@
 //! `lint.rs` refuses risky but well-formed policies. Nothing here is used per request.
 
 pub mod audit;
+pub mod telemetry;
 pub mod auth;
 pub mod compile;
 pub mod diag;

@@ -67,6 +67,7 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
+    crate::telemetry::begin(&state, &mut ctx, req.uri().path());
     // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
     ctx.body_empty = http_body::Body::is_end_stream(req.body());
     let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
@@ -74,7 +75,7 @@ pub async fn handle(
         Err(rejection) => {
             ctx.refuse(rejection);
             let resp = rejection
-                .to_response(ctx.ids.request_id())
+                .to_traced_response(ctx.ids.request_id(), Some(ctx.ids.trace_id()))
                 .map(ProxyBody::full);
             (resp, None)
         }
@@ -88,6 +89,9 @@ pub async fn handle(
     ctx.status = Some(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.ids.traceresponse()) {
+        resp.headers_mut().insert(ids::TRACERESPONSE, v);
     }
     // Every response, forwarded or fortress's own: security headers, then CORS.
     crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);
@@ -192,6 +196,7 @@ async fn decide_and_forward(
         .and_then(|r| r.stream.as_ref())
         .map(|_| capture_connection(&mut upstream_req));
     let sent = Instant::now();
+    ctx.trace.upstream_started(sent);
     let mut resp = state
         .forwarder
         .send(

@@ -36,6 +36,8 @@ pub struct State {
     pub tls: Option<Arc<CertStore>>,
     /// The config file, when there is one (the demo has none).
     pub config_path: Option<PathBuf>,
+    /// The OTLP span exporter, when export is on (started once; restart to change it).
+    pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
 }
 
 impl State {
