@@ -694,8 +694,13 @@ impl Rejection {
     /// [`Rejection::to_response`] with the request's trace id in the body (`trace_id`).
     pub fn to_traced_response(self, request_id: &str, trace_id: Option<&str>) -> Response<Bytes> {
         let row = self.row();
-        let mut resp =
-            json_error_traced(row.status, row.error, row.public_reason, request_id, trace_id);
+        let mut resp = json_error_traced(
+            row.status,
+            row.error,
+            row.public_reason,
+            request_id,
+            trace_id,
+        );
         let h = resp.headers_mut();
         match self {
             Rejection::Unauthenticated(e) => {

@@ -119,7 +119,11 @@ fn otlp(
                 var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
                 var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             ) {
-                (Some(t), _) => (t.trim().to_owned(), None, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                (Some(t), _) => (
+                    t.trim().to_owned(),
+                    None,
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                ),
                 (None, Some(b)) => (traces_url(&b), None, "OTEL_EXPORTER_OTLP_ENDPOINT"),
                 (None, None) => return None,
             }
@@ -362,11 +366,7 @@ mod tests {
         // About the ratio over many random trace ids.
         let kept = (0u64..10_000)
             .filter(|i| {
-                let id = format!(
-                    "{:016x}{:016x}",
-                    i,
-                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                );
+                let id = format!("{:016x}{:016x}", i, i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 Sampler::TraceIdRatio(0.25).sample(&id, None)
             })
             .count();

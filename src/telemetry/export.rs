@@ -309,7 +309,11 @@ impl Sender {
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         // Read the (small) answer so the connection can be reused.
-        let _answer = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        let _answer = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
         if status.is_success() {
             Ok(())
         } else {
@@ -357,7 +361,9 @@ fn resource_prefix(service_name: &str) -> String {
         ]
     });
     let scope = json!({"name": "fortress", "version": env!("CARGO_PKG_VERSION")});
-    format!(r#"{{"resourceSpans":[{{"resource":{resource},"scopeSpans":[{{"scope":{scope},"spans":"#)
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{resource},"scopeSpans":[{{"scope":{scope},"spans":"#
+    )
 }
 
 #[cfg(test)]

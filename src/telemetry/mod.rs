@@ -43,8 +43,16 @@ impl Recorder {
         self.0.as_ref().map(|_| Instant::now())
     }
 
-    /// Authentication ran from `started` (from [`Recorder::now`]) until now.
-    pub fn authn(&mut self, started: Option<Instant>) {
+    /// Authentication ran from `started` (from [`Recorder::now`]) until now (a check that
+    /// skipped, on a public route, is no span).
+    pub fn authn(
+        &mut self,
+        started: Option<Instant>,
+        result: &Result<crate::pipeline::decide::Step, crate::error::Rejection>,
+    ) {
+        if matches!(result, Ok(crate::pipeline::decide::Step::Skip(_))) {
+            return;
+        }
         if let (Some(r), Some(s)) = (self.0.as_mut(), started) {
             r.authn = Some((s, Instant::now()));
         }
@@ -137,10 +145,7 @@ pub fn finish(ctx: &mut RequestContext) {
         error,
     });
     if let Some((s, e)) = rec.authn {
-        let failed = matches!(
-            rejection,
-            Some(crate::error::Rejection::Unauthenticated(_))
-        );
+        let failed = matches!(rejection, Some(crate::error::Rejection::Unauthenticated(_)));
         spans.push(export::Span {
             span_id: export::random_span_id(),
             parent_span_id: Some(server_span),
