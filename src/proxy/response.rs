@@ -139,6 +139,7 @@ fn scrubbed(
         resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
     }
     let request_id = request_id.to_owned();
+    let trace_id = trace_id.to_owned();
     tokio::spawn(async move {
         use http_body_util::BodyExt;
         let mut body = body;
@@ -161,6 +162,7 @@ fn scrubbed(
         }
         tracing::warn!(
             request.id = %request_id,
+            trace.id = %trace_id,
             http.status = status.as_u16(),
             upstream_body = %String::from_utf8_lossy(&kept).escape_debug(),
             truncated,

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use super::Finished;
 use crate::policy::telemetry::OtlpSettings;
 
 /// The spans of one finished request.
@@ -128,7 +129,7 @@ struct Counters {
 /// The exporter: the queue's sending side and the background task.
 #[derive(Debug)]
 pub struct Exporter {
-    tx: mpsc::Sender<Trace>,
+    tx: mpsc::Sender<Finished>,
     counters: Arc<Counters>,
     stop: Arc<Notify>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -172,9 +173,9 @@ impl Exporter {
     }
 
     /// Queues a finished request's spans; never waits. A full queue drops them (counted).
-    pub fn submit(&self, trace: Trace) {
-        let n = trace.spans.len() as u64;
-        match self.tx.try_send(trace) {
+    pub fn submit(&self, finished: Finished) {
+        let n = finished.span_count();
+        match self.tx.try_send(finished) {
             Ok(()) => {
                 if self.counters.dropping.load(Ordering::Relaxed)
                     && self.counters.dropping.swap(false, Ordering::Relaxed)
@@ -219,9 +220,9 @@ impl Exporter {
 }
 
 /// Batches and sends until stopped, then flushes what is queued.
-async fn run(mut rx: mpsc::Receiver<Trace>, mut sender: Sender, stop: Arc<Notify>) {
+async fn run(mut rx: mpsc::Receiver<Finished>, mut sender: Sender, stop: Arc<Notify>) {
     let batch = sender.settings.batch.max(1);
-    let mut buf: Vec<Trace> = Vec::with_capacity(batch);
+    let mut buf: Vec<Finished> = Vec::with_capacity(batch);
     let mut stopping = false;
     while !stopping {
         tokio::select! {
@@ -266,13 +267,13 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send(&mut self, buf: &mut Vec<Trace>) {
+    async fn send(&mut self, buf: &mut Vec<Finished>) {
         if buf.is_empty() {
             return;
         }
-        let spans: u64 = buf.iter().map(|t| t.spans.len() as u64).sum();
-        let body = self.encode(buf);
-        buf.clear();
+        let traces: Vec<Trace> = buf.drain(..).map(Finished::into_trace).collect();
+        let spans: u64 = traces.iter().map(|t| t.spans.len() as u64).sum();
+        let body = self.encode(&traces);
         let result = tokio::time::timeout(self.settings.timeout, self.post(body)).await;
         let error = match result {
             Ok(Ok(())) => None,

@@ -19,7 +19,8 @@ use std::time::{Instant, SystemTime};
 pub use export::{Exporter, ExporterStats};
 
 use crate::pipeline::context::{Canonical, RequestContext};
-use crate::state::AppState;
+use crate::pipeline::ids::Ids;
+use crate::state::{AppState, Snapshot};
 
 /// What a sampled, exported request records on its way (boxed in the context only then).
 #[derive(Debug, Default)]
@@ -88,99 +89,158 @@ pub fn begin(state: &AppState, ctx: &mut RequestContext, path: &str) {
     }
 }
 
-/// The completion: the request's spans go to the export queue (or are dropped and counted
-/// when it is full). Called once, from the context's completion record.
+/// The completion: what the request's spans need goes to the export queue (or is dropped and
+/// counted when it is full). Called once, from the context's completion record. Only copies
+/// here (no allocation beyond a rewritten path); the spans are built by the export task.
 pub fn finish(ctx: &mut RequestContext) {
     let Some(rec) = ctx.trace.0.take() else {
         return;
     };
+    let rec = *rec;
     let end = Instant::now();
     let start = ctx.timings.start;
     let at = |i: Instant| unix_nanos(rec.wall_start, i.saturating_duration_since(start));
-    let route = ctx.route();
-    let method = ctx.method.as_str();
-    let name = match route {
-        Some(r) => format!("{method} {}", r.pattern),
-        None => method.to_owned(),
-    };
     let path = match &ctx.canonical {
-        Canonical::Rewritten(p) => Some(p.as_str()),
-        Canonical::AsSent => Some(&*rec.path),
+        Canonical::Rewritten(p) => Some(p.as_str().into()),
+        Canonical::AsSent => Some(rec.path),
         Canonical::Unknown => None,
     };
     let rejection = ctx.outcome.rejection();
-    let server_span = export::hex8(ctx.ids.span_id());
-    let mut spans = Vec::with_capacity(3);
-    let mut attrs = vec![
-        export::Attr::str("http.request.method", method),
-        export::Attr::str("fortress.decision", ctx.outcome.decision()),
-        export::Attr::str("fortress.request_id", ctx.ids.request_id()),
-        export::Attr::str(
-            "fortress.route",
-            ctx.snapshot.route_metrics(ctx.route).name(),
-        ),
-    ];
-    if let Some(p) = path {
-        attrs.push(export::Attr::str("url.path", p));
-    }
-    if let Some(r) = route {
-        attrs.push(export::Attr::str("http.route", &r.pattern));
-    }
-    if let Some(s) = ctx.status {
-        attrs.push(export::Attr::int("http.response.status_code", i64::from(s)));
-    }
-    if let Some(r) = rejection {
-        attrs.push(export::Attr::str("fortress.reason", r.reason()));
-    }
-    // Server spans: 5xx (and no response at all) are errors; 4xx are the client's.
-    let error = ctx.status.is_none_or(|s| s >= 500);
-    spans.push(export::Span {
-        span_id: server_span,
-        parent_span_id: ctx.ids.parent_span_id().map(export::hex8),
-        name,
-        kind: export::Kind::Server,
+    let authn = rec.authn.map(|(s, e)| {
+        let failed = matches!(rejection, Some(crate::error::Rejection::Unauthenticated(_)));
+        (at(s), at(e), failed)
+    });
+    let upstream = rec.upstream_start.map(|s| match ctx.timings.upstream {
+        Some(took) => (at(s), at(s + took), false),
+        None => (at(s), at(end), true),
+    });
+    rec.exporter.submit(Finished {
+        ids: ctx.ids.clone(),
+        snapshot: ctx.snapshot.clone(),
+        route: ctx.route,
+        method: ctx.method.clone(),
+        path,
+        status: ctx.status,
+        decision: ctx.outcome.decision(),
+        reason: rejection.map(crate::error::Rejection::reason),
         start: at(start),
         end: at(end),
-        attrs,
-        error,
+        authn,
+        upstream,
     });
-    if let Some((s, e)) = rec.authn {
-        let failed = matches!(rejection, Some(crate::error::Rejection::Unauthenticated(_)));
-        spans.push(export::Span {
-            span_id: export::random_span_id(),
-            parent_span_id: Some(server_span),
-            name: "authenticate".to_owned(),
-            kind: export::Kind::Internal,
-            start: at(s),
-            end: at(e),
-            attrs: Vec::new(),
-            error: failed,
-        });
+}
+
+/// A finished, sampled request: what its spans are built from (on the export task).
+pub struct Finished {
+    ids: Ids,
+    /// Keeps the route table the request was judged by (names, patterns) until export.
+    snapshot: Arc<Snapshot>,
+    route: Option<usize>,
+    method: http::Method,
+    path: Option<Box<str>>,
+    status: Option<u16>,
+    decision: &'static str,
+    reason: Option<&'static str>,
+    start: u64,
+    end: u64,
+    /// Start, end, failed.
+    authn: Option<(u64, u64, bool)>,
+    /// Start, end (the response head, or the completion when none came), failed.
+    upstream: Option<(u64, u64, bool)>,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("trace_id", &self.ids.trace_id())
+            .field("span_id", &self.ids.span_id())
+            .finish_non_exhaustive()
     }
-    if let Some(s) = rec.upstream_start {
-        let (e, error) = match ctx.timings.upstream {
-            Some(took) => (s + took, false),
-            None => (end, true),
+}
+
+impl Finished {
+    /// How many spans this request makes.
+    fn span_count(&self) -> u64 {
+        1 + u64::from(self.authn.is_some()) + u64::from(self.upstream.is_some())
+    }
+
+    /// The server span and its children.
+    fn into_trace(self) -> export::Trace {
+        let route = self
+            .route
+            .and_then(|i| self.snapshot.router.routes().get(i));
+        let method = self.method.as_str();
+        let name = match route {
+            Some(r) => format!("{method} {}", r.pattern),
+            None => method.to_owned(),
         };
-        let mut attrs = vec![export::Attr::str("http.request.method", method)];
-        if let Some(p) = path {
+        let server_span = export::hex8(self.ids.span_id());
+        let mut attrs = vec![
+            export::Attr::str("http.request.method", method),
+            export::Attr::str("fortress.decision", self.decision),
+            export::Attr::str("fortress.request_id", self.ids.request_id()),
+            export::Attr::str(
+                "fortress.route",
+                self.snapshot.route_metrics(self.route).name(),
+            ),
+        ];
+        if let Some(p) = &self.path {
             attrs.push(export::Attr::str("url.path", p));
         }
+        if let Some(r) = route {
+            attrs.push(export::Attr::str("http.route", &r.pattern));
+        }
+        if let Some(s) = self.status {
+            attrs.push(export::Attr::int("http.response.status_code", i64::from(s)));
+        }
+        if let Some(r) = self.reason {
+            attrs.push(export::Attr::str("fortress.reason", r));
+        }
+        let mut spans = Vec::with_capacity(3);
+        // Server spans: 5xx (and no response at all) are errors; 4xx are the client's.
         spans.push(export::Span {
-            span_id: export::random_span_id(),
-            parent_span_id: Some(server_span),
-            name: format!("{method} upstream"),
-            kind: export::Kind::Client,
-            start: at(s),
-            end: at(e),
+            span_id: server_span,
+            parent_span_id: self.ids.parent_span_id().map(export::hex8),
+            name,
+            kind: export::Kind::Server,
+            start: self.start,
+            end: self.end,
             attrs,
-            error,
+            error: self.status.is_none_or(|s| s >= 500),
         });
+        if let Some((start, end, error)) = self.authn {
+            spans.push(export::Span {
+                span_id: export::random_span_id(),
+                parent_span_id: Some(server_span),
+                name: "authenticate".to_owned(),
+                kind: export::Kind::Internal,
+                start,
+                end,
+                attrs: Vec::new(),
+                error,
+            });
+        }
+        if let Some((start, end, error)) = self.upstream {
+            let mut attrs = vec![export::Attr::str("http.request.method", method)];
+            if let Some(p) = &self.path {
+                attrs.push(export::Attr::str("url.path", p));
+            }
+            spans.push(export::Span {
+                span_id: export::random_span_id(),
+                parent_span_id: Some(server_span),
+                name: format!("{method} upstream"),
+                kind: export::Kind::Client,
+                start,
+                end,
+                attrs,
+                error,
+            });
+        }
+        export::Trace {
+            trace_id: export::hex16(self.ids.trace_id()),
+            spans,
+        }
     }
-    rec.exporter.submit(export::Trace {
-        trace_id: export::hex16(ctx.ids.trace_id()),
-        spans,
-    });
 }
 
 fn unix_nanos(wall_start: SystemTime, offset: std::time::Duration) -> u64 {
