@@ -537,3 +537,66 @@ fn telemetry_block_is_checked() {
         )
     );
 }
+
+#[tokio::test]
+async fn shutdown_flushes_the_queued_spans() {
+    let collector = Collector::spawn().await;
+    let s = start(collector.addr, false, "").await;
+    let r = get(s.fx.addr(), "/health").await;
+    assert_eq!(r.status, 200);
+    let (trace, span, _) = split_traceparent(r.header("traceresponse").expect("traceresponse"));
+    // At once: the batch is still waiting to fill when shutdown starts.
+    s.fx.fx.shutdown();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), s.fx.fx.wait())
+            .await
+            .expect("shutdown completes")
+    );
+    // Sent before the shutdown finished: already there, no waiting.
+    let spans: Vec<Value> = collector
+        .spans()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s["traceId"] == trace.as_str())
+        .collect();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert_eq!(spans[0]["spanId"], span.as_str());
+}
+
+#[tokio::test]
+async fn trace_context_without_export() {
+    // No `telemetry:` block (and no OTEL_* variables in the test environment): no exporter,
+    // trace context as always.
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(
+        up.addr,
+        "trusted_proxies: [127.0.0.0/8]",
+        CATCH_ALL,
+    ))
+    .await;
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        assert!(fx.fx.state.telemetry.is_none());
+    }
+    for flags in ["00", "01"] {
+        let incoming = format!("00-{TRACE}-{PARENT}-{flags}");
+        let r = get_with(fx.addr(), "/x", &[("traceparent", &incoming)]).await;
+        assert_eq!(r.status, 200);
+        let (trace, span, back) =
+            split_traceparent(r.header("traceresponse").expect("traceresponse"));
+        assert_eq!((trace.as_str(), back.as_str()), (TRACE, flags));
+        let seen = up.requests().pop().expect("forwarded");
+        assert_eq!(
+            seen.headers["traceparent"],
+            format!("00-{TRACE}-{span}-{flags}").as_str()
+        );
+    }
+    // A refusal carries it too (404: no route), in the header and the body.
+    let fx404 = TestFortress::start(&config(up.addr, "", "")).await;
+    let r = get(fx404.addr(), "/nothing").await;
+    assert_eq!(r.status, 404);
+    let (trace, _, flags) = split_traceparent(r.header("traceresponse").expect("traceresponse"));
+    assert_eq!(flags, "01");
+    assert_eq!(r.json()["trace_id"], trace.as_str());
+}
