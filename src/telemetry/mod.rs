@@ -82,7 +82,7 @@ pub fn begin(state: &AppState, ctx: &mut RequestContext, path: &str) {
         ctx.trace = Recorder(Some(Box::new(Recording {
             exporter: exporter.clone(),
             wall_start,
-            path: path.into(),
+            path: bounded(path).into(),
             authn: None,
             upstream_start: None,
         })));
@@ -101,7 +101,7 @@ pub fn finish(ctx: &mut RequestContext) {
     let start = ctx.timings.start;
     let at = |i: Instant| unix_nanos(rec.wall_start, i.saturating_duration_since(start));
     let path = match &ctx.canonical {
-        Canonical::Rewritten(p) => Some(p.as_str().into()),
+        Canonical::Rewritten(p) => Some(bounded(p).into()),
         Canonical::AsSent => Some(rec.path),
         Canonical::Unknown => None,
     };
@@ -243,6 +243,19 @@ impl Finished {
     }
 }
 
+/// At most [`MAX_PATH`] bytes of a path (cut at a character boundary): a queue of spans
+/// waiting for a slow collector holds no more than that per request.
+fn bounded(path: &str) -> &str {
+    let mut end = path.len().min(MAX_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path.get(..end).unwrap_or_default()
+}
+
+/// The longest `url.path` exported.
+pub const MAX_PATH: usize = 1024;
+
 fn unix_nanos(wall_start: SystemTime, offset: std::time::Duration) -> u64 {
     (wall_start + offset)
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -251,3 +264,19 @@ fn unix_nanos(wall_start: SystemTime, offset: std::time::Duration) -> u64 {
 
 /// How long shutdown waits for the last spans to be exported.
 pub const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_paths_are_bounded() {
+        assert_eq!(bounded("/a/b"), "/a/b");
+        let long = "/".repeat(5000);
+        assert_eq!(bounded(&long).len(), MAX_PATH);
+        // A multi-byte character across the limit is left out whole.
+        let mut s = "a".repeat(MAX_PATH - 1);
+        s.push('é');
+        assert_eq!(bounded(&s), "a".repeat(MAX_PATH - 1));
+    }
+}
