@@ -86,9 +86,25 @@ impl Ids {
     }
 
     /// The W3C `traceresponse` returned to the client: the trace id, fortress's span id (the
-    /// parent of the upstream call), the sampling decision.
-    pub fn traceresponse(&self) -> String {
-        self.traceparent()
+    /// parent of the upstream call), the sampling decision. On the stack: no allocation.
+    pub fn traceresponse(&self) -> [u8; 55] {
+        let mut out = [0u8; 55];
+        let parts: [&[u8]; 6] = [
+            b"00-",
+            &self.trace_id,
+            b"-",
+            &self.span_id,
+            b"-",
+            self.flags().as_bytes(),
+        ];
+        let mut at = 0;
+        for p in parts {
+            if let Some(dst) = out.get_mut(at..at + p.len()) {
+                dst.copy_from_slice(p);
+            }
+            at += p.len();
+        }
+        out
     }
 
     /// The request id (1–128 characters of `[A-Za-z0-9._:-]`).
@@ -366,6 +382,7 @@ mod tests {
             ids.traceparent(),
             format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00", ids.span_id())
         );
+        assert_eq!(&ids.traceresponse()[..], ids.traceparent().as_bytes());
         // Untrusted: a new trace, sampled by default.
         let ids = Ids::for_request(&h, false);
         assert_eq!(ids.parent_sampled(), None);

@@ -90,7 +90,7 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.ids.traceresponse()) {
+    if let Ok(v) = HeaderValue::from_bytes(&ctx.ids.traceresponse()) {
         resp.headers_mut().insert(ids::TRACERESPONSE, v);
     }
     // Every response, forwarded or fortress's own: security headers, then CORS.
