@@ -440,6 +440,21 @@ async fn dead_collector_never_fails_a_request() {
         "export failures are counted"
     );
     assert_eq!(exporter.stats().exported, 0);
+    // The counters are on /metrics.
+    let failed = metric(
+        s.fx.admin(),
+        r#"fortress_otlp_spans_total{result="failed"}"#,
+    )
+    .await;
+    assert!(failed.is_some_and(|f| f >= 1.0), "{failed:?}");
+    assert_eq!(
+        metric(
+            s.fx.admin(),
+            r#"fortress_otlp_spans_total{result="exported"}"#
+        )
+        .await,
+        Some(0.0)
+    );
     // Shutdown is not held up by the dead collector.
     s.fx.fx.shutdown();
     assert!(
@@ -475,6 +490,15 @@ async fn hung_collector_never_delays_a_request_and_a_full_queue_drops() {
     assert_eq!(stats.exported, 0);
     // One queue slot, one batch in flight: most of the 20 requests' spans were dropped.
     assert!(stats.dropped > 0, "{stats:?}");
+    let dropped = metric(
+        s.fx.admin(),
+        r#"fortress_otlp_spans_total{result="dropped"}"#,
+    )
+    .await;
+    assert!(
+        dropped.is_some_and(|d| d >= stats.dropped as f64),
+        "{dropped:?}"
+    );
     s.fx.fx.shutdown();
     assert!(
         tokio::time::timeout(Duration::from_secs(60), s.fx.fx.wait())
@@ -578,6 +602,11 @@ async fn trace_context_without_export() {
         && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
     {
         assert!(fx.fx.state.telemetry.is_none());
+        let metrics = get(fx.admin(), "/metrics").await.text();
+        assert!(
+            !metrics.contains("fortress_otlp"),
+            "no export, no export metrics"
+        );
     }
     for flags in ["00", "01"] {
         let incoming = format!("00-{TRACE}-{PARENT}-{flags}");

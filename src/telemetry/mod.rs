@@ -262,6 +262,23 @@ fn unix_nanos(wall_start: SystemTime, offset: std::time::Duration) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Appends the export counters to the `/metrics` text (nothing when export is off):
+/// `fortress_otlp_spans_total{result="exported"|"dropped"|"failed"}`.
+pub fn render_metrics(exporter: Option<&Exporter>, out: &mut Vec<u8>) {
+    let Some(e) = exporter else { return };
+    let s = e.stats();
+    let text = format!(
+        "# HELP fortress_otlp_spans_total Spans by OTLP export result: exported, dropped (the \
+         export queue was full), failed (the collector refused, was unreachable or timed out).\n\
+         # TYPE fortress_otlp_spans_total counter\n\
+         fortress_otlp_spans_total{{result=\"exported\"}} {}\n\
+         fortress_otlp_spans_total{{result=\"dropped\"}} {}\n\
+         fortress_otlp_spans_total{{result=\"failed\"}} {}\n",
+        s.exported, s.dropped, s.failed
+    );
+    out.extend_from_slice(text.as_bytes());
+}
+
 /// How long shutdown waits for the last spans to be exported.
 pub const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
