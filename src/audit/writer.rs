@@ -362,8 +362,7 @@ impl Thread {
         match result {
             Ok(()) => {
                 self.stats.written.fetch_add(lines, Ordering::Relaxed);
-                self.stats
-                    .set_head(self.chain.next_seq, &self.chain.prev_hash);
+                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
                 for w in waiters.into_iter().flatten() {
                     let _ = w.send(Ok(()));
                 }
@@ -452,8 +451,7 @@ impl Thread {
         let res = self.flush(&line, 1);
         if res.is_ok() {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .set_head(self.chain.next_seq, &self.chain.prev_hash);
+            self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
             self.anchor("seal");
         } else {
             self.chain = saved;
@@ -528,8 +526,7 @@ impl Thread {
         match self.flush(&line, 1) {
             Ok(()) => {
                 self.stats.written.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .set_head(self.chain.next_seq, &self.chain.prev_hash);
+                self.stats.set_head(self.chain.next_seq, &self.chain.prev_hash);
             }
             Err(e) => {
                 self.chain = saved;
