@@ -3,7 +3,7 @@
 //! A value in the file wins over its variable; a variable fills what the file leaves out.
 //! Export is off unless an endpoint is known (`otlp_endpoint`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`), and off whatever
-//! the endpoint with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
+//! the endpoint (the file's too) with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
 
 use std::time::Duration;
 
@@ -100,21 +100,25 @@ fn otlp(
     var: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<OtlpSettings> {
+    // The operator's switches win over everything, the file's endpoint included.
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    match var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        None | Some("otlp") => {}
+        Some("none") => return None,
+        Some(v) => {
+            errors.push(ConfigError::whole(format!(
+                "OTEL_TRACES_EXPORTER=`{v}`: fortress exports `otlp` (or `none`)"
+            )));
+            return None;
+        }
+    }
+    if disabled {
+        return None;
+    }
     let configured = raw.and_then(|r| r.otlp_endpoint.as_ref());
     let (url, pos, name) = match configured {
         Some(e) => (traces_url(&e.value), Some(e.pos), "`otlp_endpoint`"),
         None => {
-            let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true")
-                || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
-            if disabled {
-                return None;
-            }
-            if let Some(v) = var("OTEL_TRACES_EXPORTER").filter(|v| v.trim() != "otlp") {
-                errors.push(ConfigError::whole(format!(
-                    "OTEL_TRACES_EXPORTER=`{v}`: fortress exports `otlp` (or `none`)"
-                )));
-                return None;
-            }
             match (
                 var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
                 var("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -297,6 +301,29 @@ mod tests {
             assert!(errors.is_empty());
             assert_eq!(s.otlp, None, "{off:?}");
         }
+    }
+
+    #[test]
+    fn the_switches_win_over_the_file() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  \
+                    environment: local\ntelemetry:\n  otlp_endpoint: http://c:4318\n  \
+                    service_name: from-file\n";
+        let load = |vars: &[(&'static str, &'static str)]| {
+            let env = MapEnv(vars.iter().copied().collect());
+            crate::config::load_str_with_env(text, std::path::Path::new("f.yaml"), &env)
+                .expect("valid")
+                .telemetry
+                .otlp
+        };
+        let on = load(&[
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+        ])
+        .expect("on");
+        assert_eq!(on.endpoint, "http://c:4318/v1/traces");
+        assert_eq!(on.service_name, "from-file");
+        assert_eq!(load(&[("OTEL_SDK_DISABLED", "true")]), None);
+        assert_eq!(load(&[("OTEL_TRACES_EXPORTER", "none")]), None);
     }
 
     #[test]
