@@ -174,8 +174,8 @@ pub struct RequestContext {
     pub body_empty: bool,
     /// What the CORS stage found (`pipeline/cors.rs`).
     pub cors: super::cors::CorsMatch,
-    /// Span timing of a sampled request when OTLP export is on (`crate::telemetry`).
-    pub trace: crate::telemetry::Recorder,
+    /// Span timing of a sampled request when OTLP export is on (`pipeline/trace.rs`).
+    pub trace: super::trace::Recorder,
     first_dry_run_denial: Option<Rejection>,
     stream_violation: Option<&'static str>,
     upstream_body_error: bool,
@@ -229,7 +229,7 @@ impl RequestContext {
             claims_override: None,
             body_empty: super::limits::no_body_framing(headers),
             cors: super::cors::CorsMatch::None,
-            trace: crate::telemetry::Recorder::default(),
+            trace: super::trace::Recorder::default(),
             first_dry_run_denial: None,
             stream_violation: None,
             upstream_body_error: false,
@@ -396,7 +396,7 @@ impl Drop for RequestContext {
             self.outcome = Outcome::Aborted;
         }
         self.conn.activity.request_finished();
-        crate::telemetry::finish(self);
+        super::trace::finish(self);
         let Some(metrics) = self.metrics.take() else {
             return;
         };

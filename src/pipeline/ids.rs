@@ -173,15 +173,6 @@ impl<const N: usize> IdBuf<N> {
     }
 }
 
-/// A new random span id (16 lower-case hex digits).
-pub fn random_span_id() -> [u8; 16] {
-    let mut random = [0u8; 8];
-    fill_random(&mut random);
-    let mut out = [0u8; 16];
-    encode_hex(&random, &mut out);
-    out
-}
-
 fn hex32(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     encode_hex(bytes, &mut out);

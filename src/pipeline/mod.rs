@@ -30,6 +30,7 @@ pub mod normalize;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;
+pub mod trace;
 pub mod transport;
 pub mod upgrade;
 
@@ -67,7 +68,7 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
-    crate::telemetry::begin(&state, &mut ctx, req.uri().path());
+    trace::begin(&state, &mut ctx, req.uri().path());
     // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
     ctx.body_empty = http_body::Body::is_end_stream(req.body());
     let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {

@@ -97,10 +97,27 @@ pub fn hex16(s: &str) -> [u8; 32] {
     <[u8; 32]>::try_from(s.as_bytes()).unwrap_or([b'0'; 32])
 }
 
-/// A new random span id.
+/// A new random span id (16 lower-case hex digits; aws-lc's CSPRNG, or zeros' replacement
+/// from the time should it fail: a span id is no secret, only unique in practice).
 pub fn random_span_id() -> [u8; 16] {
-    crate::pipeline::ids::random_span_id()
+    let mut random = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut random).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
+        random = (t as u64 | 1).to_le_bytes();
+    }
+    let mut out = [b'0'; 16];
+    for (pair, b) in out.chunks_mut(2).zip(random) {
+        if let [hi, lo] = pair {
+            *hi = HEX[usize::from(b >> 4)];
+            *lo = HEX[usize::from(b & 0xf)];
+        }
+    }
+    out
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn id_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("")
