@@ -6,7 +6,8 @@
 //!
 //! The request path only ever does cheap, non-blocking work here: a request that is not
 //! recorded reads no clock and allocates nothing; a recorded one boxes its recording once and
-//! copies its path (bounded); the hand-off is a `try_send` (a full queue drops and counts).
+//! copies a few short strings (the path bounded); the hand-off is a `try_send` (a full queue
+//! drops and counts).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -84,7 +85,8 @@ pub fn begin(state: &AppState, ctx: &mut RequestContext, path: &str) {
 
 /// The completion: what the request's spans need goes to the export queue (or is dropped and
 /// counted when it is full). Called once, from the context's completion record. Only copies
-/// here (no allocation beyond a rewritten path); the spans are built by the export task.
+/// here (the request id, the route pattern, a rewritten path: small and bounded); the spans
+/// are built by the export task.
 pub fn finish(ctx: &mut RequestContext) {
     let Some(rec) = ctx.trace.0.take() else {
         return;
