@@ -106,7 +106,7 @@ pub fn finish(ctx: &mut RequestContext) {
         (at(s), at(e), failed)
     });
     let upstream = rec.upstream_start.map(|s| match ctx.timings.upstream {
-        Some(took) => (at(s), at(s + took), false),
+        Some(took) => (at(s), at(s.checked_add(took).unwrap_or(end)), false),
         None => (at(s), at(end), true),
     });
     let route = ctx.route();
@@ -143,7 +143,9 @@ fn bounded(path: &str) -> &str {
 pub const MAX_PATH: usize = 1024;
 
 fn unix_nanos(wall_start: SystemTime, offset: std::time::Duration) -> u64 {
-    (wall_start + offset)
+    wall_start
+        .checked_add(offset)
+        .unwrap_or(wall_start)
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
