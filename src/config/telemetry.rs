@@ -35,7 +35,7 @@ pub struct RawTelemetry {
     /// `OTEL_TRACES_SAMPLER_ARG`; default 1).
     #[serde(default)]
     pub ratio: Option<Located<f64>>,
-    /// Finished requests waiting for export at most (default 2048, as
+    /// Finished requests waiting for export at most (default 2048, at most 1000000, as
     /// `OTEL_BSP_MAX_QUEUE_SIZE`); beyond, their spans are dropped and counted, never waited
     /// for. Restart to change.
     #[serde(default)]
@@ -43,6 +43,8 @@ pub struct RawTelemetry {
 }
 
 const DEFAULT_QUEUE: usize = 2048;
+/// A bound on the queue (each waiting request holds up to about 1.5 KiB).
+const MAX_QUEUE: usize = 1_000_000;
 const DEFAULT_BATCH: usize = 512;
 const DEFAULT_DELAY: Duration = Duration::from_millis(1000);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,12 +178,23 @@ fn otlp(
         None => var("OTEL_SERVICE_NAME").unwrap_or_else(|| "fortress".to_owned()),
     };
     let queue = match raw.and_then(|r| r.queue.as_ref()) {
-        Some(q) if q.value == 0 => {
-            errors.push(ConfigError::at(q.pos, "`queue` must be at least 1"));
+        Some(q) if q.value == 0 || q.value as usize > MAX_QUEUE => {
+            errors.push(ConfigError::at(
+                q.pos,
+                format!("`queue` must be between 1 and {MAX_QUEUE}"),
+            ));
             return None;
         }
         Some(q) => q.value as usize,
-        None => number(var, "OTEL_BSP_MAX_QUEUE_SIZE", errors).unwrap_or(DEFAULT_QUEUE),
+        None => match number(var, "OTEL_BSP_MAX_QUEUE_SIZE", errors) {
+            Some(n) if n > MAX_QUEUE => {
+                errors.push(ConfigError::whole(format!(
+                    "OTEL_BSP_MAX_QUEUE_SIZE=`{n}`: at most {MAX_QUEUE}"
+                )));
+                return None;
+            }
+            n => n.unwrap_or(DEFAULT_QUEUE),
+        },
     };
     let batch = number(var, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", errors).unwrap_or(DEFAULT_BATCH);
     let delay = number(var, "OTEL_BSP_SCHEDULE_DELAY", errors)
@@ -358,6 +371,13 @@ mod tests {
                     ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
                 ],
                 "OTEL_BSP_MAX_QUEUE_SIZE=`0`",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_BSP_MAX_QUEUE_SIZE", "1000001"),
+                ],
+                "OTEL_BSP_MAX_QUEUE_SIZE=`1000001`: at most 1000000",
             ),
             (
                 vec![

@@ -239,7 +239,8 @@ impl Exporter {
 /// Batches and sends until stopped, then flushes what is queued.
 async fn run(mut rx: mpsc::Receiver<Finished>, mut sender: Sender, stop: Arc<Notify>) {
     let batch = sender.settings.batch.max(1);
-    let mut buf: Vec<Finished> = Vec::with_capacity(batch);
+    // Grown by `recv_many` as needed: a large configured batch reserves nothing up front.
+    let mut buf: Vec<Finished> = Vec::with_capacity(batch.min(64));
     let mut stopping = false;
     while !stopping {
         tokio::select! {
