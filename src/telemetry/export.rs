@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -65,7 +65,13 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Attr {
     key: &'static str,
-    value: Value,
+    value: AttrValue,
+}
+
+#[derive(Debug)]
+enum AttrValue {
+    Str(String),
+    Int(i64),
 }
 
 impl Attr {
@@ -73,7 +79,7 @@ impl Attr {
     pub fn str(key: &'static str, value: &str) -> Self {
         Self {
             key,
-            value: json!({ "stringValue": value }),
+            value: AttrValue::Str(value.to_owned()),
         }
     }
 
@@ -81,7 +87,7 @@ impl Attr {
     pub fn int(key: &'static str, value: i64) -> Self {
         Self {
             key,
-            value: json!({ "intValue": value.to_string() }),
+            value: AttrValue::Int(value),
         }
     }
 }
@@ -342,32 +348,77 @@ impl Sender {
 
     /// `ExportTraceServiceRequest` in the OTLP JSON encoding (hex ids, integers as strings).
     fn encode(&self, buf: &[Trace]) -> String {
-        let spans: Vec<Value> = buf
-            .iter()
-            .flat_map(|t| t.spans.iter().map(move |s| span_json(&t.trace_id, s)))
-            .collect();
-        let mut body = self.body_prefix.clone();
-        body.push_str(&Value::Array(spans).to_string());
-        body.push_str("}]}]}");
+        let mut body = String::with_capacity(self.body_prefix.len() + 640 * buf.len());
+        body.push_str(&self.body_prefix);
+        body.push('[');
+        let mut first = true;
+        for t in buf {
+            for s in &t.spans {
+                if !first {
+                    body.push(',');
+                }
+                first = false;
+                write_span(&mut body, &t.trace_id, s);
+            }
+        }
+        body.push_str("]}]}]}");
         body
     }
 }
 
-fn span_json(trace_id: &[u8; 32], s: &Span) -> Value {
-    let mut v = json!({
-        "traceId": id_str(trace_id),
-        "spanId": id_str(&s.span_id),
-        "name": s.name,
-        "kind": s.kind as u8,
-        "startTimeUnixNano": s.start.to_string(),
-        "endTimeUnixNano": s.end.to_string(),
-        "attributes": s.attrs.iter().map(|a| json!({"key": a.key, "value": a.value})).collect::<Vec<_>>(),
-        "status": if s.error { json!({"code": 2}) } else { json!({}) },
-    });
-    if let (Some(p), Some(obj)) = (&s.parent_span_id, v.as_object_mut()) {
-        obj.insert("parentSpanId".into(), Value::from(id_str(p)));
+/// One span in the OTLP JSON encoding, written directly (no intermediate JSON tree: this
+/// runs for every exported span). Ids are hex digits and keys are constants; every string
+/// from a request goes through serde_json's escaping.
+fn write_span(out: &mut String, trace_id: &[u8; 32], s: &Span) {
+    use std::fmt::Write;
+    out.push_str(r#"{"traceId":""#);
+    out.push_str(id_str(trace_id));
+    out.push_str(r#"","spanId":""#);
+    out.push_str(id_str(&s.span_id));
+    out.push('"');
+    if let Some(p) = &s.parent_span_id {
+        out.push_str(r#","parentSpanId":""#);
+        out.push_str(id_str(p));
+        out.push('"');
     }
-    v
+    out.push_str(r#","name":"#);
+    push_json_str(out, &s.name);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        r#","kind":{},"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":["#,
+        s.kind as u8, s.start, s.end
+    );
+    for (i, a) in s.attrs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"key":"#);
+        push_json_str(out, a.key);
+        match &a.value {
+            AttrValue::Str(v) => {
+                out.push_str(r#","value":{"stringValue":"#);
+                push_json_str(out, v);
+                out.push_str("}}");
+            }
+            AttrValue::Int(n) => {
+                let _ = write!(out, r#","value":{{"intValue":"{n}"}}}}"#);
+            }
+        }
+    }
+    out.push_str(if s.error {
+        r#"],"status":{"code":2}}"#
+    } else {
+        r#"],"status":{}}"#
+    });
+}
+
+/// A JSON string literal (quoted and escaped).
+fn push_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(q) => out.push_str(&q),
+        Err(_) => out.push_str(r#""""#),
+    }
 }
 
 fn resource_prefix(service_name: &str) -> String {
@@ -388,6 +439,7 @@ fn resource_prefix(service_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn encoding_is_otlp_json() {
@@ -422,7 +474,20 @@ mod tests {
                 error: false,
             }],
         };
-        let body: Value = serde_json::from_str(&sender.encode(&[trace])).expect("json");
+        let second = Trace {
+            trace_id: hex16("0af7651916cd43dd8448eb211c80319c"),
+            spans: vec![Span {
+                span_id: hex8("b7ad6b7169203331"),
+                parent_span_id: None,
+                name: "POST \u{1}\n\\é".into(),
+                kind: Kind::Client,
+                start: u64::MAX,
+                end: u64::MAX,
+                attrs: vec![Attr::int("n", -1)],
+                error: true,
+            }],
+        };
+        let body: Value = serde_json::from_str(&sender.encode(&[trace, second])).expect("json");
         assert_eq!(
             body,
             json!({"resourceSpans": [{
@@ -447,6 +512,15 @@ mod tests {
                             {"key": "http.response.status_code", "value": {"intValue": "200"}},
                         ],
                         "status": {},
+                    }, {
+                        "traceId": "0af7651916cd43dd8448eb211c80319c",
+                        "spanId": "b7ad6b7169203331",
+                        "name": "POST \u{1}\n\\é",
+                        "kind": 3,
+                        "startTimeUnixNano": "18446744073709551615",
+                        "endTimeUnixNano": "18446744073709551615",
+                        "attributes": [{"key": "n", "value": {"intValue": "-1"}}],
+                        "status": {"code": 2},
                     }],
                 }],
             }]})
