@@ -20,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 #[cfg(test)]
 mod testutil;
 pub mod tls;
@@ -232,6 +233,12 @@ impl Fortress {
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
         live.first_fetches(auth::jwks::FETCH_TIMEOUT).await;
+        let telemetry = first
+            .policy
+            .telemetry
+            .otlp
+            .as_ref()
+            .map(telemetry::Exporter::start);
         let state: AppState = Arc::new(State {
             config: PolicyHandle::new(first),
             metrics,
@@ -242,6 +249,7 @@ impl Fortress {
             tls,
             config_path,
             audit,
+            telemetry,
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
@@ -296,6 +304,11 @@ impl Fortress {
                     tracing::error!(error = %e, "audit: the shutdown record was not written");
                 }
                 trail.close().await;
+            }
+            // Spans of the drained requests go out, within a bound (a dead collector does
+            // not hold the exit).
+            if let Some(t) = &drain_state.telemetry {
+                t.shutdown(telemetry::SHUTDOWN_FLUSH).await;
             }
             drained
         });

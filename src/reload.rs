@@ -317,6 +317,9 @@ fn warn_restart_needed(old: &Policy, new: &Policy) {
     if o.timeouts.upstream_connect != n.timeouts.upstream_connect {
         changed.push("server.timeouts.upstream_connect");
     }
+    if old.telemetry.otlp != new.telemetry.otlp {
+        changed.push("telemetry (OTLP export: endpoint, service_name, queue)");
+    }
     if !changed.is_empty() {
         warn!(keys = %changed.join(", "), "these settings changed but apply only after a restart; still running with the old values");
     }

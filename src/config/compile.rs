@@ -46,6 +46,7 @@ pub fn compile(
         .audit
         .as_ref()
         .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
+    let telemetry = super::telemetry::compile(raw.telemetry.as_ref(), env, &mut errors);
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
@@ -177,6 +178,7 @@ pub fn compile(
             classes,
             allow_ips,
             failed_auth,
+            telemetry,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

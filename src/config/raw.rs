@@ -78,6 +78,10 @@ pub struct RawConfig {
     /// The audit trail: tamper-evident JSON Lines records of decisions and events.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// Trace sampling and OTLP/HTTP export of one span per request (off by default; the
+    /// standard `OTEL_*` variables fill what is not set here).
+    #[serde(default)]
+    pub telemetry: Option<super::telemetry::RawTelemetry>,
 }
 
 /// `audit:` settings.

@@ -178,6 +178,8 @@ pub struct RequestContext {
     pub audit: Option<Arc<crate::audit::Trail>>,
     /// The request target as sent (kept only when the audit trail is on).
     pub target: Option<http::uri::PathAndQuery>,
+    /// Span timing of a sampled request when OTLP export is on (`pipeline/trace.rs`).
+    pub trace: super::trace::Recorder,
     first_dry_run_denial: Option<Rejection>,
     stream_violation: Option<&'static str>,
     upstream_body_error: bool,
@@ -233,6 +235,7 @@ impl RequestContext {
             cors: super::cors::CorsMatch::None,
             audit: None,
             target: None,
+            trace: super::trace::Recorder::default(),
             first_dry_run_denial: None,
             stream_violation: None,
             upstream_body_error: false,
@@ -413,6 +416,7 @@ impl Drop for RequestContext {
             super::audit::event(self, crate::audit::Event::Request, None);
         }
         self.conn.activity.request_finished();
+        super::trace::finish(self);
         let Some(metrics) = self.metrics.take() else {
             return;
         };

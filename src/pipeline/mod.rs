@@ -31,6 +31,7 @@ pub mod normalize;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;
+pub mod trace;
 pub mod transport;
 pub mod upgrade;
 
@@ -68,6 +69,7 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
+    trace::begin(&state, &mut ctx, req.uri().path());
     // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
     ctx.body_empty = http_body::Body::is_end_stream(req.body());
     if let Some(trail) = &state.audit {
@@ -79,7 +81,7 @@ pub async fn handle(
         Err(rejection) => {
             ctx.refuse(rejection);
             let resp = rejection
-                .to_response(ctx.ids.request_id())
+                .to_traced_response(ctx.ids.request_id(), Some(ctx.ids.trace_id()))
                 .map(ProxyBody::full);
             (resp, None)
         }
@@ -96,7 +98,7 @@ pub async fn handle(
     if ctx.audit.is_some() && audit::commit(&ctx).await.is_err() {
         ctx.audit_failed();
         resp = Rejection::AuditUnavailable
-            .to_response(ctx.ids.request_id())
+            .to_traced_response(ctx.ids.request_id(), Some(ctx.ids.trace_id()))
             .map(ProxyBody::full);
         tunnel = None;
         ctx.status = Some(resp.status().as_u16());
@@ -104,6 +106,9 @@ pub async fn handle(
     crate::metrics::observe_ttfb(ctx.snapshot.route_metrics(ctx.route), ctx.timings.start);
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&ctx.ids.traceresponse()) {
+        resp.headers_mut().insert(ids::TRACERESPONSE, v);
     }
     // Every response, forwarded or fortress's own: security headers, then CORS.
     crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);
@@ -209,6 +214,7 @@ async fn decide_and_forward(
         .and_then(|r| r.stream.as_ref())
         .map(|_| capture_connection(&mut upstream_req));
     let sent = Instant::now();
+    ctx.trace.upstream_started(sent);
     let mut resp = state
         .forwarder
         .send(

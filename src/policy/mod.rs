@@ -18,6 +18,7 @@ pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
+pub mod telemetry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ pub struct Policy {
     pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
     /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
     pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
+    /// Trace sampling and OTLP export (`telemetry:` and the `OTEL_*` variables).
+    pub telemetry: telemetry::TelemetrySettings,
 }
 
 /// `paths:` settings, compiled.

@@ -38,6 +38,8 @@ pub struct State {
     pub config_path: Option<PathBuf>,
     /// The audit trail, when `audit:` is configured (started with the first policy).
     pub audit: Option<Arc<crate::audit::Trail>>,
+    /// The OTLP span exporter, when export is on (started once; restart to change it).
+    pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
 }
 
 impl State {
