@@ -70,7 +70,9 @@ async fn respond(
         }
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state).await,
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let mut r = Response::new(ProxyBody::full(Bytes::from(state.metrics.render())));
+            let mut body = state.metrics.render();
+            crate::telemetry::render_metrics(state.telemetry.as_deref(), &mut body);
+            let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

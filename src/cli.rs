@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `schema`, `demo`, `version`.
+//! The command line: `run`, `check`, `schema`, `explain`, `audit`, `demo`, `token`, `version`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -86,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         jti: Option<String>,
     },
+    /// Check (`verify`) or search (`query`) an audit trail.
+    #[command(subcommand)]
+    Audit(crate::audit::cmd::AuditCommand),
     /// Print the version.
     Version,
 }
@@ -105,6 +108,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Explain(req) => crate::explain::run(&req),
+        Command::Audit(cmd) => crate::audit::cmd::run(cmd),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

@@ -459,6 +459,9 @@ pub enum Rejection {
     /// The route's concurrency class is full (and its queue full, or the wait timed out, or
     /// the tenant is at its per-tenant cap).
     Overloaded,
+    /// The request needs an audit record and the audit trail cannot take it (queue full or
+    /// sink failing): fail closed.
+    AuditUnavailable,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -614,6 +617,15 @@ impl Rejection {
                 retry_after: Some(OVERLOADED_RETRY_AFTER),
                 ..row(S::SERVICE_UNAVAILABLE, "service_unavailable", "overloaded")
             },
+            // Fail closed: no record, no response (comes back when the sink recovers).
+            Rejection::AuditUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "audit_unavailable",
+                )
+            },
         }
     }
 
@@ -681,15 +693,27 @@ impl Rejection {
             | Rejection::PayloadTooLarge(_)
             | Rejection::UnsupportedMediaType(_)
             | Rejection::CorsRefused(_)
-            | Rejection::LimitsUnavailable => false,
+            | Rejection::LimitsUnavailable
+            | Rejection::AuditUnavailable => false,
         }
     }
 
     /// The short JSON response with the headers this refusal needs: `Allow` on 405,
     /// `WWW-Authenticate` on 401, `Retry-After` where the row has one.
     pub fn to_response(self, request_id: &str) -> Response<Bytes> {
+        self.to_traced_response(request_id, None)
+    }
+
+    /// [`Rejection::to_response`] with the request's trace id in the body (`trace_id`).
+    pub fn to_traced_response(self, request_id: &str, trace_id: Option<&str>) -> Response<Bytes> {
         let row = self.row();
-        let mut resp = json_error(row.status, row.error, row.public_reason, request_id);
+        let mut resp = json_error_traced(
+            row.status,
+            row.error,
+            row.public_reason,
+            request_id,
+            trace_id,
+        );
         let h = resp.headers_mut();
         match self {
             Rejection::Unauthenticated(e) => {
@@ -728,8 +752,12 @@ impl Rejection {
 
 /// The short JSON error that replaces the body of an upstream 5xx when `scrub_errors` is on:
 /// same status, `error` from the status (`internal_server_error`, `service_unavailable`, …),
-/// reason `upstream_error`, the request id.
-pub fn scrubbed_upstream_error(status: StatusCode, request_id: &str) -> Response<Bytes> {
+/// reason `upstream_error`, the request id and the trace id.
+pub fn scrubbed_upstream_error(
+    status: StatusCode,
+    request_id: &str,
+    trace_id: &str,
+) -> Response<Bytes> {
     let error = match status.as_u16() {
         500 => "internal_server_error",
         501 => "not_implemented",
@@ -738,7 +766,7 @@ pub fn scrubbed_upstream_error(status: StatusCode, request_id: &str) -> Response
         504 => "gateway_timeout",
         _ => "server_error",
     };
-    json_error(status, error, "upstream_error", request_id)
+    json_error_traced(status, error, "upstream_error", request_id, Some(trace_id))
 }
 
 /// A short JSON error response. `request_id` must be a safe token (see `pipeline::ids`).
@@ -748,7 +776,26 @@ pub fn json_error(
     reason: &str,
     request_id: &str,
 ) -> Response<Bytes> {
-    let body = format!(r#"{{"error":"{error}","reason":"{reason}","request_id":"{request_id}"}}"#);
+    json_error_traced(status, error, reason, request_id, None)
+}
+
+/// [`json_error`] with a `trace_id` after the request id. Both must be safe tokens (see
+/// `pipeline::ids`).
+pub fn json_error_traced(
+    status: StatusCode,
+    error: &str,
+    reason: &str,
+    request_id: &str,
+    trace_id: Option<&str>,
+) -> Response<Bytes> {
+    let body = match trace_id {
+        Some(trace_id) => format!(
+            r#"{{"error":"{error}","reason":"{reason}","request_id":"{request_id}","trace_id":"{trace_id}"}}"#
+        ),
+        None => {
+            format!(r#"{{"error":"{error}","reason":"{reason}","request_id":"{request_id}"}}"#)
+        }
+    };
     let mut resp = Response::new(Bytes::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -3,6 +3,7 @@
 //! these modules.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 #[cfg(test)]
 mod testutil;
 pub mod tls;
@@ -73,6 +75,9 @@ pub enum StartError {
     /// The persisted budget state could not be read (corrupt, unknown version).
     #[error("{0}")]
     State(#[from] store::persist::PersistError),
+    /// The audit trail could not be opened or could not record the startup.
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// A running fortress instance.
@@ -133,6 +138,9 @@ impl Fortress {
             )),
             None => None,
         };
+        if let Some(t) = &tls {
+            metrics.attach_cert_expiry(t.not_after().clone());
+        }
         let client = bind(config.server.listen).await?;
         let admin = bind(config.server.admin).await?;
         let client_addr = client.local_addr().map_err(|e| StartError::Bind {
@@ -187,6 +195,7 @@ impl Fortress {
             );
         }
         let live = Live::new(store.clone()).with_clock(clock);
+        metrics.attach_jwks(live.jwks_stats().clone());
         memory.import_budgets(live.clock().now_ms(), &persisted);
         // Written back at once: a state directory fortress cannot write to stops startup
         // rather than losing every charge silently later.
@@ -197,10 +206,39 @@ impl Fortress {
                 .await
                 .map_err(|e| StartError::Load(e.to_string()))??;
         }
+        // The trail opens (continuing the chain) before anything is served, and the startup
+        // is recorded and written first: a fortress that cannot audit does not start.
+        let audit = match &config.audit {
+            Some(settings) => {
+                let trail = audit::Trail::start(settings, live.clock().clone())
+                    .map_err(StartError::Audit)?;
+                let mut r = audit::Record::new(audit::Event::Startup, live.clock().now_ms());
+                r.policy_version = Some(config.hash.clone());
+                r.detail = Some(serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "listen": client_addr.to_string(),
+                    "admin": admin_addr.to_string(),
+                    "config": config_path.as_ref().map(|p| p.display().to_string()),
+                }));
+                trail
+                    .event_acked(r)
+                    .await
+                    .map_err(|e| StartError::Audit(format!("the startup record: {e}")))?;
+                metrics.attach_audit(trail.stats().clone());
+                Some(Arc::new(trail))
+            }
+            None => None,
+        };
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
         live.first_fetches(auth::jwks::FETCH_TIMEOUT).await;
+        let telemetry = first
+            .policy
+            .telemetry
+            .otlp
+            .as_ref()
+            .map(telemetry::Exporter::start);
         let state: AppState = Arc::new(State {
             config: PolicyHandle::new(first),
             metrics,
@@ -210,6 +248,8 @@ impl Fortress {
             reload,
             tls,
             config_path,
+            audit,
+            telemetry,
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
@@ -252,6 +292,23 @@ impl Fortress {
                     Ok(Err(e)) => tracing::error!(error = %e, "budget state not saved at shutdown"),
                     Err(e) => tracing::error!(error = %e, "budget state not saved at shutdown"),
                 }
+            }
+            // Last: the shutdown record, then everything queued is written and the trail
+            // sealed.
+            if let Some(trail) = &drain_state.audit {
+                let mut r =
+                    audit::Record::new(audit::Event::Shutdown, drain_state.live.clock().now_ms());
+                r.policy_version = Some(drain_state.config.snapshot().policy.hash.clone());
+                r.detail = Some(serde_json::json!({ "drained": drained }));
+                if let Err(e) = trail.event_acked(r).await {
+                    tracing::error!(error = %e, "audit: the shutdown record was not written");
+                }
+                trail.close().await;
+            }
+            // Spans of the drained requests go out, within a bound (a dead collector does
+            // not hold the exit).
+            if let Some(t) = &drain_state.telemetry {
+                t.shutdown(telemetry::SHUTDOWN_FLUSH).await;
             }
             drained
         });

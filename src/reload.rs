@@ -174,17 +174,30 @@ async fn reload_config(
         Some(Loaded::Text { hash, compiled }) => (hash, compiled),
     };
     match compiled {
-        None if hash == current.hash => Outcome::Applied { hash },
+        None if hash == current.hash => {
+            // The file is the active config again (a refused edit reverted): reloading works.
+            state.metrics.reload_matches_active();
+            Outcome::Applied { hash }
+        }
         None => Outcome::Refused {
             errors: vec!["unchanged since the last refused reload".into()],
         },
         Some(Ok(next)) => {
+            if let Some(conflict) = state
+                .audit
+                .as_ref()
+                .and_then(|t| t.reload_conflict(next.audit.as_ref()))
+            {
+                *last_refused = Some(hash);
+                return refuse(state, vec![conflict]);
+            }
             *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
             state.install(*next).await;
             state.metrics.reload_ok.inc();
             info!(policy.hash = %hash, "config reloaded");
+            audit_reload(state, Some(&current.hash), &hash, &[]);
             Outcome::Applied { hash }
         }
         Some(Err(e)) => {
@@ -225,7 +238,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
     state.metrics.reload_error.inc();
     error!(errors = %errors.join("; "), "config reload refused; the previous config stays active");
+    audit_reload(state, None, &state.config.snapshot().hash, &errors);
     Outcome::Refused { errors }
+}
+
+/// Audits a reload (always, whatever `audit.include` says): `from` is the previous policy's
+/// hash when the reload was applied (`None`: refused, and `hash` is the policy that stays).
+fn audit_reload(state: &AppState, from: Option<&str>, hash: &str, errors: &[String]) {
+    let Some(trail) = &state.audit else {
+        return;
+    };
+    let mut r = crate::audit::Record::new(
+        crate::audit::Event::PolicyReload,
+        state.live.clock().now_ms(),
+    );
+    r.decision = Some(if from.is_some() { "applied" } else { "refused" }.into());
+    r.reason = from.is_none().then(|| "invalid_config".into());
+    r.policy_version = Some(hash.to_owned());
+    r.detail = Some(serde_json::json!({
+        "previous_version": from,
+        "errors": errors,
+    }));
+    trail.event(r, None);
 }
 
 async fn reload_certs(state: &AppState, seen: &mut Option<Vec<u8>>) {
@@ -282,6 +316,9 @@ fn warn_restart_needed(old: &Policy, new: &Policy) {
     }
     if o.timeouts.upstream_connect != n.timeouts.upstream_connect {
         changed.push("server.timeouts.upstream_connect");
+    }
+    if old.telemetry.otlp != new.telemetry.otlp {
+        changed.push("telemetry (OTLP export: endpoint, service_name, queue)");
     }
     if !changed.is_empty() {
         warn!(keys = %changed.join(", "), "these settings changed but apply only after a restart; still running with the old values");

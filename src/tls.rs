@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -14,11 +15,15 @@ use rustls::sign::CertifiedKey;
 
 use crate::policy::TlsFiles;
 
+mod not_after;
+
 /// The serving certificate and the rustls server config built around it.
 pub struct CertStore {
     current: Arc<CurrentCert>,
     server_config: Arc<rustls::ServerConfig>,
     provider: Arc<CryptoProvider>,
+    /// `notAfter` of the serving certificate, Unix seconds (0: unknown); the metrics read it.
+    not_after: Arc<AtomicI64>,
 }
 
 impl CertStore {
@@ -26,6 +31,7 @@ impl CertStore {
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = load_key(files, &provider)?;
+        let not_after = Arc::new(AtomicI64::new(expiry(&key)));
         let current = Arc::new(CurrentCert {
             key: ArcSwap::from_pointee(key),
             files: ArcSwap::from_pointee(files.clone()),
@@ -40,6 +46,7 @@ impl CertStore {
             current,
             server_config: Arc::new(config),
             provider,
+            not_after,
         })
     }
 
@@ -52,9 +59,16 @@ impl CertStore {
     /// current certificate stays.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
         let key = load_key(files, &self.provider)?;
+        self.not_after.store(expiry(&key), Ordering::Relaxed);
         self.current.key.store(Arc::new(key));
         self.current.files.store(Arc::new(files.clone()));
         Ok(())
+    }
+
+    /// The serving certificate's `notAfter` (Unix seconds, 0 when it could not be read),
+    /// kept current across reloads (`fortress_tls_cert_expiry_timestamp_seconds`).
+    pub fn not_after(&self) -> &Arc<AtomicI64> {
+        &self.not_after
     }
 
     /// The files the current certificate came from.
@@ -88,6 +102,14 @@ impl ResolvesServerCert for CurrentCert {
     }
 }
 
+/// `notAfter` of the leaf (first) certificate of the chain, 0 when unreadable.
+fn expiry(key: &CertifiedKey) -> i64 {
+    key.cert
+        .first()
+        .and_then(|c| not_after::not_after(c.as_ref()))
+        .unwrap_or(0)
+}
+
 fn load_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| format!("{}: cannot read certificate: {e}", files.cert.display()))?
@@ -105,4 +127,45 @@ fn load_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey,
             files.key.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &std::path::Path, year: i32) -> TlsFiles {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let files = TlsFiles {
+            cert: dir.join(format!("{year}.crt")),
+            key: dir.join(format!("{year}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&files.key, key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
+        files
+    }
+
+    #[test]
+    fn the_expiry_follows_the_serving_certificate() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            CertStore::load(&write_cert(dir.path(), 2030)).unwrap_or_else(|e| panic!("{e}"));
+        let expiry = store.not_after().clone();
+        // 2030-01-01T00:00:00Z
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000);
+        store
+            .reload(&write_cert(dir.path(), 2031))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000 + 365 * 86_400);
+        // A refused reload keeps the serving certificate, and its expiry.
+        let broken = TlsFiles {
+            cert: dir.path().join("none.crt"),
+            key: dir.path().join("none.key"),
+        };
+        assert!(store.reload(&broken).is_err());
+        assert_eq!(expiry.load(Ordering::Relaxed), 1_893_456_000 + 365 * 86_400);
+    }
 }

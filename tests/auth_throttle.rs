@@ -69,7 +69,7 @@ fn assert_throttled(r: &RawResponse, retry_after: &str) {
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "too_many_requests", "reason": "too_many_failed_authentications", "request_id": rid})
+        json!({"error": "too_many_requests", "reason": "too_many_failed_authentications", "request_id": rid, "trace_id": trace_id(r)})
     );
 }
 

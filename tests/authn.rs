@@ -315,7 +315,10 @@ fn assert_refused(r: &RawResponse, reason: &str, case: &str) {
     };
     assert_eq!(
         r.text(),
-        format!(r#"{{"error":"unauthorized","reason":"{public}","request_id":"{rid}"}}"#),
+        format!(
+            r#"{{"error":"unauthorized","reason":"{public}","request_id":"{rid}","trace_id":"{}"}}"#,
+            trace_id(r)
+        ),
         "{case}"
     );
     let challenge = if reason == "missing_token" {

@@ -117,7 +117,7 @@ fn assert_denied(r: &RawResponse, status: u16, error: &str, reason: &str, what: 
     let rid = r.header("x-request-id").expect("rid").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": error, "reason": reason, "request_id": rid}),
+        serde_json::json!({"error": error, "reason": reason, "request_id": rid, "trace_id": trace_id(r)}),
         "{what}"
     );
 }

@@ -119,7 +119,7 @@ fn assert_refusal(r: &RawResponse, status: u16, error: &str, reason: &str) {
     let id = r.header("x-request-id").expect("x-request-id");
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": error, "reason": reason, "request_id": id})
+        serde_json::json!({"error": error, "reason": reason, "request_id": id, "trace_id": trace_id(r)})
     );
 }
 
@@ -545,10 +545,11 @@ async fn http2_form_bodies_are_scanned_across_data_frames() {
         .to_str()
         .expect("id")
         .to_owned();
+    let trace = trace_id_in(resp.headers());
     let body: serde_json::Value = serde_json::from_slice(&body_bytes(resp).await).expect("json");
     assert_eq!(
         body,
-        serde_json::json!({"error": "bad_request", "reason": "method_override", "request_id": id})
+        serde_json::json!({"error": "bad_request", "reason": "method_override", "request_id": id, "trace_id": trace})
     );
     // Without it: forwarded whole.
     let resp = h2

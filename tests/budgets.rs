@@ -68,7 +68,7 @@ fn assert_exhausted(r: &RawResponse, retry_after: u64) {
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "too_many_requests", "reason": "budget_exhausted", "request_id": rid})
+        json!({"error": "too_many_requests", "reason": "budget_exhausted", "request_id": rid, "trace_id": trace_id(r)})
     );
     assert_eq!(
         r.header("retry-after"),
@@ -156,7 +156,7 @@ async fn warning_at_90_percent_refusal_at_100_and_day_and_month_resets() {
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "forbidden", "reason": "missing_tenant", "request_id": rid})
+        json!({"error": "forbidden", "reason": "missing_tenant", "request_id": rid, "trace_id": trace_id(&r)})
     );
     assert_eq!(up.hits(), hits);
 }

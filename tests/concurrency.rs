@@ -130,7 +130,7 @@ fn assert_overloaded(r: &RawResponse) {
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "service_unavailable", "reason": "overloaded", "request_id": rid})
+        json!({"error": "service_unavailable", "reason": "overloaded", "request_id": rid, "trace_id": trace_id(r)})
     );
 }
 

@@ -150,7 +150,8 @@ fn assert_405(status: u16, headers: &http::HeaderMap, body: &[u8], case: &str) {
     assert_eq!(
         String::from_utf8_lossy(body),
         format!(
-            r#"{{"error":"method_not_allowed","reason":"method_not_allowed","request_id":"{rid}"}}"#
+            r#"{{"error":"method_not_allowed","reason":"method_not_allowed","request_id":"{rid}","trace_id":"{}"}}"#,
+            trace_id_in(headers)
         ),
         "{case}"
     );
@@ -317,7 +318,10 @@ async fn untrusted_client_sees_invalid_token_while_logs_metrics_and_explain_see_
         let rid = r.header("x-request-id").expect("x-request-id").to_owned();
         assert_eq!(
             r.text(),
-            format!(r#"{{"error":"unauthorized","reason":"invalid_token","request_id":"{rid}"}}"#),
+            format!(
+                r#"{{"error":"unauthorized","reason":"invalid_token","request_id":"{rid}","trace_id":"{}"}}"#,
+                trace_id(&r)
+            ),
             "{detail}"
         );
         assert_eq!(

@@ -139,7 +139,7 @@ async fn unsafe_targets_get_400_and_never_reach_the_upstream() {
         let rid = r.header("x-request-id").expect("request id").to_owned();
         assert_eq!(
             r.json(),
-            serde_json::json!({"error": "bad_request", "reason": reason, "request_id": rid}),
+            serde_json::json!({"error": "bad_request", "reason": reason, "request_id": rid, "trace_id": trace_id(&r)}),
             "{target}"
         );
     }
@@ -165,7 +165,7 @@ async fn default_deny_is_404_without_upstream_call() {
     let rid = r.header("x-request-id").expect("rid").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error":"not_found","reason":"no_route","request_id": rid})
+        serde_json::json!({"error":"not_found","reason":"no_route","request_id": rid, "trace_id": trace_id(&r)})
     );
     let r = raw(
         fx.addr(),
@@ -297,7 +297,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let rid = r.header("x-request-id").expect("rid").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error":"bad_gateway","reason":"upstream_unavailable","request_id":rid})
+        serde_json::json!({"error":"bad_gateway","reason":"upstream_unavailable","request_id":rid, "trace_id": trace_id(&r)})
     );
     assert_eq!(
         metric(
@@ -324,7 +324,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let rid = r.header("x-request-id").expect("rid").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error":"gateway_timeout","reason":"upstream_timeout","request_id":rid})
+        serde_json::json!({"error":"gateway_timeout","reason":"upstream_timeout","request_id":rid, "trace_id": trace_id(&r)})
     );
     assert_eq!(
         metric(

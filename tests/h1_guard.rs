@@ -63,9 +63,10 @@ fn assert_refused(r: &RawResponse, status: u16, error: &str, reason: &str, shown
     assert_eq!(json["reason"], reason, "{shown}");
     let id = json["request_id"].as_str().expect("request id");
     assert_eq!(r.header("x-request-id"), Some(id), "{shown}");
+    assert_eq!(json["trace_id"], trace_id(r).as_str(), "{shown}");
     assert_eq!(
         json.as_object().expect("object").len(),
-        3,
+        4,
         "no internals: {shown}"
     );
 }

@@ -19,7 +19,7 @@ fn assert_ip_refused(r: &RawResponse) {
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "forbidden", "reason": "ip_not_allowed", "request_id": rid})
+        json!({"error": "forbidden", "reason": "ip_not_allowed", "request_id": rid, "trace_id": trace_id(r)})
     );
 }
 

@@ -50,7 +50,7 @@ fn assert_rate_limited(r: &RawResponse, retry: &str, policy: &str, state: &str) 
     let rid = r.header("x-request-id").expect("request id");
     assert_eq!(
         r.json(),
-        json!({"error": "too_many_requests", "reason": "rate_limited", "request_id": rid})
+        json!({"error": "too_many_requests", "reason": "rate_limited", "request_id": rid, "trace_id": trace_id(r)})
     );
     assert_eq!(r.header("retry-after"), Some(retry));
     assert_eq!(r.header("ratelimit-policy"), Some(policy));

@@ -78,7 +78,7 @@ async fn assert_no_route(addr: SocketAddr, target: &str) {
     let rid = r.header("x-request-id").expect("request id").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": "not_found", "reason": "no_route", "request_id": rid}),
+        serde_json::json!({"error": "not_found", "reason": "no_route", "request_id": rid, "trace_id": trace_id(&r)}),
         "{target}"
     );
 }

@@ -106,7 +106,7 @@ fn assert_ambiguous(r: &RawResponse, what: &str) {
     let rid = r.header("x-request-id").expect("rid").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": "bad_request", "reason": "ambiguous_path", "request_id": rid}),
+        serde_json::json!({"error": "bad_request", "reason": "ambiguous_path", "request_id": rid, "trace_id": trace_id(r)}),
         "{what}"
     );
 }

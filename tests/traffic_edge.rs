@@ -159,7 +159,7 @@ fn assert_refusal(r: &RawResponse, status: u16, error: &str, reason: &str) {
     let id = r.header("x-request-id").expect("x-request-id").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": error, "reason": reason, "request_id": id})
+        serde_json::json!({"error": error, "reason": reason, "request_id": id, "trace_id": trace_id(r)})
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_security_headers(r);
@@ -313,10 +313,11 @@ async fn http2_bodies_are_limited_with_and_without_content_length() {
         .to_str()
         .expect("id")
         .to_owned();
+    let trace = trace_id_in(resp.headers());
     let body: serde_json::Value = serde_json::from_slice(&body_bytes(resp).await).expect("json");
     assert_eq!(
         body,
-        serde_json::json!({"error": "payload_too_large", "reason": "body_too_large", "request_id": id})
+        serde_json::json!({"error": "payload_too_large", "reason": "body_too_large", "request_id": id, "trace_id": trace})
     );
     assert!(next_body(&mut bodies).await.1.is_err());
     // With a content-length over the limit: refused before the upstream.
@@ -742,7 +743,7 @@ async fn upstream_5xx_bodies_are_scrubbed() {
     let id = r.header("x-request-id").expect("id").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": "internal_server_error", "reason": "upstream_error", "request_id": id})
+        serde_json::json!({"error": "internal_server_error", "reason": "upstream_error", "request_id": id, "trace_id": trace_id(&r)})
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(

@@ -70,7 +70,7 @@ fn assert_refused(r: &RawResponse, status: u16, error: &str, reason: &str) {
     let rid = r.header("x-request-id").expect("request id").to_owned();
     assert_eq!(
         r.json(),
-        serde_json::json!({"error": error, "reason": reason, "request_id": rid})
+        serde_json::json!({"error": error, "reason": reason, "request_id": rid, "trace_id": trace_id(r)})
     );
 }
 
@@ -657,7 +657,7 @@ async fn a_trusted_proxys_forwarded_host_obeys_the_host_rules() {
         let rid = r.header("x-request-id").expect("rid").to_owned();
         assert_eq!(
             r.json(),
-            serde_json::json!({"error": "bad_request", "reason": "invalid_forwarded_host", "request_id": rid}),
+            serde_json::json!({"error": "bad_request", "reason": "invalid_forwarded_host", "request_id": rid, "trace_id": trace_id(&r)}),
             "{bad}"
         );
     }

@@ -484,7 +484,7 @@ async fn handshake_with_a_body_is_refused() {
         let id = r.header("x-request-id").expect("request id").to_owned();
         assert_eq!(
             r.json(),
-            serde_json::json!({"error": "bad_request", "reason": "invalid_upgrade", "request_id": id}),
+            serde_json::json!({"error": "bad_request", "reason": "invalid_upgrade", "request_id": id, "trace_id": trace_id(&r)}),
             "{what}"
         );
     }

@@ -61,6 +61,33 @@ impl KeySet {
     }
 }
 
+/// Fetch counters the metrics read at scrape time (`fortress_jwks_fetch_total{result}`,
+/// `fortress_jwks_age_seconds`). One per instance (`store::Live` owns it), shared by the
+/// cache of every source it binds.
+#[derive(Debug, Default)]
+pub struct JwksStats {
+    /// Successful fetches.
+    pub fetch_ok: AtomicU64,
+    /// Failed fetches (the last good set stays).
+    pub fetch_error: AtomicU64,
+    /// Unix ms of the current source's last successful fetch (0: none yet).
+    pub last_ok_unix_ms: AtomicU64,
+}
+
+impl JwksStats {
+    fn fetched(&self, ok: bool) {
+        if ok {
+            self.fetch_ok.fetch_add(1, Ordering::Relaxed);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            self.last_ok_unix_ms.store(now, Ordering::Relaxed);
+        } else {
+            self.fetch_error.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The cached key set of one source.
 pub struct Jwks {
     source: JwksSource,
@@ -76,6 +103,7 @@ pub struct Jwks {
     /// Finished fetch attempts (the first one is awaited at startup).
     attempts: watch::Sender<u64>,
     epoch: Instant,
+    stats: Arc<JwksStats>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -99,7 +127,14 @@ impl Jwks {
             asked_ms: AtomicU64::new(u64::MAX),
             attempts: watch::Sender::new(0),
             epoch: Instant::now(),
+            stats: Arc::default(),
         }
+    }
+
+    /// The same cache counting its fetches into `stats` (the instance's, for the metrics).
+    pub fn with_stats(mut self, stats: Arc<JwksStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The current key set (lock-free; never fetches).
@@ -222,6 +257,7 @@ impl Jwks {
                 false
             }
         };
+        self.stats.fetched(ok);
         self.attempts.send_modify(|n| *n = n.saturating_add(1));
         ok
     }

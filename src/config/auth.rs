@@ -231,7 +231,7 @@ impl Fingerprint {
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     raw: &RawSecret,
     base: &Path,
     environment: Environment,

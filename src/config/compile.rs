@@ -42,6 +42,11 @@ pub fn compile(
         .authentication
         .as_ref()
         .and_then(|a| super::auth::compile(a, base, server.environment, env, &mut errors));
+    let audit = raw
+        .audit
+        .as_ref()
+        .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
+    let telemetry = super::telemetry::compile(raw.telemetry.as_ref(), env, &mut errors);
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
@@ -167,11 +172,13 @@ pub fn compile(
             headers,
             hash,
             paths,
+            audit,
             edge,
             limits,
             classes,
             allow_ips,
             failed_auth,
+            telemetry,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
@@ -595,6 +602,7 @@ fn access(r: &RawRoute, errors: &mut Vec<ConfigError>) -> Access {
         require_any: list(&r.require_any),
         tenant,
         dry_run: r.mode.map(|m| m == Mode::DryRun),
+        privileged: r.privileged.unwrap_or(false),
         ..Access::default()
     }
 }

@@ -5,6 +5,7 @@
 //! `auth.rs`, `rbac.rs`, `streams.rs`) checks every value and builds the [`Policy`], and
 //! `lint.rs` refuses risky but well-formed policies. Nothing here is used per request.
 
+pub mod audit;
 pub mod auth;
 pub mod compile;
 pub mod diag;
@@ -14,6 +15,7 @@ pub mod lint;
 pub mod raw;
 pub mod rbac;
 pub mod streams;
+pub mod telemetry;
 pub mod traffic_guards;
 pub mod yaml;
 

@@ -75,6 +75,61 @@ pub struct RawConfig {
     /// Failed-authentication throttling per client IP (default on: 50 per 1m).
     #[serde(default)]
     pub failed_auth_limit: Option<super::traffic_guards::RawFailedAuthLimit>,
+    /// The audit trail: tamper-evident JSON Lines records of decisions and events.
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
+    /// Trace sampling and OTLP/HTTP export of one span per request (off by default; the
+    /// standard `OTEL_*` variables fill what is not set here).
+    #[serde(default)]
+    pub telemetry: Option<super::telemetry::RawTelemetry>,
+}
+
+/// `audit:` settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Directory of the daily files `audit-YYYY-MM-DD.jsonl` (UTC); relative to the config
+    /// file. Created if missing. Restart to change.
+    #[serde(default)]
+    pub dir: Option<Located<String>>,
+    /// Also write each record to stdout as a JSON line (`"type":"audit"` tells it from logs).
+    #[serde(default)]
+    pub stdout: Option<bool>,
+    /// What gets a record besides admin changes, reloads, startup and shutdown (always):
+    /// `denied`, `privileged`, `violations`, `budget`, `admin`, `all`. Default
+    /// `[denied, violations]`.
+    #[serde(default)]
+    pub include: Option<Vec<Located<crate::policy::audit::Include>>>,
+    /// `strict` (default outside `local`): a response that needs a record waits until it is
+    /// written; `batched` (default in `local`): written within `flush_interval`.
+    #[serde(default)]
+    pub durability: Option<crate::policy::audit::Durability>,
+    /// `fsync` every batch (default true).
+    #[serde(default)]
+    pub fsync: Option<bool>,
+    /// Batched mode: the longest a record waits before it is written (default 1s).
+    #[serde(default)]
+    pub flush_interval: Option<Located<String>>,
+    /// Records waiting for the writer at most (default 10000); beyond, requests that need a
+    /// record get 503 `audit_unavailable`.
+    #[serde(default)]
+    pub queue: Option<Located<u32>>,
+    /// Delete files of days older than this many days (default: keep).
+    #[serde(default)]
+    pub retention_days: Option<Located<u32>>,
+    /// Delete the oldest files while the directory holds more than this (`500MiB`, `10GiB`).
+    #[serde(default)]
+    pub max_total_size: Option<Located<String>>,
+    /// HMAC-SHA-256 chain key (`{ env: NAME }` or `{ file: PATH }`): someone who can edit the
+    /// files cannot recompute the chain. Records carry the key id.
+    #[serde(default)]
+    pub hmac_key: Option<RawSecret>,
+    /// Fields replaced by a keyed hash: `client_ip`, `subject`, `tenant`. Needs `redact_key`.
+    #[serde(default)]
+    pub redact: Vec<Located<crate::policy::audit::Redact>>,
+    /// Key of the redaction hash (`{ env: NAME }` or `{ file: PATH }`).
+    #[serde(default)]
+    pub redact_key: Option<RawSecret>,
 }
 
 /// `paths:` settings.
@@ -245,6 +300,11 @@ pub struct RawRoute {
     /// `enforce` or `dry-run` for this route (default: the global `mode`).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// A privileged route: with `audit.include: [privileged]` every request to it is audited,
+    /// allowed or not (and, being allowed, only forwarded while the audit trail can take its
+    /// record).
+    #[serde(default)]
+    pub privileged: Option<bool>,
     /// Check the response as this NDJSON stream (a name under `streams:`).
     #[serde(default)]
     pub stream: Option<Located<String>>,

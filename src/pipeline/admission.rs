@@ -316,12 +316,15 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
         .and_then(|p| p.tenant.as_deref())
         .unwrap_or_default();
     if admission.allowed {
+        let mut crossed = Vec::new();
         admitted.warning = warning_value(
             ctx.metrics(),
             tenant,
             ctx.route().map_or("", |r| &r.name),
             warnings.iter().copied(),
+            &mut crossed,
         );
+        audit_crossings(ctx, &crossed);
         if let (Some(Cost::Header(h)), Some(b)) = (&cost, snap.limits.tenant_budget.as_ref()) {
             admitted.metered = Some(Metered {
                 header: h.clone(),
@@ -354,6 +357,7 @@ fn warning_value(
     tenant: &str,
     route: &str,
     states: impl Iterator<Item = (Period, u64, u64, u64, f64)>,
+    crossed: &mut Vec<Crossing>,
 ) -> Option<String> {
     let mut out = String::new();
     for (p, limit, used_after, charged, warn_at) in states {
@@ -363,6 +367,23 @@ fn warning_value(
             continue;
         }
         let before = used_after.saturating_sub(charged);
+        // The charge that used the last unit: exhausted from now on (once per period).
+        if used_after >= limit && before < limit {
+            crossed.push(Crossing {
+                period: p.name(),
+                used: used_after,
+                limit,
+                exhausted: true,
+            });
+        }
+        if before < threshold {
+            crossed.push(Crossing {
+                period: p.name(),
+                used: used_after,
+                limit,
+                exhausted: false,
+            });
+        }
         if before < threshold {
             tracing::warn!(
                 tenant,
@@ -383,6 +404,32 @@ fn warning_value(
         let _ = write!(out, "{}={pct}%", p.name());
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A charge that crossed a budget's warning threshold or used its last unit (audited as
+/// `budget_warning` / `budget_exhausted`, once per period and tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crossing {
+    /// `daily` or `monthly`.
+    pub period: &'static str,
+    /// Units used after the charge.
+    pub used: u64,
+    /// The period's limit.
+    pub limit: u64,
+    /// Exhausted (else: the warning threshold).
+    pub exhausted: bool,
+}
+
+/// Audits budget crossings as events of the request that caused them.
+pub fn audit_crossings(ctx: &RequestContext, crossed: &[Crossing]) {
+    for c in crossed {
+        let event = if c.exhausted {
+            crate::audit::Event::BudgetExhausted
+        } else {
+            crate::audit::Event::BudgetWarning
+        };
+        super::audit::budget_event(ctx, event, c.period, c.used, c.limit);
+    }
 }
 
 /// Parses the units the app reported (`X-Usage-Units: 42`): plain digits only.
@@ -412,6 +459,7 @@ pub fn charge_metered(
     now: Millis,
     m: &mut Metered,
     source: &HeaderMap,
+    crossed: &mut Vec<Crossing>,
 ) -> Option<String> {
     if m.charged {
         return None;
@@ -456,7 +504,7 @@ pub fn charge_metered(
             }
         }
     }
-    warning_value(metrics, &m.tenant, route, states.into_iter())
+    warning_value(metrics, &m.tenant, route, states.into_iter(), crossed)
 }
 
 /// Adds what admission decided to a response: `RateLimit-Policy` and `RateLimit` (every rate
@@ -469,10 +517,19 @@ pub fn respond(ctx: &mut RequestContext, headers: &mut HeaderMap, forwarded: boo
     if forwarded && let Some(m) = admitted.metered.as_mut() {
         let now = ctx.snapshot.clock.now_ms();
         let route = ctx.route().map_or("", |r| &r.name).to_owned();
-        if let Some(w) = charge_metered(&ctx.snapshot.store, ctx.metrics(), &route, now, m, headers)
-        {
+        let mut crossed = Vec::new();
+        if let Some(w) = charge_metered(
+            &ctx.snapshot.store,
+            ctx.metrics(),
+            &route,
+            now,
+            m,
+            headers,
+            &mut crossed,
+        ) {
             admitted.warning = Some(w);
         }
+        audit_crossings(ctx, &crossed);
     }
     if !admitted.rate.is_empty() {
         // `RateLimit-Policy` is fixed per limit (built at compile time); only `RateLimit`
@@ -524,9 +581,51 @@ mod tests {
     }
 
     #[test]
+    fn crossings_are_reported_once_per_threshold() {
+        let crossed = |states: Vec<(Period, u64, u64, u64, f64)>| {
+            let mut c = Vec::new();
+            warning_value(None, "t", "r", states.into_iter(), &mut c);
+            c
+        };
+        // Below the threshold, and past it already before the charge: nothing new.
+        assert!(crossed(vec![(Period::Daily, 1000, 899, 1, 0.9)]).is_empty());
+        assert!(crossed(vec![(Period::Daily, 1000, 950, 1, 0.9)]).is_empty());
+        // The charge that crossed 90 %.
+        let warn = Crossing {
+            period: "daily",
+            used: 900,
+            limit: 1000,
+            exhausted: false,
+        };
+        assert_eq!(
+            crossed(vec![(Period::Daily, 1000, 900, 1, 0.9)]),
+            vec![warn]
+        );
+        // The charge that used the last unit (and crossed the threshold at once).
+        let all = crossed(vec![(Period::Monthly, 10, 10, 5, 0.9)]);
+        assert_eq!(
+            all,
+            vec![
+                Crossing {
+                    period: "monthly",
+                    used: 10,
+                    limit: 10,
+                    exhausted: true
+                },
+                Crossing {
+                    period: "monthly",
+                    used: 10,
+                    limit: 10,
+                    exhausted: false
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn warning_lists_periods_at_or_past_the_threshold() {
         let w = |states: Vec<(Period, u64, u64, u64, f64)>| {
-            warning_value(None, "t", "r", states.into_iter())
+            warning_value(None, "t", "r", states.into_iter(), &mut Vec::new())
         };
         assert_eq!(w(vec![(Period::Daily, 1000, 899, 1, 0.9)]), None);
         assert_eq!(

@@ -113,6 +113,7 @@ async fn charge(ctx: &RequestContext) {
             Ok(state) if !state.allowed && state.used == limit.max.saturating_add(1) => {
                 tracing::warn!(
                     request.id = %ctx.ids.request_id(),
+                    trace.id = %ctx.ids.trace_id(),
                     client.ip = %ctx.client_ip,
                     failures = state.used,
                     "client throttled: too many failed authentications"

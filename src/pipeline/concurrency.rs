@@ -36,6 +36,7 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts, live: bool) -> Result
         Err(shed) => {
             tracing::debug!(
                 request.id = %ctx.ids.request_id(),
+                trace.id = %ctx.ids.trace_id(),
                 class = &*gate.spec().name,
                 why = shed.as_str(),
                 "request shed by its concurrency class"

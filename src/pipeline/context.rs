@@ -174,6 +174,12 @@ pub struct RequestContext {
     pub body_empty: bool,
     /// What the CORS stage found (`pipeline/cors.rs`).
     pub cors: super::cors::CorsMatch,
+    /// The audit trail, when it is on (`pipeline/audit.rs`).
+    pub audit: Option<Arc<crate::audit::Trail>>,
+    /// The request target as sent (kept only when the audit trail is on).
+    pub target: Option<http::uri::PathAndQuery>,
+    /// Span timing of a sampled request when OTLP export is on (`pipeline/trace.rs`).
+    pub trace: super::trace::Recorder,
     first_dry_run_denial: Option<Rejection>,
     stream_violation: Option<&'static str>,
     upstream_body_error: bool,
@@ -227,6 +233,9 @@ impl RequestContext {
             claims_override: None,
             body_empty: super::limits::no_body_framing(headers),
             cors: super::cors::CorsMatch::None,
+            audit: None,
+            target: None,
+            trace: super::trace::Recorder::default(),
             first_dry_run_denial: None,
             stream_violation: None,
             upstream_body_error: false,
@@ -304,6 +313,13 @@ impl RequestContext {
         };
     }
 
+    /// The response's audit record could not be written: the response becomes 503
+    /// `audit_unavailable` (counted whatever was decided before).
+    pub fn audit_failed(&mut self) {
+        self.count_refusal(Rejection::AuditUnavailable);
+        self.outcome = Outcome::Failed(Rejection::AuditUnavailable);
+    }
+
     /// Counts a refusal by its detailed reason, now (not at completion), so a client that
     /// reads the refusal already sees it counted.
     fn count_refusal(&self, r: Rejection) {
@@ -334,6 +350,7 @@ impl RequestContext {
 impl BodyEvents for RequestContext {
     fn stream_violation(&mut self, reason: &'static str) {
         self.stream_violation = Some(reason);
+        super::audit::event(self, crate::audit::Event::StreamViolation, Some(reason));
         if let Some(m) = &self.metrics {
             m.stream_violation(self.route_name(), reason);
         }
@@ -369,6 +386,7 @@ impl BodyEvents for RequestContext {
         };
         let now = self.snapshot.clock.now_ms();
         let route = self.snapshot.route_metrics(self.route).name().clone();
+        let mut crossed = Vec::new();
         let warning = super::admission::charge_metered(
             &self.snapshot.store,
             self.metrics.as_ref(),
@@ -376,7 +394,9 @@ impl BodyEvents for RequestContext {
             now,
             m,
             trailers,
+            &mut crossed,
         );
+        super::admission::audit_crossings(self, &crossed);
         if let Some(v) = warning.and_then(|w| http::HeaderValue::from_str(&w).ok()) {
             trailers.insert(super::admission::X_BUDGET_WARNING, v);
         }
@@ -391,8 +411,12 @@ impl Drop for RequestContext {
         // request was aborted, whatever the checks had decided so far.
         if self.status.is_none() {
             self.outcome = Outcome::Aborted;
+            // `include: [all]`: an aborted request is recorded too (nobody waits for it; a
+            // request with a status had its record submitted at its response head).
+            super::audit::event(self, crate::audit::Event::Request, None);
         }
         self.conn.activity.request_finished();
+        super::trace::finish(self);
         let Some(metrics) = self.metrics.take() else {
             return;
         };

@@ -145,7 +145,9 @@ pub async fn decide<O: Observer>(
     // Authentication after routing: only the route knows whether it is public. Failures that
     // look like guesses are counted against the client IP (not by explain).
     let live = obs.live();
+    let authn_started = ctx.trace.now();
     let authn = authn::check(ctx, req).await;
+    ctx.trace.authn(authn_started, &authn);
     stage!(Stage::Authn, auth_throttle::count(ctx, authn, live).await);
     // Authorization, then tenant isolation: both judge the principal authentication set.
     stage!(Stage::Authz, authz::check(ctx, req));

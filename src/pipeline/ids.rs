@@ -14,6 +14,11 @@ pub struct Ids {
     request_id: IdBuf<128>,
     trace_id: [u8; 32],
     span_id: [u8; 16],
+    /// The parent id and `sampled` flag of a trusted peer's `traceparent` (`None`: fortress
+    /// starts the trace).
+    parent: Option<([u8; 16], bool)>,
+    /// Whether this request's trace is sampled (recorded and exported; `-01` upstream).
+    sampled: bool,
 }
 
 impl Ids {
@@ -29,18 +34,77 @@ impl Ids {
             .flatten()
             .and_then(IdBuf::from_str)
             .unwrap_or_else(|| IdBuf::hex(req));
-        let trace_id = trusted
-            .then(|| single(headers, TRACEPARENT).and_then(parse_traceparent))
+        let incoming = trusted
+            .then(|| single(headers, TRACEPARENT).and_then(parse_traceparent_parts))
             .flatten()
-            .and_then(|t| <[u8; 32]>::try_from(t.as_bytes()).ok())
-            .unwrap_or_else(|| hex32(trace));
+            .and_then(|(t, p, s)| {
+                let t = <[u8; 32]>::try_from(t.as_bytes()).ok()?;
+                let p = <[u8; 16]>::try_from(p.as_bytes()).ok()?;
+                Some((t, p, s))
+            });
+        let parent = incoming.map(|(_, p, s)| (p, s));
+        let parent_sampled = parent.map(|(_, s)| s);
+        let trace_id = incoming.map_or_else(|| hex32(trace), |(t, _, _)| t);
         let mut span_id = [0u8; 16];
         encode_hex(span, &mut span_id);
         Self {
             request_id,
             trace_id,
             span_id,
+            parent,
+            // A trusted parent's decision is kept until a sampler says otherwise; a new trace
+            // is sampled unless a sampler says otherwise.
+            sampled: parent_sampled.unwrap_or(true),
         }
+    }
+
+    /// The `sampled` flag of the trusted peer's `traceparent`, when there was one.
+    pub fn parent_sampled(&self) -> Option<bool> {
+        self.parent.map(|(_, s)| s)
+    }
+
+    /// The parent id of the trusted peer's `traceparent` (16 hex digits), when there was one.
+    pub fn parent_span_id(&self) -> Option<&str> {
+        self.parent
+            .as_ref()
+            .and_then(|(p, _)| std::str::from_utf8(p).ok())
+    }
+
+    /// Whether this request's trace is sampled.
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// Sets the sampling decision (the configured sampler's, see `crate::telemetry`).
+    pub fn set_sampled(&mut self, sampled: bool) {
+        self.sampled = sampled;
+    }
+
+    /// The W3C trace flags (`01` sampled, `00` not).
+    pub fn flags(&self) -> &'static str {
+        if self.sampled { "01" } else { "00" }
+    }
+
+    /// The W3C `traceresponse` returned to the client: the trace id, fortress's span id (the
+    /// parent of the upstream call), the sampling decision. On the stack: no allocation.
+    pub fn traceresponse(&self) -> [u8; 55] {
+        let mut out = [0u8; 55];
+        let parts: [&[u8]; 6] = [
+            b"00-",
+            &self.trace_id,
+            b"-",
+            &self.span_id,
+            b"-",
+            self.flags().as_bytes(),
+        ];
+        let mut at = 0;
+        for p in parts {
+            if let Some(dst) = out.get_mut(at..at + p.len()) {
+                dst.copy_from_slice(p);
+            }
+            at += p.len();
+        }
+        out
     }
 
     /// The request id (1–128 characters of `[A-Za-z0-9._:-]`).
@@ -59,14 +123,16 @@ impl Ids {
         std::str::from_utf8(&self.span_id).unwrap_or("0000000000000000")
     }
 
-    /// The `traceparent` sent upstream: the request's trace id, this hop's span id, sampled.
+    /// The `traceparent` sent upstream: the request's trace id, this hop's span id, and the
+    /// sampling decision (`-01` sampled, `-00` not: a trusted peer's `-00` is kept).
     pub fn traceparent(&self) -> String {
         let mut s = String::with_capacity(55);
         s.push_str("00-");
         s.push_str(self.trace_id());
         s.push('-');
         s.push_str(self.span_id());
-        s.push_str("-01");
+        s.push('-');
+        s.push_str(self.flags());
         s
     }
 }
@@ -156,6 +222,12 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// The trace id of a valid `traceparent` (`VV-TTTT…(32)-PPPP…(16)-FF`, lower-case hex, version
 /// not `ff`, trace and parent ids not all zeros).
 pub fn parse_traceparent(s: &str) -> Option<&str> {
+    parse_traceparent_parts(s).map(|(t, _, _)| t)
+}
+
+/// The trace id, the parent id and the `sampled` flag (bit 0 of the flags) of a valid
+/// `traceparent`.
+pub fn parse_traceparent_parts(s: &str) -> Option<(&str, &str, bool)> {
     let mut parts = s.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -170,7 +242,8 @@ pub fn parse_traceparent(s: &str) -> Option<&str> {
         && hex(parent, 16)
         && parent.bytes().any(|b| b != b'0')
         && hex(flags, 2);
-    ok.then_some(trace)
+    let sampled = u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1);
+    ok.then_some((trace, parent, sampled))
 }
 
 /// 1–128 characters of `[A-Za-z0-9._:-]`: safe in headers, JSON and logs.
@@ -185,6 +258,9 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
+
+/// The W3C trace context response header (`00-TRACE-SPAN-FLAGS`), on every response.
+pub const TRACERESPONSE: &str = "traceresponse";
 
 /// The request id header.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -282,6 +358,37 @@ mod tests {
             Ids::for_request(&h, false).trace_id(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
+    }
+
+    #[test]
+    fn sampled_flag_kept_from_trusted_peers() {
+        let mut h = HeaderMap::new();
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        h.insert(TRACEPARENT, HeaderValue::from_static(t));
+        let ids = Ids::for_request(&h, true);
+        assert_eq!(ids.parent_sampled(), Some(false));
+        assert_eq!(ids.parent_span_id(), Some("00f067aa0ba902b7"));
+        assert!(!ids.sampled());
+        assert_eq!(
+            ids.traceparent(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00", ids.span_id())
+        );
+        assert_eq!(&ids.traceresponse()[..], ids.traceparent().as_bytes());
+        // Untrusted: a new trace, sampled by default.
+        let ids = Ids::for_request(&h, false);
+        assert_eq!(ids.parent_sampled(), None);
+        assert!(ids.traceparent().ends_with("-01"));
+        // Flags other than 00/01: only bit 0 is the sampled flag.
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+        );
+        assert_eq!(Ids::for_request(&h, true).parent_sampled(), Some(true));
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"),
+        );
+        assert_eq!(Ids::for_request(&h, true).parent_sampled(), Some(false));
     }
 
     #[test]

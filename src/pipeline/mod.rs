@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod ambiguity;
+pub mod audit;
 pub mod auth_throttle;
 pub mod authn;
 pub mod authz;
@@ -30,6 +31,7 @@ pub mod normalize;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;
+pub mod trace;
 pub mod transport;
 pub mod upgrade;
 
@@ -67,14 +69,19 @@ pub async fn handle(
         req.method().clone(),
         req.headers(),
     ));
+    trace::begin(&state, &mut ctx, req.uri().path());
     // What the stream itself says (HTTP/2 `END_STREAM` on the headers), over the framing guess.
     ctx.body_empty = http_body::Body::is_end_stream(req.body());
-    let (mut resp, tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
+    if let Some(trail) = &state.audit {
+        ctx.audit = Some(trail.clone());
+        ctx.target = req.uri().path_and_query().cloned();
+    }
+    let (mut resp, mut tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
         Err(rejection) => {
             ctx.refuse(rejection);
             let resp = rejection
-                .to_response(ctx.ids.request_id())
+                .to_traced_response(ctx.ids.request_id(), Some(ctx.ids.trace_id()))
                 .map(ProxyBody::full);
             (resp, None)
         }
@@ -86,8 +93,22 @@ pub async fn handle(
         );
     admission::respond(&mut ctx, resp.headers_mut(), forwarded);
     ctx.status = Some(resp.status().as_u16());
+    // No record, no response: a record the trail cannot take (or, `strict`, cannot write)
+    // turns the response into 503 `audit_unavailable`.
+    if ctx.audit.is_some() && audit::commit(&ctx).await.is_err() {
+        ctx.audit_failed();
+        resp = Rejection::AuditUnavailable
+            .to_traced_response(ctx.ids.request_id(), Some(ctx.ids.trace_id()))
+            .map(ProxyBody::full);
+        tunnel = None;
+        ctx.status = Some(resp.status().as_u16());
+    }
+    crate::metrics::observe_ttfb(ctx.snapshot.route_metrics(ctx.route), ctx.timings.start);
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
         resp.headers_mut().insert(ids::X_REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&ctx.ids.traceresponse()) {
+        resp.headers_mut().insert(ids::TRACERESPONSE, v);
     }
     // Every response, forwarded or fortress's own: security headers, then CORS.
     crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);
@@ -142,6 +163,7 @@ async fn decide_and_forward(
     // After every request-time check: only an authenticated, authorized handshake on a
     // `websocket: true` route is proxied as one.
     let websocket = upgrade::check(ctx, &parts)?;
+    audit::gate(ctx)?;
     let client_upgrade = if websocket {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -192,6 +214,7 @@ async fn decide_and_forward(
         .and_then(|r| r.stream.as_ref())
         .map(|_| capture_connection(&mut upstream_req));
     let sent = Instant::now();
+    ctx.trace.upstream_started(sent);
     let mut resp = state
         .forwarder
         .send(

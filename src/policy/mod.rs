@@ -5,6 +5,7 @@
 //! (those are live state in `store/`, kept across reloads), and it imports nothing from the
 //! request pipeline, the proxy, metrics or the live state.
 
+pub mod audit;
 pub mod auth;
 pub mod auth_throttle;
 pub mod classes;
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
+pub mod telemetry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ pub struct Policy {
     pub hash: String,
     /// How request paths are canonicalized (`paths:`).
     pub paths: PathSettings,
+    /// The audit trail (`audit:`), if configured.
+    pub audit: Option<audit::AuditSettings>,
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
@@ -62,6 +66,8 @@ pub struct Policy {
     pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
     /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
     pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
+    /// Trace sampling and OTLP export (`telemetry:` and the `OTEL_*` variables).
+    pub telemetry: telemetry::TelemetrySettings,
 }
 
 /// `paths:` settings, compiled.

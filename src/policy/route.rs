@@ -67,6 +67,8 @@ pub struct Access {
     pub tenant: Option<TenantRule>,
     /// `Some(true)` for dry-run, `Some(false)` for enforce, `None` for the global mode.
     pub dry_run: Option<bool>,
+    /// `privileged: true`: every request is audited (`audit.include: [privileged]`).
+    pub privileged: bool,
     /// The route's concurrency class (index into `Policy::classes`), explicit or `default`.
     pub class: Option<usize>,
     /// The route's own IP allowlist (checked as well as the policy-wide one).

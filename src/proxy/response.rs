@@ -73,7 +73,7 @@ pub fn prepare(
         && parts.status.is_server_error()
     {
         metrics.scrubbed_error(s.route);
-        return scrubbed(parts, body, s.request_id);
+        return scrubbed(parts, body, s.request_id, trace_id);
     }
     strip_hop_by_hop(&mut parts.headers);
     let body = match stream {
@@ -126,13 +126,20 @@ const SCRUB_LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// of the app's headers only `Retry-After` is kept (no `Set-Cookie`, no `Content-Encoding`,
 /// no debug headers). The first 2 KiB of the original body are logged at warn, by a task that
 /// waits at most 5 s for them, so the client's answer never waits on a slow error body.
-fn scrubbed(parts: http::response::Parts, body: Incoming, request_id: &str) -> Response<ProxyBody> {
+fn scrubbed(
+    parts: http::response::Parts,
+    body: Incoming,
+    request_id: &str,
+    trace_id: &str,
+) -> Response<ProxyBody> {
     let status = parts.status;
-    let mut resp = crate::error::scrubbed_upstream_error(status, request_id).map(ProxyBody::full);
+    let mut resp =
+        crate::error::scrubbed_upstream_error(status, request_id, trace_id).map(ProxyBody::full);
     if let Some(v) = parts.headers.get(header::RETRY_AFTER) {
         resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
     }
     let request_id = request_id.to_owned();
+    let trace_id = trace_id.to_owned();
     tokio::spawn(async move {
         use http_body_util::BodyExt;
         let mut body = body;
@@ -155,6 +162,7 @@ fn scrubbed(parts: http::response::Parts, body: Incoming, request_id: &str) -> R
         }
         tracing::warn!(
             request.id = %request_id,
+            trace.id = %trace_id,
             http.status = status.as_u16(),
             upstream_body = %String::from_utf8_lossy(&kept).escape_debug(),
             truncated,

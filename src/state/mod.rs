@@ -36,6 +36,10 @@ pub struct State {
     pub tls: Option<Arc<CertStore>>,
     /// The config file, when there is one (the demo has none).
     pub config_path: Option<PathBuf>,
+    /// The audit trail, when `audit:` is configured (started with the first policy).
+    pub audit: Option<Arc<crate::audit::Trail>>,
+    /// The OTLP span exporter, when export is on (started once; restart to change it).
+    pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
 }
 
 impl State {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::cache::TokenCache;
-use crate::auth::jwks::Jwks;
+use crate::auth::jwks::{Jwks, JwksStats};
 use crate::auth::jwt::Verifier;
 use crate::clock::Clock;
 use crate::policy::Policy;
@@ -51,6 +51,7 @@ pub struct Live {
     clock: Arc<Clock>,
     classes: ClassRegistry,
     last_auth_failure: Arc<std::sync::atomic::AtomicU64>,
+    jwks_stats: Arc<JwksStats>,
 }
 
 /// The live state one policy version uses (held by its snapshot).
@@ -83,7 +84,13 @@ impl Live {
             clock: Arc::new(Clock::System),
             last_auth_failure: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             classes: ClassRegistry::default(),
+            jwks_stats: Arc::default(),
         }
+    }
+
+    /// The JWKS fetch counters of every source this instance binds (for the metrics).
+    pub fn jwks_stats(&self) -> &Arc<JwksStats> {
+        &self.jwks_stats
     }
 
     /// The same live state reading time from `clock` (tests: [`Clock::File`]).
@@ -148,7 +155,11 @@ impl Live {
         let mut sets = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
         let jwks = jwt.jwks.as_ref().map(|settings| {
             let entry = sets.entry(settings.origin()).or_insert_with(|| {
-                let jwks = Arc::new(Jwks::new(settings));
+                // A new source: its key-set age starts when its own first fetch succeeds.
+                self.jwks_stats
+                    .last_ok_unix_ms
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                let jwks = Arc::new(Jwks::new(settings).with_stats(self.jwks_stats.clone()));
                 // Outside a runtime (explain) nothing runs in the background: the caller
                 // fetches once itself (`Live::fetch_once`).
                 let task = tokio::runtime::Handle::try_current()
@@ -237,5 +248,34 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(stopped, "the dropped source's task released it");
+    }
+
+    #[tokio::test]
+    async fn jwks_stats_count_fetches_and_restart_the_age_with_a_new_source() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (good, missing) = (
+            dir.path().join("good.json"),
+            dir.path().join("missing.json"),
+        );
+        std::fs::write(&good, jwks_doc()).expect("write");
+        let live = Live::new(Arc::new(MemoryStore::new(16)));
+        let stats = live.jwks_stats().clone();
+
+        let first = live.bind(&policy(&good)).expect("auth");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert_eq!(stats.fetch_ok.load(Relaxed), 1);
+        assert_eq!(stats.fetch_error.load(Relaxed), 0);
+        assert!(stats.last_ok_unix_ms.load(Relaxed) > 1_700_000_000_000);
+
+        // A new source that cannot be read: an error counted, and no age (its set never
+        // loaded; the old source's success says nothing about it).
+        drop(first);
+        let second = live.bind(&policy(&missing)).expect("auth");
+        live.first_fetches(crate::auth::jwks::FETCH_TIMEOUT).await;
+        assert_eq!(stats.fetch_ok.load(Relaxed), 1);
+        assert_eq!(stats.fetch_error.load(Relaxed), 1);
+        assert_eq!(stats.last_ok_unix_ms.load(Relaxed), 0);
+        drop(second);
     }
 }

@@ -717,3 +717,19 @@ pub async fn body_upstream() -> (Upstream, Arc<Mutex<Vec<Vec<u8>>>>) {
     .await;
     (up, bodies)
 }
+
+/// The trace id of fortress's `traceresponse` header (`00-TRACE-SPAN-FLAGS`): what its error
+/// bodies carry as `trace_id`.
+pub fn trace_id_in(headers: &HeaderMap) -> String {
+    let v = headers
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .expect("traceresponse header");
+    v.split('-').nth(1).expect("trace id").to_owned()
+}
+
+/// [`trace_id_in`] of a raw response.
+pub fn trace_id(r: &RawResponse) -> String {
+    let v = r.header("traceresponse").expect("traceresponse header");
+    v.split('-').nth(1).expect("trace id").to_owned()
+}
