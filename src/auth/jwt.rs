@@ -52,8 +52,16 @@ impl Verifier<'_> {
         let validation = self.validation(alg);
         let claims = match family {
             AlgorithmFamily::Hmac => {
-                let key = s.secret.as_ref().ok_or(AuthError::DisallowedAlgorithm)?;
-                decode(token, key, &validation)?
+                // Rotation: the secrets in the order listed; only a bad signature moves on to
+                // the next (a good signature with a bad claim is reported as that claim).
+                let mut result = Err(AuthError::DisallowedAlgorithm);
+                for key in &s.secrets {
+                    result = decode(token, key, &validation);
+                    if !matches!(result, Err(AuthError::InvalidSignature)) {
+                        break;
+                    }
+                }
+                result?
             }
             _ => {
                 let found = self.try_keys(

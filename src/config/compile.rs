@@ -170,6 +170,7 @@ pub fn compile(
             auth,
             headers,
             hash,
+            input_files: super::auth::input_files(&raw, base),
             paths,
             audit,
             edge,

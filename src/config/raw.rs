@@ -476,6 +476,11 @@ pub struct RawJwt {
     /// HMAC secret: `{ env: NAME }`, `{ file: PATH }`, or (local only) `{ value: "…" }`.
     #[serde(default)]
     pub secret: Option<RawSecret>,
+    /// Several HMAC secrets, for rotation without downtime: a token verifies with any of them,
+    /// tried in the order listed (put the new secret first, keep the old one until its tokens
+    /// expired). Instead of `secret`.
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
     /// Public keys from PEM files.
     #[serde(default)]
     pub keys: Vec<RawKeyFile>,

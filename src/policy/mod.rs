@@ -48,6 +48,9 @@ pub struct Policy {
     pub headers: headers::HeaderRules,
     /// Short SHA-256 of the file's bytes; identifies the active policy.
     pub hash: String,
+    /// Files the policy read besides itself (secret files, PEM keys): watched like the config
+    /// file, so replacing one reloads the policy without SIGHUP.
+    pub input_files: Vec<std::path::PathBuf>,
     /// How request paths are canonicalized (`paths:`).
     pub paths: PathSettings,
     /// The audit trail (`audit:`), if configured.
