@@ -122,7 +122,11 @@ async fn a_replaced_secret_file_is_used_without_sighup_and_an_unreadable_one_kee
     })
     .await;
     assert!(picked_up, "the replaced secret file is read again");
-    assert_eq!(status(fx.addr(), OLD).await, 401, "the dropped secret no longer verifies");
+    assert_eq!(
+        status(fx.addr(), OLD).await,
+        401,
+        "the dropped secret no longer verifies"
+    );
     assert_eq!(status(fx.addr(), NEW).await, 200);
     assert_eq!(reload_count(fx.admin(), "ok").await, ok_before + 1.0);
 
@@ -135,7 +139,11 @@ async fn a_replaced_secret_file_is_used_without_sighup_and_an_unreadable_one_kee
     })
     .await;
     assert!(refused, "an unreadable secret file is a refused reload");
-    assert_eq!(status(fx.addr(), NEW).await, 200, "the last good secret is kept");
+    assert_eq!(
+        status(fx.addr(), NEW).await,
+        200,
+        "the last good secret is kept"
+    );
     assert_eq!(status(fx.addr(), NEWER).await, 200);
     assert_eq!(
         metric(fx.admin(), "fortress_policy_last_reload_successful").await,

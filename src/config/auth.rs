@@ -406,6 +406,9 @@ pub fn input_files(raw: &super::raw::RawConfig, base: &Path) -> Vec<std::path::P
             secret_file(s);
         }
     }
+    if let Some(a) = &raw.identity_assertion {
+        secret_file(&a.key);
+    }
     if let Some(a) = &raw.authentication {
         for k in &a.jwt.keys {
             out.push(resolve(base, &k.file.value));

@@ -46,6 +46,10 @@ pub fn compile(
         .audit
         .as_ref()
         .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
+    let assertion = raw
+        .identity_assertion
+        .as_ref()
+        .and_then(|a| super::assertion::compile(a, base, server.environment, env, &mut errors));
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
@@ -173,6 +177,7 @@ pub fn compile(
             input_files: super::auth::input_files(&raw, base),
             paths,
             audit,
+            assertion,
             edge,
             limits,
             classes,

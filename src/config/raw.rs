@@ -78,6 +78,10 @@ pub struct RawConfig {
     /// The audit trail: tamper-evident JSON Lines records of decisions and events.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// A short-lived signed JWT on every forwarded request, so the app can refuse requests
+    /// that did not come through fortress.
+    #[serde(default)]
+    pub identity_assertion: Option<super::assertion::RawAssertion>,
 }
 
 /// `audit:` settings.
