@@ -26,7 +26,7 @@ fn settings() -> JwtSettings {
             roles: "roles".into(),
             tenant: "tenant".into(),
         },
-        secret: Some(DecodingKey::from_secret(SECRET)),
+        secrets: vec![DecodingKey::from_secret(SECRET)],
         static_keys: vec![StaticKey {
             kid: None,
             family: AlgorithmFamily::Rsa,

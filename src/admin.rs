@@ -69,6 +69,19 @@ async fn respond(
             json(StatusCode::OK, r#"{"status":"ok"}"#.into())
         }
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state).await,
+        // The public key of an EdDSA identity assertion (docs/identity-assertion.md).
+        (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
+            match snapshot
+                .policy
+                .assertion
+                .as_ref()
+                .and_then(|a| a.jwks.as_ref())
+            {
+                Some((_, doc)) => json(StatusCode::OK, doc.clone()),
+                None => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-")
+                    .map(ProxyBody::full),
+            }
+        }
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let mut body = state.metrics.render();
             crate::telemetry::render_metrics(state.telemetry.as_deref(), &mut body);

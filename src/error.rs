@@ -488,6 +488,10 @@ pub struct Row {
     pub retry_after: Option<u32>,
 }
 
+/// `Retry-After` (seconds) of a 503 `keys_unavailable`: the key-set task retries with backoff
+/// from its minimum refresh interval.
+const KEYS_RETRY_AFTER: u32 = 5;
+
 /// `Retry-After` (seconds) of a 503 `overloaded`: shed load comes back soon.
 pub const OVERLOADED_RETRY_AFTER: u32 = 1;
 
@@ -540,6 +544,17 @@ impl Rejection {
             Rejection::Unauthenticated(AuthError::MissingToken) => {
                 row(S::UNAUTHORIZED, "unauthorized", "missing_token")
             }
+            // Not the client's fault: no key set was ever fetched, or the token's key is
+            // unknown while the key-set endpoint cannot be reached. 503 with `Retry-After`
+            // (a client with a good token retries; it is not told its token is bad).
+            Rejection::Unauthenticated(AuthError::KeysUnavailable) => Row {
+                retry_after: Some(KEYS_RETRY_AFTER),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "keys_unavailable",
+                )
+            },
             Rejection::Unauthenticated(_) => row(S::UNAUTHORIZED, "unauthorized", "invalid_token"),
             Rejection::DenyPermission => row(S::FORBIDDEN, "forbidden", "missing_permission"),
             Rejection::DenyTenant => row(S::FORBIDDEN, "forbidden", "tenant_mismatch"),
@@ -716,6 +731,7 @@ impl Rejection {
         );
         let h = resp.headers_mut();
         match self {
+            Rejection::Unauthenticated(AuthError::KeysUnavailable) => {}
             Rejection::Unauthenticated(e) => {
                 // RFC 6750: no `error` attribute when the request simply had no credentials.
                 let challenge = match e {
@@ -1049,12 +1065,21 @@ mod tests {
     fn every_auth_failure_but_a_missing_token_is_public_invalid_token() {
         for e in AuthError::iter() {
             let r = Rejection::Unauthenticated(e);
+            if e == AuthError::KeysUnavailable {
+                // A key-set outage is fortress's failure, not the token's: 503.
+                assert_eq!(r.status().0.as_u16(), 503);
+                assert_eq!(r.row().public_reason, "keys_unavailable");
+                assert_eq!(r.kind(), Kind::Error);
+                assert_eq!(r.row().retry_after, Some(KEYS_RETRY_AFTER));
+                continue;
+            }
             let want = if e == AuthError::MissingToken {
                 "missing_token"
             } else {
                 "invalid_token"
             };
             assert_eq!(r.row().public_reason, want, "{e:?}");
+            assert_eq!(r.status().0.as_u16(), 401);
             assert_eq!(r.reason(), e.code());
             assert_eq!(r.kind(), Kind::Deny);
         }

@@ -158,9 +158,14 @@ impl Fortress {
             }
             None => (ReloadHandle::disabled(), None),
         };
-        let watcher = config_path
-            .as_deref()
-            .and_then(|p| reload::watch(p, config.server.tls.as_ref(), reload.clone()));
+        let watcher = config_path.as_deref().and_then(|p| {
+            reload::watch(
+                p,
+                config.server.tls.as_ref(),
+                &config.input_files,
+                reload.clone(),
+            )
+        });
         let forwarder = proxy::Forwarder::new(config.server.timeouts.upstream_connect);
         let memory = Arc::new(store::memory::MemoryStore::new(
             store::memory::DEFAULT_MAX_ENTRIES,

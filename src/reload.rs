@@ -24,6 +24,7 @@ use crate::state::{AppState, Outcome, ReloadHandle, Trigger};
 pub fn watch(
     config_path: &Path,
     tls: Option<&TlsFiles>,
+    input_files: &[PathBuf],
     handle: ReloadHandle,
 ) -> Option<DirWatcher> {
     let watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -47,6 +48,7 @@ pub fn watch(
     if let Some(t) = tls {
         dirs.add_tls(t);
     }
+    dirs.add_files(input_files);
     Some(dirs)
 }
 
@@ -81,6 +83,12 @@ impl DirWatcher {
         self.add(&parent(&tls.cert));
         self.add(&parent(&tls.key));
     }
+
+    fn add_files(&mut self, files: &[PathBuf]) {
+        for f in files {
+            self.add(&parent(f));
+        }
+    }
 }
 
 /// The reload task: runs until `stop` turns true.
@@ -93,6 +101,14 @@ pub async fn run(
     // The hash of the last file content that was refused: a file event that sees it again is
     // not counted again (SIGHUP and the admin API always retry).
     let mut last_refused: Option<String> = None;
+    // What the files the policy read besides itself (secrets, keys) held when it was
+    // compiled: a change there reloads too (key rotation without SIGHUP).
+    let mut last_inputs = {
+        let files = state.config.snapshot().input_files.clone();
+        blocking(move || inputs_hash(&files))
+            .await
+            .unwrap_or_default()
+    };
     let tls = state.config.snapshot().server.tls.clone();
     let mut certs = match tls {
         Some(files) => blocking(move || fingerprint(&files)).await,
@@ -120,9 +136,13 @@ pub async fn run(
                 }
             }
         }
-        let outcome = reload_config(&state, force, &mut last_refused).await;
-        if let (Some(w), Some(tls)) = (watcher.as_mut(), &state.config.snapshot().server.tls) {
-            w.add_tls(tls);
+        let outcome = reload_config(&state, force, &mut last_refused, &mut last_inputs).await;
+        if let Some(w) = watcher.as_mut() {
+            let snapshot = state.config.snapshot();
+            if let Some(tls) = &snapshot.server.tls {
+                w.add_tls(tls);
+            }
+            w.add_files(&snapshot.input_files);
         }
         reload_certs(&state, &mut certs).await;
         for w in waiters {
@@ -136,14 +156,36 @@ enum Loaded {
     Unreadable(String),
     Text {
         hash: String,
+        /// The config file and the files it reads are as they were: nothing to do.
+        unchanged: bool,
+        /// The config text and its input files' fingerprint (a refused reload is not retried
+        /// on file events until one of them changes).
+        key: String,
         compiled: Option<Result<Box<Policy>, LoadError>>,
     },
+}
+
+/// A fingerprint of `files`' contents (a file that cannot be read counts as its error).
+/// Kept in memory only: it covers secret files.
+fn inputs_hash(files: &[PathBuf]) -> String {
+    let mut all = Vec::new();
+    for f in files {
+        all.extend_from_slice(f.as_os_str().as_encoded_bytes());
+        all.push(0);
+        match std::fs::read(f) {
+            Ok(bytes) => all.extend_from_slice(config::short_hash(&bytes).as_bytes()),
+            Err(e) => all.extend_from_slice(format!("unreadable: {:?}", e.kind()).as_bytes()),
+        }
+        all.push(0);
+    }
+    config::short_hash(&all)
 }
 
 async fn reload_config(
     state: &AppState,
     force: bool,
     last_refused: &mut Option<String>,
+    last_inputs: &mut String,
 ) -> Outcome {
     let Some(path) = state.config_path.clone() else {
         return Outcome::Unavailable;
@@ -151,6 +193,8 @@ async fn reload_config(
     let current = state.config.snapshot();
     let current_hash = current.hash.clone();
     let skip_refused = if force { None } else { last_refused.clone() };
+    let input_files = current.input_files.clone();
+    let inputs_before = last_inputs.clone();
     // File IO and compiling (which reads key and secret files) block: off the runtime.
     let loaded = blocking(move || {
         let bytes = match read_settled(&path) {
@@ -161,20 +205,32 @@ async fn reload_config(
             return Loaded::Unreadable(format!("{}: file is not valid UTF-8", path.display()));
         };
         let hash = config::short_hash(text.as_bytes());
-        let unchanged = !force && hash == current_hash;
-        let refused_before = skip_refused.as_deref() == Some(hash.as_str());
+        let inputs = inputs_hash(&input_files);
+        let key = format!("{hash}/{inputs}");
+        let unchanged = !force && hash == current_hash && inputs == inputs_before;
+        let refused_before = skip_refused.as_deref() == Some(key.as_str());
         let compiled =
             (!unchanged && !refused_before).then(|| config::load_str(&text, &path).map(Box::new));
-        Loaded::Text { hash, compiled }
+        Loaded::Text {
+            hash,
+            unchanged,
+            key,
+            compiled,
+        }
     })
     .await;
-    let (hash, compiled) = match loaded {
+    let (hash, unchanged, key, compiled) = match loaded {
         None => return refuse(state, vec!["the reload thread failed".into()]),
         Some(Loaded::Unreadable(e)) => return refuse(state, vec![e]),
-        Some(Loaded::Text { hash, compiled }) => (hash, compiled),
+        Some(Loaded::Text {
+            hash,
+            unchanged,
+            key,
+            compiled,
+        }) => (hash, unchanged, key, compiled),
     };
     match compiled {
-        None if hash == current.hash => {
+        None if unchanged => {
             // The file is the active config again (a refused edit reverted): reloading works.
             state.metrics.reload_matches_active();
             Outcome::Applied { hash }
@@ -188,20 +244,24 @@ async fn reload_config(
                 .as_ref()
                 .and_then(|t| t.reload_conflict(next.audit.as_ref()))
             {
-                *last_refused = Some(hash);
+                *last_refused = Some(key.clone());
                 return refuse(state, vec![conflict]);
             }
             *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
+            let files = next.input_files.clone();
             state.install(*next).await;
+            *last_inputs = blocking(move || inputs_hash(&files))
+                .await
+                .unwrap_or_default();
             state.metrics.reload_ok.inc();
             info!(policy.hash = %hash, "config reloaded");
             audit_reload(state, Some(&current.hash), &hash, &[]);
             Outcome::Applied { hash }
         }
         Some(Err(e)) => {
-            *last_refused = Some(hash);
+            *last_refused = Some(key.clone());
             refuse(state, e.to_string().lines().map(str::to_owned).collect())
         }
     }

@@ -305,6 +305,22 @@ impl Identity {
 /// the client sees `missing_token` or, for every other reason, `invalid_token` (the detailed
 /// reason is only in logs, metrics and explain; callers check it through the metrics).
 fn assert_refused(r: &RawResponse, reason: &str, case: &str) {
+    if reason == "keys_unavailable" {
+        // A key-set outage is not the client's fault: 503, retry shortly, no challenge.
+        assert_eq!(r.status, 503, "{case}: {}", r.text());
+        let rid = r.header("x-request-id").expect("x-request-id on the 503");
+        assert_eq!(
+            r.text(),
+            format!(
+                r#"{{"error":"service_unavailable","reason":"keys_unavailable","request_id":"{rid}","trace_id":"{}"}}"#,
+                trace_id(r)
+            ),
+            "{case}"
+        );
+        assert_eq!(r.header("retry-after"), Some("5"), "{case}");
+        assert_eq!(r.header("www-authenticate"), None, "{case}");
+        return;
+    }
     assert_eq!(r.status, 401, "{case}: {}", r.text());
     let rid = r.header("x-request-id").expect("x-request-id on the 401");
     assert!(!rid.is_empty(), "{case}");
@@ -905,9 +921,10 @@ async fn jwks_file_kids() {
         "kid k1 signed by another key",
     )
     .await;
+    // A loaded, reachable set without a key for the token is the token's problem (401).
     s.refused(
         &sign(Algorithm::ES256, &claims()),
-        "keys_unavailable",
+        "unknown_kid",
         "ES256 without kid and no EC key in the set",
     )
     .await;
@@ -922,8 +939,8 @@ async fn jwks_file_kids() {
         "kid k1, expired",
     )
     .await;
-    assert_eq!(s.failures("unknown_kid").await, 1.0);
-    assert_eq!(s.failures("keys_unavailable").await, 1.0);
+    assert_eq!(s.failures("unknown_kid").await, 2.0);
+    assert_eq!(s.failures("keys_unavailable").await, 0.0);
 }
 
 #[tokio::test]
@@ -1496,8 +1513,13 @@ async fn failing_jwks_endpoint_keeps_the_last_good_set_without_hammering() {
             Identity::alice()
         );
         let t = sign_kid(Algorithm::RS256, &format!("rnd-{i}"), &claims(), &key);
-        s.refused(&t, "unknown_kid", "unknown kid while the endpoint fails")
-            .await;
+        // The key may exist: the set cannot be refreshed, so it is fortress's outage (503).
+        s.refused(
+            &t,
+            "keys_unavailable",
+            "unknown kid while the endpoint fails",
+        )
+        .await;
     }
     let fetches = jwks.hits();
     // One good fetch, then one failed retry per started 2s interval (the 40 requests take far
@@ -1525,6 +1547,10 @@ async fn failing_jwks_endpoint_keeps_the_last_good_set_without_hammering() {
         s.accepted(&t1, "k1 after recovery").await,
         Identity::alice()
     );
+    // Reachable again: a kid the fresh set lacks is the token's problem.
+    let t3 = sign_kid(Algorithm::RS256, "no-such-kid", &claims(), &key);
+    s.refused(&t3, "unknown_kid", "unknown kid, endpoint reachable")
+        .await;
 }
 
 /// A JWKS server answering with the current document, or with an empty 500 while `failing`

@@ -104,6 +104,8 @@ pub struct Jwks {
     attempts: watch::Sender<u64>,
     epoch: Instant,
     stats: Arc<JwksStats>,
+    /// The last fetch attempt failed (the endpoint or file cannot be read now).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -128,6 +130,7 @@ impl Jwks {
             attempts: watch::Sender::new(0),
             epoch: Instant::now(),
             stats: Arc::default(),
+            failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -150,6 +153,12 @@ impl Jwks {
     /// Whether a key set was ever loaded.
     pub fn is_loaded(&self) -> bool {
         self.current.load().loaded()
+    }
+
+    /// Whether the last fetch attempt failed: a token whose key is not in the (last good) set
+    /// cannot be judged now.
+    pub fn unreachable(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Whether this cache serves `settings` (same source, fetched the same way).
@@ -257,6 +266,7 @@ impl Jwks {
                 false
             }
         };
+        self.failing.store(!ok, Ordering::Release);
         self.stats.fetched(ok);
         self.attempts.send_modify(|n| *n = n.saturating_add(1));
         ok

@@ -52,8 +52,16 @@ impl Verifier<'_> {
         let validation = self.validation(alg);
         let claims = match family {
             AlgorithmFamily::Hmac => {
-                let key = s.secret.as_ref().ok_or(AuthError::DisallowedAlgorithm)?;
-                decode(token, key, &validation)?
+                // Rotation: the secrets in the order listed; only a bad signature moves on to
+                // the next (a good signature with a bad claim is reported as that claim).
+                let mut result = Err(AuthError::DisallowedAlgorithm);
+                for key in &s.secrets {
+                    result = decode(token, key, &validation);
+                    if !matches!(result, Err(AuthError::InvalidSignature)) {
+                        break;
+                    }
+                }
+                result?
             }
             _ => {
                 let found = self.try_keys(
@@ -66,12 +74,17 @@ impl Verifier<'_> {
                 match (found, jwks, keys.as_deref()) {
                     // No key for it: ask the background task for an early refresh (rate
                     // limited) and refuse now; a later request passes once the set landed.
+                    // An outage is not the client's fault (`KeysUnavailable`, 503): no set was
+                    // ever loaded, or the token names a `kid` the set lacks while the endpoint
+                    // cannot be reached (the key may well exist). With a set loaded and
+                    // reachable, a key the set lacks is the token's problem (401).
                     (Err(e @ (AuthError::UnknownKid | AuthError::KeysUnavailable)), Some(j), k) => {
                         j.request_refresh();
-                        return Err(if k.is_some_and(KeySet::loaded) {
-                            e
-                        } else {
-                            AuthError::KeysUnavailable
+                        let loaded = k.is_some_and(KeySet::loaded);
+                        return Err(match e {
+                            _ if !loaded => AuthError::KeysUnavailable,
+                            AuthError::UnknownKid if j.unreachable() => AuthError::KeysUnavailable,
+                            _ => AuthError::UnknownKid,
                         });
                     }
                     (found, _, _) => found?,

@@ -57,11 +57,20 @@ pub fn compile(
     // Everything that decides whether a token verifies goes into the fingerprint (see
     // `JwtSettings::fingerprint`), secret and key bytes included.
     let mut print = Fingerprint::default();
-    let secret = jwt.secret.as_ref().and_then(|s| {
-        let value = secret(s, base, environment, env, errors)?;
-        print.add(b"secret", value.as_bytes());
-        Some(DecodingKey::from_secret(value.as_bytes()))
-    });
+    if let (Some(s), Some(_)) = (&jwt.secret, jwt.secrets.first()) {
+        errors.push(ConfigError::at(
+            secret_pos(s).unwrap_or(jwt.issuer.pos),
+            "use `secret` or `secrets` (a list, for rotation), not both",
+        ));
+    }
+    let mut secrets = Vec::new();
+    for s in jwt.secret.iter().chain(&jwt.secrets) {
+        if let Some(value) = secret(s, base, environment, env, errors) {
+            print.add(b"secret", value.as_bytes());
+            secrets.push(DecodingKey::from_secret(value.as_bytes()));
+        }
+    }
+    let has_secret = jwt.secret.is_some() || !jwt.secrets.is_empty();
     let mut static_keys = Vec::new();
     for k in &jwt.keys {
         let path = resolve(base, &k.file.value);
@@ -96,7 +105,7 @@ pub fn compile(
     for (alg, a) in algorithms.iter().zip(&jwt.algorithms) {
         let family = alg.family();
         let has_key = match family {
-            AlgorithmFamily::Hmac => jwt.secret.is_some(),
+            AlgorithmFamily::Hmac => has_secret,
             f => jwt.jwks.is_some() || static_keys.iter().any(|k| k.family == f),
         };
         if !has_key {
@@ -112,7 +121,7 @@ pub fn compile(
             ));
         }
     }
-    if let Some(s) = &jwt.secret
+    if let Some(s) = jwt.secret.as_ref().or(jwt.secrets.first())
         && !algorithms
             .iter()
             .any(|a| a.family() == AlgorithmFamily::Hmac)
@@ -196,7 +205,7 @@ pub fn compile(
             leeway,
             required_claims,
             claims,
-            secret,
+            secrets,
             static_keys,
             jwks,
             max_token_bytes,
@@ -377,3 +386,35 @@ const INSECURE_SECRETS: [&str; 8] = [
     "supersecret",
     "please-change-this-secret-in-production-0123456789",
 ];
+
+/// The files a policy reads besides itself: `{ file: … }` secrets (authentication and audit)
+/// and PEM key files. The reload task watches them.
+pub fn input_files(raw: &super::raw::RawConfig, base: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut secret_file = |s: &RawSecret| {
+        if let Some(f) = &s.file {
+            out.push(resolve(base, &f.value));
+        }
+    };
+    if let Some(a) = &raw.authentication {
+        for s in a.jwt.secret.iter().chain(&a.jwt.secrets) {
+            secret_file(s);
+        }
+    }
+    if let Some(a) = &raw.audit {
+        for s in a.hmac_key.iter().chain(&a.redact_key) {
+            secret_file(s);
+        }
+    }
+    if let Some(a) = &raw.identity_assertion {
+        secret_file(&a.key);
+    }
+    if let Some(a) = &raw.authentication {
+        for k in &a.jwt.keys {
+            out.push(resolve(base, &k.file.value));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

@@ -47,6 +47,10 @@ pub fn compile(
         .as_ref()
         .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
     let telemetry = super::telemetry::compile(raw.telemetry.as_ref(), env, &mut errors);
+    let assertion = raw
+        .identity_assertion
+        .as_ref()
+        .and_then(|a| super::assertion::compile(a, base, server.environment, env, &mut errors));
     let rbac = super::rbac::compile(&raw.roles, &mut errors);
     super::lint::lint(&raw, &rbac, &mut errors);
     let streams = super::streams::compile(&raw.streams, &mut errors);
@@ -171,8 +175,10 @@ pub fn compile(
             auth,
             headers,
             hash,
+            input_files: super::auth::input_files(&raw, base),
             paths,
             audit,
+            assertion,
             edge,
             limits,
             classes,

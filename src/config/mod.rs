@@ -5,6 +5,7 @@
 //! `auth.rs`, `rbac.rs`, `streams.rs`) checks every value and builds the [`Policy`], and
 //! `lint.rs` refuses risky but well-formed policies. Nothing here is used per request.
 
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod compile;

@@ -82,6 +82,10 @@ pub struct RawConfig {
     /// standard `OTEL_*` variables fill what is not set here).
     #[serde(default)]
     pub telemetry: Option<super::telemetry::RawTelemetry>,
+    /// A short-lived signed JWT on every forwarded request, so the app can refuse requests
+    /// that did not come through fortress.
+    #[serde(default)]
+    pub identity_assertion: Option<super::assertion::RawAssertion>,
 }
 
 /// `audit:` settings.
@@ -480,6 +484,11 @@ pub struct RawJwt {
     /// HMAC secret: `{ env: NAME }`, `{ file: PATH }`, or (local only) `{ value: "…" }`.
     #[serde(default)]
     pub secret: Option<RawSecret>,
+    /// Several HMAC secrets, for rotation without downtime: a token verifies with any of them,
+    /// tried in the order listed (put the new secret first, keep the old one until its tokens
+    /// expired). Instead of `secret`.
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
     /// Public keys from PEM files.
     #[serde(default)]
     pub keys: Vec<RawKeyFile>,

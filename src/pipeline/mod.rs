@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod ambiguity;
+pub mod assertion;
 pub mod audit;
 pub mod auth_throttle;
 pub mod authn;
@@ -175,6 +176,8 @@ async fn decide_and_forward(
         context::Canonical::Rewritten(p) => Some(p.clone()),
         context::Canonical::AsSent | context::Canonical::Unknown => None,
     };
+    // Signed before the parts move into the upstream request; replaces a client's own.
+    let assertion = assertion::sign(ctx, parts.uri.path())?;
     let (body, body_failure) = ClientBody::new(body, limits::rules(ctx).max_body);
     let body = body
         .scan_forms(crate::proxy::form_scan::FormScan::for_request(
@@ -207,6 +210,9 @@ async fn decide_and_forward(
         },
     )?;
     let mut upstream_req = upstream_req;
+    if let Some((name, value)) = assertion {
+        upstream_req.headers_mut().insert(name, value);
+    }
     // Stream routes: keep a handle on the upstream connection, so a stream violation can
     // take it out of the pool.
     let connection = ctx

@@ -40,8 +40,9 @@ pub struct JwtSettings {
     pub required_claims: Vec<String>,
     /// Claim mapping.
     pub claims: ClaimMap,
-    /// HMAC secret, for HS* algorithms.
-    pub secret: Option<DecodingKey>,
+    /// HMAC secrets, for HS* algorithms, in the order they are tried (`secret`, or `secrets`
+    /// for rotation: a token verifies with any of them).
+    pub secrets: Vec<DecodingKey>,
     /// PEM public keys.
     pub static_keys: Vec<StaticKey>,
     /// JWKS source, if configured (its key set is live state).

@@ -5,6 +5,7 @@
 //! (those are live state in `store/`, kept across reloads), and it imports nothing from the
 //! request pipeline, the proxy, metrics or the live state.
 
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod auth_throttle;
@@ -49,10 +50,15 @@ pub struct Policy {
     pub headers: headers::HeaderRules,
     /// Short SHA-256 of the file's bytes; identifies the active policy.
     pub hash: String,
+    /// Files the policy read besides itself (secret files, PEM keys): watched like the config
+    /// file, so replacing one reloads the policy without SIGHUP.
+    pub input_files: Vec<std::path::PathBuf>,
     /// How request paths are canonicalized (`paths:`).
     pub paths: PathSettings,
     /// The audit trail (`audit:`), if configured.
     pub audit: Option<audit::AuditSettings>,
+    /// The identity assertion added to forwarded requests (`identity_assertion:`).
+    pub assertion: Option<assertion::AssertionSettings>,
     /// Lint findings that do not refuse the policy (`fortress check` prints them, startup
     /// and reload log them), each `FILE:LINE:COL: message`.
     pub warnings: Vec<String>,
