@@ -142,6 +142,19 @@ pub fn compile(
             }
         }
     }
+    let readiness = super::readiness::compile(
+        &raw.readiness,
+        &raw.routes
+            .iter()
+            .map(|r| r.guard.as_ref())
+            .collect::<Vec<_>>(),
+        routes
+            .routes
+            .iter()
+            .map(|r| r.stream.as_ref().is_some_and(|s| s.sql_guard.is_some()))
+            .collect(),
+        &mut errors,
+    );
     let positions = routes.positions.clone();
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
@@ -177,6 +190,7 @@ pub fn compile(
             classes,
             allow_ips,
             failed_auth,
+            readiness,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

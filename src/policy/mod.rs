@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ip_allow;
 pub mod limits;
 pub mod rbac;
+pub mod readiness;
 pub mod route;
 pub mod stream;
 
@@ -65,6 +66,8 @@ pub struct Policy {
     pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
     /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
     pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
+    /// Readiness guards (`readiness:`) and the route each guards.
+    pub readiness: readiness::Readiness,
 }
 
 /// `paths:` settings, compiled.
