@@ -669,3 +669,47 @@ fn an_unknown_guard_and_a_guard_without_conditions_are_config_errors() {
         "{text}"
     );
 }
+
+/// A trusted proxy (127.0.0.1) vouching for HTTPS.
+const HTTPS: &[(&str, &str)] = &[("X-Forwarded-Proto", "https")];
+
+// ---- reload -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reload_to_a_production_config_that_could_not_start_is_refused() {
+    let up = Upstream::echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = format!(
+        "version: 1\nserver:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  upstream: http://{}\n  \
+         environment: production\n  trusted_proxies: [127.0.0.1/32]\n\
+         audit:\n  dir: {}\n\
+         default: deny\nroutes:\n  - name: health\n    match: {{ path: /health }}\n    public: true\n",
+        up.addr,
+        dir.path().join("audit").display()
+    );
+    let path = dir.path().join("fortress.yaml");
+    std::fs::write(&path, &good).expect("write");
+    let fx = fortress::Fortress::start(&path).await.expect("starts");
+    assert_eq!(get_with(fx.client_addr, "/other", HTTPS).await.status, 404);
+    // The same file with `default: allow`: compiles, but production may not run it.
+    std::fs::write(&path, good.replace("default: deny", "default: allow")).expect("write");
+    let r = raw(
+        fx.admin_addr,
+        b"POST /admin/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["result"], "refused");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("`default: allow` forwards every request")),
+        "{body}"
+    );
+    // The last good config keeps serving: still denied, the app saw nothing.
+    assert_eq!(get_with(fx.client_addr, "/other", HTTPS).await.status, 404);
+    assert_eq!(up.hits(), 0);
+    fx.shutdown();
+    fx.wait().await;
+}

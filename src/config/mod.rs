@@ -131,9 +131,18 @@ pub fn load_file_reviewed(
         .map_err(|e| fail(vec![ConfigError::whole(format!("cannot read file: {e}"))]))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| fail(vec![ConfigError::whole("file is not valid UTF-8")]))?;
+    load_str_reviewed(&text, path, rt)
+}
+
+/// [`load_file_reviewed`] on text read from `path` (a reload applies the same rules).
+pub fn load_str_reviewed(
+    text: &str,
+    path: &Path,
+    rt: &production::Runtime<'_>,
+) -> Result<Reviewed, LoadError> {
     let offline = production::OfflineEnv;
     let env: &dyn Env = if rt.offline { &offline } else { rt.env };
-    load_inner(&text, path, env, Some(rt)).map(|(policy, relaxations)| Reviewed {
+    load_inner(text, path, env, Some(rt)).map(|(policy, relaxations)| Reviewed {
         policy,
         relaxations,
     })
