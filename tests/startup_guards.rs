@@ -713,3 +713,44 @@ async fn a_reload_to_a_production_config_that_could_not_start_is_refused() {
     fx.shutdown();
     fx.wait().await;
 }
+
+#[test]
+fn explain_judges_only_what_the_policy_knows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:9\n  \
+         environment: local\n  require_https: false\n\
+         streams:\n  s:\n    order: [a, end]\n\
+         audit:\n  stdout: true\n\
+         readiness:\n  sql: { sql_guard: true }\n  rec: { audit: true }\n\
+         routes:\n  - name: q\n    match: { path: /q }\n    public: true\n    stream: s\n    guard: sql\n\
+         \x20 - name: r\n    match: { path: /r }\n    public: true\n    guard: rec\n",
+    )
+    .expect("write");
+    let explain = |target: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args(["--path", target])
+            .output()
+            .expect("explain");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = explain("/q");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("readiness  deny"), "{text}");
+    assert!(text.contains("not_ready"), "{text}");
+    let (code, text) = explain("/r");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "readiness  skip     runtime conditions (audit, jwks) are not judged by explain"
+        ),
+        "{text}"
+    );
+}

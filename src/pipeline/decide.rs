@@ -126,7 +126,7 @@ pub async fn decide<O: Observer>(
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
-    stage!(Stage::Readiness, readiness::check(ctx, req));
+    stage!(Stage::Readiness, readiness::check(ctx, req, obs.live()));
     // CORS right after routing and before authentication: browsers send no credentials on a
     // preflight, and the route that would serve the announced method decides its CORS. An
     // allowed preflight is answered here (204) and goes through no later stage.

@@ -14,8 +14,10 @@ use crate::error::Rejection;
 use crate::policy::readiness::{Condition, Guard};
 use crate::state::Snapshot;
 
-/// The readiness stage, right after routing.
-pub fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejection> {
+/// The readiness stage, right after routing. `live: false` (`fortress explain`, which has no
+/// audit trail or key sets): only the conditions known from the policy (`sql_guard`) are
+/// judged, and nothing is logged.
+pub fn check(ctx: &mut RequestContext, _req: &Parts, live: bool) -> Result<Step, Rejection> {
     let Some(route) = ctx.route() else {
         return Ok(Step::Skip("no route"));
     };
@@ -23,7 +25,17 @@ pub fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejection> 
     let Some(guard) = ctx.snapshot.policy.readiness.of_route(index) else {
         return Ok(Step::Skip("no guard"));
     };
-    let failing = failing(guard, &ctx.snapshot, ctx.audit.as_deref(), Some(index));
+    let mut failing = failing(guard, &ctx.snapshot, ctx.audit.as_deref(), Some(index));
+    if !live {
+        failing.retain(|c| *c == Condition::SqlGuard);
+        return if failing.is_empty() {
+            Ok(Step::Skip(
+                "runtime conditions (audit, jwks) are not judged by explain",
+            ))
+        } else {
+            Err(Rejection::NotReady)
+        };
+    }
     log_change(guard, &failing);
     if failing.is_empty() {
         Ok(Step::Pass)
