@@ -68,6 +68,12 @@ async fn respond(
         (&Method::GET | &Method::HEAD, "/healthz") => {
             json(StatusCode::OK, r#"{"status":"ok"}"#.into())
         }
+        // `?verbose` adds the readiness guards' states; like /metrics, only for expected hosts.
+        (&Method::GET | &Method::HEAD, "/readyz")
+            if verbose(req.uri().query()) && host_allowed(req.headers(), admin_hosts) =>
+        {
+            readyz_verbose(&state).await
+        }
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state).await,
         // The public key of an EdDSA identity assertion (docs/identity-assertion.md).
         (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
@@ -139,6 +145,27 @@ async fn readyz(state: &AppState) -> Response<ProxyBody> {
             r#"{"status":"not_ready"}"#.into(),
         )
     }
+}
+
+fn verbose(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p == "verbose=1" || p == "verbose=true")
+    })
+}
+
+/// `/readyz?verbose`: the same status, with each readiness guard's state and failing
+/// conditions (`{"status":"ready","guards":{"training":{"ready":false,"failing":["audit"]}}}`).
+async fn readyz_verbose(state: &AppState) -> Response<ProxyBody> {
+    let plain = readyz(state).await;
+    let status = plain.status();
+    let snapshot = state.config.snapshot();
+    let guards = crate::pipeline::readiness::states(&snapshot, state.audit.as_deref());
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "guards": guards,
+    });
+    json(status, body.to_string())
 }
 
 async fn reload(state: &AppState) -> Response<ProxyBody> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::{Fortress, config, demo, server};
 
@@ -35,11 +35,19 @@ pub enum Command {
         threads: Option<usize>,
     },
     /// Validate config files; prints every error as FILE:LINE:COL and exits 1 if any is invalid.
+    /// Outside `environment: local`, every reason `fortress run` would refuse to start is an
+    /// error too (docs/production.md).
     Check {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Skip the checks that need the runtime environment (`{ env: NAME }` secrets, TLS
+        /// and secret files, `FORTRESS_*` variables): for linting a policy repository in CI.
+        #[arg(long)]
+        offline: bool,
     },
+    /// Print the environment variables fortress reads (`.env.schema`).
+    Env,
     /// Print the JSON Schema of the config file.
     Schema,
     /// Show how a request would be decided, stage by stage (exit 0 allow, 1 deny).
@@ -106,7 +114,11 @@ pub enum LogFormat {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files } => check(&files),
+        Command::Check { files, offline } => check(&files, offline),
+        Command::Env => {
+            print!("{}", crate::env::SCHEMA);
+            ExitCode::SUCCESS
+        }
         Command::Explain(req) => crate::explain::run(&req),
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
         Command::Schema => {
@@ -148,10 +160,30 @@ pub fn run() -> ExitCode {
         }
         Command::Run { config, threads } => {
             init_logging(cli.log_format);
+            // Settings and the environment policy first: every reason not to start, in one
+            // fatal line, before anything is bound (SPEC §4).
+            let reviewed = match config::load_file_reviewed(
+                &config,
+                &config::production::Runtime::process(false),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(reasons = %e.one_line(), "fortress cannot start");
+                    return ExitCode::from(EXIT_REFUSED);
+                }
+            };
+            for r in &reviewed.relaxations {
+                warn!(relaxation = %r, "local relaxation (environment: local)");
+            }
             block_on(threads, async move {
                 let hup = server::signals::sighup();
                 let term = server::signals::install_terminate();
-                serve(Fortress::start(&config).await, hup, term).await
+                serve(
+                    Fortress::start_with(reviewed.policy, Some(config)).await,
+                    hup,
+                    term,
+                )
+                .await
             })
         }
         Command::Demo { listen, admin } => {
@@ -234,13 +266,23 @@ fn token(args: TokenArgs) -> Result<String, String> {
     )
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+/// `fortress run`'s exit code when the config or the environment policy refuses the start.
+pub const EXIT_REFUSED: u8 = 2;
+
+fn check(files: &[PathBuf], offline: bool) -> ExitCode {
     let mut ok = true;
+    let rt = config::production::Runtime::process(offline);
     for f in files {
-        match config::load_file(f) {
-            Ok(c) => {
+        match config::load_file_reviewed(f, &rt) {
+            Ok(config::Reviewed {
+                policy: c,
+                relaxations,
+            }) => {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
+                }
+                for r in &relaxations {
+                    eprintln!("warning: {}: local relaxation: {r}", f.display());
                 }
                 println!("{}: ok (policy hash {})", f.display(), c.hash);
             }
@@ -283,9 +325,8 @@ async fn serve(
 
 fn block_on<F: std::future::Future<Output = ExitCode>>(threads: Option<usize>, fut: F) -> ExitCode {
     // `--threads`, else tokio's own TOKIO_WORKER_THREADS, else one worker per core.
-    let threads = threads.or_else(|| {
-        config::Env::var(&config::ProcessEnv, "TOKIO_WORKER_THREADS").and_then(|v| v.parse().ok())
-    });
+    let threads = threads
+        .or_else(|| crate::env::var(crate::env::TOKIO_WORKER_THREADS).and_then(|v| v.parse().ok()));
     // One thread: the current-thread scheduler does the same work without the work-stealing
     // machinery (fewer atomics and wake-ups, lower tail latency, less memory).
     let mut builder = match threads {
@@ -308,8 +349,9 @@ fn block_on<F: std::future::Future<Output = ExitCode>>(threads: Option<usize>, f
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = crate::env::var(crate::env::RUST_LOG)
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub type Millis = u64;
 
 /// The environment variable that switches the test clock on.
-pub const TEST_CLOCK_ENV: &str = "FORTRESS_TEST_CLOCK";
+pub const TEST_CLOCK_ENV: &str = crate::env::FORTRESS_TEST_CLOCK;
 
 /// Where "now" comes from.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +30,7 @@ pub enum Clock {
 impl Clock {
     /// The clock `FORTRESS_TEST_CLOCK` asks for, else the system clock.
     pub fn from_env() -> Self {
-        match std::env::var_os(TEST_CLOCK_ENV) {
+        match crate::env::var_os(TEST_CLOCK_ENV) {
             Some(path) if !path.is_empty() => Clock::File(PathBuf::from(path)),
             _ => Clock::System,
         }

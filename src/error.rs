@@ -462,6 +462,9 @@ pub enum Rejection {
     /// The request needs an audit record and the audit trail cannot take it (queue full or
     /// sink failing): fail closed.
     AuditUnavailable,
+    /// The route's readiness guard (`guard:`) has a condition that does not hold (audit sink
+    /// failing, JWKS not loaded, no SQL guard): the route is not served yet.
+    NotReady,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -641,6 +644,11 @@ impl Rejection {
                     "audit_unavailable",
                 )
             },
+            // The route waits for a condition fortress checks itself; it comes back on its own.
+            Rejection::NotReady => Row {
+                retry_after: Some(5),
+                ..failure(S::SERVICE_UNAVAILABLE, "service_unavailable", "not_ready")
+            },
         }
     }
 
@@ -709,7 +717,8 @@ impl Rejection {
             | Rejection::UnsupportedMediaType(_)
             | Rejection::CorsRefused(_)
             | Rejection::LimitsUnavailable
-            | Rejection::AuditUnavailable => false,
+            | Rejection::AuditUnavailable
+            | Rejection::NotReady => false,
         }
     }
 

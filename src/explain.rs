@@ -256,6 +256,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             }
         }
         Stage::Ambiguity => "headers and query unambiguous".into(),
+        Stage::Readiness => "the route's readiness guard is open".into(),
         Stage::Route => ctx
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))

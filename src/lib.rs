@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod env;
 pub mod error;
 pub mod explain;
 pub mod metrics;
@@ -317,14 +318,6 @@ impl Fortress {
             }
             drained
         });
-        {
-            let server = &state.config.snapshot().server;
-            if server.environment == policy::Environment::Local && server.allow_insecure_local {
-                warn!(
-                    "local relaxation: bearer tokens are accepted over plain, unvouched HTTP (server.allow_insecure_local)"
-                );
-            }
-        }
         info!(client = %client_addr, admin = %admin_addr, "fortress listening");
         Ok(Self {
             client_addr,

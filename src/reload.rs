@@ -209,8 +209,12 @@ async fn reload_config(
         let key = format!("{hash}/{inputs}");
         let unchanged = !force && hash == current_hash && inputs == inputs_before;
         let refused_before = skip_refused.as_deref() == Some(key.as_str());
-        let compiled =
-            (!unchanged && !refused_before).then(|| config::load_str(&text, &path).map(Box::new));
+        let compiled = (!unchanged && !refused_before).then(|| {
+            // The environment policy of startup holds for a reload too: a production
+            // config is not swapped for one that could not start.
+            let rt = config::production::Runtime::process(false);
+            config::load_str_reviewed(&text, &path, &rt).map(|r| Box::new(r.policy))
+        });
         Loaded::Text {
             hash,
             unchanged,

@@ -295,6 +295,12 @@ fn check(yaml: &str) -> (Option<i32>, String) {
         .output()
         .expect("run fortress");
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "p");
+    // The local relaxations this config states (inline secret, no audit) are not the subject.
+    let stderr: String = stderr
+        .lines()
+        .filter(|l| !l.contains("local relaxation"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     (out.status.code(), stderr)
 }
 

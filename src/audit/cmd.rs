@@ -78,8 +78,8 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
         AuditCommand::Verify { dir, hmac_key_env } => {
             let mut keys = Vec::new();
             for name in &hmac_key_env {
-                match std::env::var(name) {
-                    Ok(v) if !v.is_empty() => keys.push(ChainKey::new(v.as_bytes())),
+                match crate::env::named(name) {
+                    Some(v) if !v.is_empty() => keys.push(ChainKey::new(v.as_bytes())),
                     _ => {
                         eprintln!("fortress audit verify: environment variable {name} is not set");
                         return ExitCode::from(2);

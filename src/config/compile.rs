@@ -147,6 +147,19 @@ pub fn compile(
             }
         }
     }
+    let readiness = super::readiness::compile(
+        &raw.readiness,
+        &raw.routes
+            .iter()
+            .map(|r| r.guard.as_ref())
+            .collect::<Vec<_>>(),
+        routes
+            .routes
+            .iter()
+            .map(|r| r.stream.as_ref().is_some_and(|s| s.sql_guard.is_some()))
+            .collect(),
+        &mut errors,
+    );
     let positions = routes.positions.clone();
     let router = match Router::build(routes.routes) {
         Ok(router) => Some(router),
@@ -185,6 +198,7 @@ pub fn compile(
             allow_ips,
             failed_auth,
             telemetry,
+            readiness,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

@@ -13,8 +13,10 @@ pub mod diag;
 pub mod edge;
 pub mod limits;
 pub mod lint;
+pub mod production;
 pub mod raw;
 pub mod rbac;
+pub mod readiness;
 pub mod streams;
 pub mod telemetry;
 pub mod traffic_guards;
@@ -79,7 +81,7 @@ pub struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
+        crate::env::named(name)
     }
 }
 
@@ -104,6 +106,56 @@ pub fn load_str(text: &str, path: &Path) -> Result<Policy, LoadError> {
 
 /// [`load_str`] with an explicit environment.
 pub fn load_str_with_env(text: &str, path: &Path, env: &dyn Env) -> Result<Policy, LoadError> {
+    load_inner(text, path, env, None).map(|(p, _)| p)
+}
+
+/// A config as `fortress run` and `fortress check` load it: compiled, and reviewed by the
+/// environment policy of fail-closed startup ([`production`]).
+#[derive(Debug)]
+pub struct Reviewed {
+    /// The compiled policy.
+    pub policy: Policy,
+    /// With `environment: local`: the relaxations the config states (one warning each).
+    pub relaxations: Vec<String>,
+}
+
+/// Reads, parses, compiles and reviews a config file: every compile error and every reason
+/// not to start (outside `environment: local`) is reported at once.
+pub fn load_file_reviewed(
+    path: &Path,
+    rt: &production::Runtime<'_>,
+) -> Result<Reviewed, LoadError> {
+    let fail = |errors| LoadError {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(vec![ConfigError::whole(format!("cannot read file: {e}"))]))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| fail(vec![ConfigError::whole("file is not valid UTF-8")]))?;
+    load_str_reviewed(&text, path, rt)
+}
+
+/// [`load_file_reviewed`] on text read from `path` (a reload applies the same rules).
+pub fn load_str_reviewed(
+    text: &str,
+    path: &Path,
+    rt: &production::Runtime<'_>,
+) -> Result<Reviewed, LoadError> {
+    let offline = production::OfflineEnv;
+    let env: &dyn Env = if rt.offline { &offline } else { rt.env };
+    load_inner(text, path, env, Some(rt)).map(|(policy, relaxations)| Reviewed {
+        policy,
+        relaxations,
+    })
+}
+
+fn load_inner(
+    text: &str,
+    path: &Path,
+    env: &dyn Env,
+    review: Option<&production::Runtime<'_>>,
+) -> Result<(Policy, Vec<String>), LoadError> {
     let fail = |errors| LoadError {
         file: path.to_path_buf(),
         errors,
@@ -114,14 +166,23 @@ pub fn load_str_with_env(text: &str, path: &Path, env: &dyn Env) -> Result<Polic
         return Err(fail(errors));
     };
     let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut relaxations = Vec::new();
+    if let Some(rt) = review {
+        let r = production::review(&raw, base, rt);
+        errors.extend(r.errors);
+        relaxations = r.relaxations;
+    }
     match compile::compile(raw, base, short_hash(text.as_bytes()), env) {
         Ok(mut config) if errors.is_empty() => {
             for w in &mut config.warnings {
                 *w = format!("{}:{w}", path.display());
             }
-            Ok(config)
+            Ok((config, relaxations))
         }
-        Ok(_) => Err(fail(errors)),
+        Ok(_) => {
+            yaml::sort(&mut errors);
+            Err(fail(errors))
+        }
         Err(more) => {
             errors.extend(more);
             yaml::sort(&mut errors);

@@ -86,6 +86,14 @@ pub struct RawConfig {
     /// that did not come through fortress.
     #[serde(default)]
     pub identity_assertion: Option<super::assertion::RawAssertion>,
+    /// Outside `environment: local`, a global `mode: dry-run` stops startup unless this is
+    /// `true` (written next to it: forwarding what would be denied is meant).
+    #[serde(default)]
+    pub allow_dry_run_in_production: Option<Located<bool>>,
+    /// Readiness guards, named: conditions fortress checks itself (`audit`, `sql_guard`,
+    /// `jwks`); a route with `guard: NAME` answers 503 `not_ready` while one fails.
+    #[serde(default)]
+    pub readiness: std::collections::BTreeMap<String, super::readiness::RawGuard>,
 }
 
 /// `audit:` settings.
@@ -353,6 +361,10 @@ pub struct RawRoute {
     /// is refused here too (default false).
     #[serde(default)]
     pub upstream_401_counts: Option<Located<bool>>,
+    /// A readiness guard (a name under `readiness:`): while one of its conditions fails,
+    /// the route answers 503 `not_ready`.
+    #[serde(default)]
+    pub guard: Option<Located<String>>,
 }
 
 /// One NDJSON stream definition.

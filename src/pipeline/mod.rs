@@ -29,6 +29,7 @@ pub mod ids;
 pub mod ip_allow;
 pub mod limits;
 pub mod normalize;
+pub mod readiness;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ip_allow;
 pub mod limits;
 pub mod rbac;
+pub mod readiness;
 pub mod route;
 pub mod stream;
 pub mod telemetry;
@@ -74,6 +75,8 @@ pub struct Policy {
     pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
     /// Trace sampling and OTLP export (`telemetry:` and the `OTEL_*` variables).
     pub telemetry: telemetry::TelemetrySettings,
+    /// Readiness guards (`readiness:`) and the route each guards.
+    pub readiness: readiness::Readiness,
 }
 
 /// `paths:` settings, compiled.

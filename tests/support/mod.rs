@@ -733,3 +733,52 @@ pub fn trace_id(r: &RawResponse) -> String {
     let v = r.header("traceresponse").expect("traceresponse header");
     v.split('-').nth(1).expect("trace id").to_owned()
 }
+
+impl FortressProcess {
+    /// Like [`FortressProcess::spawn_args`], with a clean environment plus `env` (and
+    /// `RUST_LOG=info`): the startup checks see only what the test sets.
+    pub fn spawn_args_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fortress"));
+        cmd.args(args).env_clear().env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fortress");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let (logs, tx) = (logs.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().expect("lock").push(line.clone());
+                    if line.contains("fortress listening") {
+                        let _ = tx.send(line);
+                    }
+                }
+            });
+        }
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("fortress did not start: {:?}", logs.lock().expect("lock")));
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        };
+        let (addr, admin) = (field("client"), field("admin"));
+        Self {
+            child,
+            addr,
+            admin,
+            logs,
+        }
+    }
+}
