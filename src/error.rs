@@ -462,6 +462,8 @@ pub enum Rejection {
     /// The request needs an audit record and the audit trail cannot take it (queue full or
     /// sink failing): fail closed.
     AuditUnavailable,
+    /// The route's `requires_toggle` toggle is off (its override, or else its default).
+    FeatureDisabled,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -626,6 +628,13 @@ impl Rejection {
                     "audit_unavailable",
                 )
             },
+            // An operator's switch, not a failure: no `Retry-After` (nobody knows when it
+            // comes back on).
+            Rejection::FeatureDisabled => row(
+                S::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "feature_disabled",
+            ),
         }
     }
 
@@ -694,7 +703,9 @@ impl Rejection {
             | Rejection::UnsupportedMediaType(_)
             | Rejection::CorsRefused(_)
             | Rejection::LimitsUnavailable
-            | Rejection::AuditUnavailable => false,
+            | Rejection::AuditUnavailable
+            // A disabled feature is off in every mode: dry-run tries out policy, not switches.
+            | Rejection::FeatureDisabled => false,
         }
     }
 

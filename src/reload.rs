@@ -195,6 +195,7 @@ async fn reload_config(
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();
             state.install(*next).await;
+            state.admin.reloaded(state.live.clock().now_ms());
             state.metrics.reload_ok.inc();
             info!(policy.hash = %hash, "config reloaded");
             audit_reload(state, Some(&current.hash), &hash, &[]);
@@ -237,6 +238,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
     state.metrics.reload_error.inc();
+    state
+        .admin
+        .reload_refused(state.live.clock().now_ms(), &errors);
     error!(errors = %errors.join("; "), "config reload refused; the previous config stays active");
     audit_reload(state, None, &state.config.snapshot().hash, &errors);
     Outcome::Refused { errors }

@@ -77,6 +77,12 @@ pub fn compile(
     let failed_auth =
         super::traffic_guards::failed_auth(raw.failed_auth_limit.as_ref(), &mut errors);
     let mut routes = compile_routes(&raw, &server, &streams, &limits, &classes, &mut errors);
+    let toggles = super::toggles::toggles(&raw.toggles, &mut errors);
+    let admin = super::toggles::admin(raw.admin.as_ref(), &mut errors);
+    for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
+        route.access.requires_toggle =
+            super::toggles::route_toggle(r.requires_toggle.as_ref(), &toggles, &mut errors);
+    }
     for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
         route.edge = super::edge::compile_route(
             &edge,
@@ -177,6 +183,8 @@ pub fn compile(
             classes,
             allow_ips,
             failed_auth,
+            toggles,
+            admin,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

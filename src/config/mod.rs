@@ -15,6 +15,7 @@ pub mod lint;
 pub mod raw;
 pub mod rbac;
 pub mod streams;
+pub mod toggles;
 pub mod traffic_guards;
 pub mod yaml;
 

@@ -78,6 +78,13 @@ pub struct RawConfig {
     /// The audit trail: tamper-evident JSON Lines records of decisions and events.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// Feature toggles, named: `{ default: BOOL }`, overridden at run time through the admin
+    /// API; routes with `requires_toggle: NAME` answer 503 `feature_disabled` while it is off.
+    #[serde(default)]
+    pub toggles: std::collections::BTreeMap<String, super::toggles::RawToggle>,
+    /// The admin API (on `server.admin`): the permission each endpoint group requires.
+    #[serde(default)]
+    pub admin: Option<super::toggles::RawAdmin>,
 }
 
 /// `audit:` settings.
@@ -345,6 +352,10 @@ pub struct RawRoute {
     /// is refused here too (default false).
     #[serde(default)]
     pub upstream_401_counts: Option<Located<bool>>,
+    /// A toggle (a name under `toggles:`) that must be on; while it is off the route
+    /// answers 503 `feature_disabled`.
+    #[serde(default)]
+    pub requires_toggle: Option<Located<String>>,
 }
 
 /// One NDJSON stream definition.

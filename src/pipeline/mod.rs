@@ -31,6 +31,7 @@ pub mod normalize;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;
+pub mod toggles;
 pub mod transport;
 pub mod upgrade;
 

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod rbac;
 pub mod route;
 pub mod stream;
+pub mod toggles;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ pub struct Policy {
     pub allow_ips: Option<std::sync::Arc<ip_allow::IpAllowList>>,
     /// Failed-authentication throttling (`failed_auth_limit:`); `None` when off.
     pub failed_auth: Option<auth_throttle::FailedAuthLimit>,
+    /// Feature toggles (`toggles:`); routes refer to them by index (`requires_toggle`).
+    pub toggles: toggles::Toggles,
+    /// The admin API's permissions (`admin.permissions`).
+    pub admin: toggles::AdminPermissions,
 }
 
 /// `paths:` settings, compiled.

@@ -38,6 +38,8 @@ pub struct State {
     pub config_path: Option<PathBuf>,
     /// The audit trail, when `audit:` is configured (started with the first policy).
     pub audit: Option<Arc<crate::audit::Trail>>,
+    /// The admin API's state (persistence of its changes, reload history).
+    pub admin: crate::admin::control::AdminControl,
 }
 
 impl State {
