@@ -141,3 +141,29 @@ pub async fn authenticate(
 pub fn permitted(snapshot: &Snapshot, principal: &SharedPrincipal, permission: &str) -> bool {
     snapshot.policy.rbac.allows(&principal.roles, permission)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_peers() {
+        for ok in [
+            "127.0.0.1:1",
+            "127.8.9.10:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback(ok.parse().expect("addr")), "{ok}");
+        }
+        for bad in [
+            "10.0.0.1:1",
+            "192.168.1.2:1",
+            "[::ffff:10.0.0.1]:1",
+            "[fe80::1]:1",
+            "0.0.0.0:1",
+        ] {
+            assert!(!is_loopback(bad.parse().expect("addr")), "{bad}");
+        }
+    }
+}

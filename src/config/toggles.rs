@@ -137,3 +137,81 @@ pub fn admin(raw: Option<&RawAdmin>, errors: &mut Vec<ConfigError>) -> AdminPerm
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn load(top: &str, route_extra: &str) -> Result<crate::policy::Policy, String> {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+             {top}routes:\n  - name: all\n    match: {{ path: \"/**\" }}\n    \
+             public: true\n{route_extra}"
+        );
+        crate::config::load_str(&text, Path::new("/nowhere/fortress.yaml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn toggles_and_requires_toggle() {
+        let p = load(
+            "toggles:\n  training_enabled: { default: false }\n  beta: { default: true }\n",
+            "    requires_toggle: training_enabled\n",
+        )
+        .expect("valid");
+        let names: Vec<(&str, bool)> = p
+            .toggles
+            .list
+            .iter()
+            .map(|t| (t.name.as_str(), t.default))
+            .collect();
+        assert_eq!(names, [("beta", true), ("training_enabled", false)]);
+        assert_eq!(p.router.routes()[0].access.requires_toggle, Some(1));
+        assert_eq!(p.admin, crate::policy::toggles::AdminPermissions::default());
+
+        let e = load(
+            "toggles:\n  beta: { default: true }\n",
+            "    requires_toggle: trainig\n",
+        )
+        .expect_err("unknown toggle");
+        assert!(
+            e.contains(
+                "fortress.yaml:11:22: unknown toggle `trainig`: define it under `toggles:` (defined: beta)"
+            ),
+            "{e}"
+        );
+        let e = load("", "    requires_toggle: x\n").expect_err("no toggles");
+        assert!(e.contains("(defined: none)"), "{e}");
+        let e = load("toggles:\n  Bad Name: { default: true }\n", "").expect_err("bad name");
+        assert!(e.contains("toggle name `Bad Name`"), "{e}");
+        let e = load("toggles:\n  a: { default: true, extra: 1 }\n", "").expect_err("unknown key");
+        assert!(e.contains("extra"), "{e}");
+        let e = load("toggles:\n  a: {}\n", "").expect_err("default required");
+        assert!(e.contains("default"), "{e}");
+    }
+
+    #[test]
+    fn admin_permissions() {
+        let p = load(
+            "admin:\n  permissions: { toggles: \"admin:toggles\", revocations: \"admin:revoke\", reload: \"admin:reload\", read: \"admin:read\" }\n",
+            "",
+        )
+        .expect("valid");
+        assert_eq!(p.admin.toggles, "admin:toggles");
+        assert_eq!(p.admin.revocations, "admin:revoke");
+        assert_eq!(p.admin.reload, "admin:reload");
+        assert_eq!(p.admin.read, "admin:read");
+        let p = load("admin:\n  permissions: { reload: \"ops:*\" }\n", "").expect("valid");
+        assert_eq!(
+            (p.admin.reload.as_str(), p.admin.toggles.as_str()),
+            ("ops:*", "admin:*")
+        );
+        let e = load("admin:\n  permissions: { read: nocolon }\n", "").expect_err("bad");
+        assert!(
+            e.contains("fortress.yaml:6:24: admin permission `nocolon`"),
+            "{e}"
+        );
+        let e = load("admin:\n  tokens: 1\n", "").expect_err("unknown key");
+        assert!(e.contains("tokens"), "{e}");
+    }
+}
