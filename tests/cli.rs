@@ -298,6 +298,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         toggle     skip     no toggle\n\
          cors       skip     no cors configured\n\
          ip_allow   skip     no allowlist\n\
          request_limits pass     max_body 10485760 bytes\n\
@@ -345,6 +346,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("normalize", "pass"),
             ("ambiguity", "pass"),
             ("route", "pass"),
+            ("toggle", "skip"),
             ("cors", "skip"),
             ("ip_allow", "skip"),
             ("request_limits", "pass"),
