@@ -803,3 +803,54 @@ async fn without_authentication_the_admin_api_is_closed_but_reload_stays_on_loop
     assert_eq!(get(fx.admin(), "/healthz").await.status, 200);
     assert_eq!(get(fx.admin(), "/metrics").await.status, 200);
 }
+
+/// This host's address on its default route, if it has one that is not loopback.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// The admin listener on every address: probes and metrics answer a non-loopback peer, the
+/// admin API refuses it (403 admin_requires_loopback, audited for mutations) before reading
+/// its token. Needs a non-loopback interface (skipped, with a note, on a host without one).
+#[tokio::test]
+async fn a_non_loopback_peer_gets_probes_but_not_the_admin_api() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this host has no non-loopback address");
+        return;
+    };
+    let env = Env::new().await;
+    let text = yaml(env.up.addr, env.state.path(), env.audit.path())
+        .replace("admin: 127.0.0.1:0", "admin: 0.0.0.0:0");
+    let fx = TestFortress::start_with_clock(&text, &env.clock).await;
+    let admin = SocketAddr::new(ip, fx.admin().port());
+    let ops = env.tok("alice", &["ops"]);
+    assert_eq!(get(admin, "/healthz").await.status, 200);
+    assert_eq!(get(admin, "/metrics").await.status, 200);
+    for (method, target, body) in [
+        ("GET", "/admin/toggles", None),
+        (
+            "PUT",
+            "/admin/toggles/training_enabled",
+            Some(r#"{"enabled": true, "reason": "x"}"#),
+        ),
+        ("POST", "/admin/reload", None),
+    ] {
+        let r = admin_call(admin, method, target, Some(&ops), body).await;
+        assert_eq!(r.status, 403, "{method} {target}");
+        assert_eq!(
+            r.json(),
+            error_body(&r, "forbidden", "admin_requires_loopback")
+        );
+    }
+    // The same token from loopback works.
+    let local = SocketAddr::from(([127, 0, 0, 1], fx.admin().port()));
+    let r = admin_call(local, "GET", "/admin/toggles", Some(&ops), None).await;
+    assert_eq!(r.status, 200);
+    let recs = wait_records(env.audit.path(), "toggle_change", 1).await;
+    assert_eq!(recs[0]["reason"], "admin_requires_loopback");
+    assert_eq!(recs[0]["client_ip"], ip.to_string());
+    assert_eq!(call(fx.addr(), "/train", None).await.status, 503);
+}
