@@ -854,3 +854,22 @@ async fn a_non_loopback_peer_gets_probes_but_not_the_admin_api() {
     assert_eq!(recs[0]["client_ip"], ip.to_string());
     assert_eq!(call(fx.addr(), "/train", None).await.status, 503);
 }
+
+#[tokio::test]
+async fn a_refused_attempt_with_a_long_path_makes_a_bounded_record() {
+    let env = Env::new().await;
+    let fx = env.start().await;
+    let target = format!("/admin/toggles/{}", "a".repeat(4000));
+    let r = admin_call(
+        fx.admin(),
+        "PUT",
+        &target,
+        None,
+        Some(r#"{"enabled": true, "reason": "x"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let recs = wait_records(env.audit.path(), "toggle_change", 1).await;
+    let path = recs[0]["path"].as_str().expect("path");
+    assert_eq!(path, format!("{}…[truncated]", &target[..512]));
+}

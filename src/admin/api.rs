@@ -38,6 +38,22 @@ pub const MAX_ID: usize = 256;
 /// expired, so set `expires_at` when tokens live longer.
 pub const DEFAULT_SUBJECT_TTL_SECS: u64 = 7 * 86_400;
 
+/// Longest path written to an audit record (refused attempts from anyone are recorded: a
+/// long path must not make a large record).
+pub const MAX_AUDIT_PATH: usize = 512;
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked when cut.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated]", &s[..end])
+}
+
 /// One admin request's facts.
 struct Cx {
     ids: Ids,
@@ -63,7 +79,7 @@ impl Cx {
         r.trace_id = Some(self.ids.trace_id().to_owned());
         r.request_id = Some(self.rid().to_owned());
         r.method = Some(self.method.as_str().to_owned());
-        r.path = Some(self.path.clone());
+        r.path = Some(truncated(&self.path, MAX_AUDIT_PATH));
         r.client_ip = Some(self.peer.ip().to_canonical().to_string());
         r.transport = Some("plain".into());
         r.policy_version = Some(self.snapshot.policy.hash.clone());
