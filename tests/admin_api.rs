@@ -661,6 +661,7 @@ async fn reload_through_the_api_requires_admin_reload() {
     let r = admin_call(admin, "POST", "/admin/reload", Some(&reloader), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["result"], "applied");
+    let request_id = r.header("x-request-id").expect("request id").to_owned();
     let recs = wait_records(env.audit.path(), "policy_reload", 3).await;
     assert_eq!(
         recs.iter()
@@ -673,9 +674,14 @@ async fn reload_through_the_api_requires_admin_reload() {
         [
             (json!("deny"), json!("missing_token"), Value::Null),
             (json!("deny"), json!("missing_permission"), json!("tom")),
-            (json!("applied"), Value::Null, Value::Null),
+            (json!("applied"), Value::Null, json!("rita")),
         ]
     );
+    // The applied reload names who asked, with the admin request's ids.
+    assert_eq!(recs[2]["roles"], json!(["reloader"]));
+    assert_eq!(recs[2]["request_id"], request_id.as_str());
+    assert_eq!(recs[2]["client_ip"], "127.0.0.1");
+    assert_eq!(recs[2]["path"], "/admin/reload");
 }
 
 #[tokio::test]

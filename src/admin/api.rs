@@ -23,6 +23,7 @@ use crate::auth::SharedPrincipal;
 use crate::error::{Rejection, json_error};
 use crate::pipeline::ids::Ids;
 use crate::proxy::body::ProxyBody;
+use crate::state::reload::Caller;
 use crate::state::{AppState, Snapshot};
 use crate::store::persist_admin::{self, AdminState};
 use crate::store::{LimitCheck, LimitKind, Revocation, Window};
@@ -242,15 +243,21 @@ fn refuse(
 async fn reload(state: &AppState, cx: &Cx, headers: &http::HeaderMap) -> Response<ProxyBody> {
     let permission = cx.snapshot.policy.admin.reload.clone();
     let event = Some(Event::PolicyReload);
-    match authenticate(&cx.snapshot, cx.peer, headers).await {
-        Ok(p) if permitted(&cx.snapshot, &p, &permission) => {}
+    let caller = match authenticate(&cx.snapshot, cx.peer, headers).await {
+        Ok(p) if permitted(&cx.snapshot, &p, &permission) => Some(Caller {
+            subject: p.subject.clone(),
+            roles: p.roles.clone(),
+            request_id: cx.rid().to_owned(),
+            trace_id: cx.ids.trace_id().to_owned(),
+            client_ip: cx.peer.ip().to_canonical().to_string(),
+        }),
         Ok(p) => return refuse(state, cx, Denied::Forbidden, Some(&p), event),
         // A policy without `authentication` cannot authenticate anyone: reload stays open to
         // loopback peers, as SIGHUP is to whoever shares the host (docs/admin-api.md).
-        Err(Denied::NoAuthentication) => {}
+        Err(Denied::NoAuthentication) => None,
         Err(d) => return refuse(state, cx, d, None, event),
-    }
-    super::reload(state).await
+    };
+    super::reload(state, caller).await
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes: 415 unless `application/json`, 413 when

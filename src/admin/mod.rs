@@ -131,8 +131,11 @@ async fn readyz(state: &AppState) -> Response<ProxyBody> {
 }
 
 /// Reloads the config file now (the caller has been authorized).
-async fn reload(state: &AppState) -> Response<ProxyBody> {
-    match state.reload.reload_now().await {
+async fn reload(
+    state: &AppState,
+    caller: Option<crate::state::reload::Caller>,
+) -> Response<ProxyBody> {
+    match state.reload.reload_now_by(caller).await {
         Outcome::Applied { hash } => json(
             StatusCode::OK,
             serde_json::json!({"result": "applied", "policy_hash": hash}).to_string(),
