@@ -465,6 +465,8 @@ pub enum Rejection {
     /// The route's readiness guard (`guard:`) has a condition that does not hold (audit sink
     /// failing, JWKS not loaded, no SQL guard): the route is not served yet.
     NotReady,
+    /// The route's `requires_toggle` toggle is off (its override, or else its default).
+    FeatureDisabled,
 }
 
 /// Whether a rejection is a policy decision or a failure.
@@ -649,6 +651,13 @@ impl Rejection {
                 retry_after: Some(5),
                 ..failure(S::SERVICE_UNAVAILABLE, "service_unavailable", "not_ready")
             },
+            // An operator's switch, not a failure: no `Retry-After` (nobody knows when it
+            // comes back on).
+            Rejection::FeatureDisabled => row(
+                S::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "feature_disabled",
+            ),
         }
     }
 
@@ -719,6 +728,8 @@ impl Rejection {
             | Rejection::LimitsUnavailable
             | Rejection::AuditUnavailable
             | Rejection::NotReady => false,
+            // A disabled feature is off in every mode: dry-run tries out policy, not switches.
+            | Rejection::FeatureDisabled => false,
         }
     }
 

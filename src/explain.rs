@@ -261,6 +261,7 @@ fn passed(stage: Stage, ctx: &RequestContext, req: &Parts) -> String {
             .route()
             .map(|r| format!("{} ({})", r.name, r.pattern))
             .unwrap_or_default(),
+        Stage::Toggle => toggle_detail(ctx),
         Stage::Cors => match &ctx.cors {
             crate::pipeline::cors::CorsMatch::Preflight(o) => format!(
                 "preflight from {} for {}: answered 204",
@@ -496,4 +497,20 @@ fn admission_keys(ctx: &RequestContext, req: &Parts) -> String {
             .join("; "),
         Err(r) => r.reason().to_string(),
     }
+}
+
+/// The route's toggle and its effective value (`name: on (override)`).
+fn toggle_detail(ctx: &RequestContext) -> String {
+    let Some(t) = ctx
+        .route()
+        .and_then(|r| r.access.requires_toggle)
+        .and_then(|i| ctx.snapshot.policy.toggles.list.get(i))
+    else {
+        return String::new();
+    };
+    let (on, source) = match ctx.snapshot.store.toggle(&t.name) {
+        Some(v) => (v, "override"),
+        None => (t.default, "default"),
+    };
+    format!("{}: {} ({source})", t.name, if on { "on" } else { "off" })
 }

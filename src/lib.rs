@@ -203,6 +203,29 @@ impl Fortress {
         let live = Live::new(store.clone()).with_clock(clock);
         metrics.attach_jwks(live.jwks_stats().clone());
         memory.import_budgets(live.clock().now_ms(), &persisted);
+        // Toggle overrides and revocations made through the admin API survive restarts too
+        // (expired revocations are dropped, and the file rewritten without them).
+        if let Some(dir) = state_dir.clone() {
+            let now = live.clock().now_ms();
+            let admin_state = tokio::task::spawn_blocking(move || {
+                let s = store::persist_admin::load(&dir, now)?;
+                store::persist_admin::save(&dir, now, &s).map(|()| s)
+            })
+            .await
+            .map_err(|e| StartError::Load(e.to_string()))??;
+            for (name, value) in &admin_state.toggles {
+                store
+                    .set_toggle(name, Some(*value))
+                    .await
+                    .map_err(|e| StartError::Load(e.to_string()))?;
+            }
+            for r in admin_state.revocations {
+                store
+                    .revoke(now, r)
+                    .await
+                    .map_err(|e| StartError::Load(e.to_string()))?;
+            }
+        }
         // Written back at once: a state directory fortress cannot write to stops startup
         // rather than losing every charge silently later.
         if let Some(dir) = state_dir.clone() {
@@ -235,6 +258,8 @@ impl Fortress {
             }
             None => None,
         };
+        let admin_control =
+            admin::control::AdminControl::new(state_dir.clone(), live.clock().now_ms());
         let first = Snapshot::bind(config, &live, &metrics);
         // The first JWKS fetch is awaited (bounded) before serving; if it fails, startup goes
         // on: the instance reports not ready and the background task keeps retrying.
@@ -256,6 +281,7 @@ impl Fortress {
             config_path,
             audit,
             telemetry,
+            admin: admin_control,
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {

@@ -125,6 +125,7 @@ pub async fn run(
         }
         let mut force = false;
         let mut waiters = Vec::new();
+        let mut caller: Option<crate::state::reload::Caller> = None;
         let mut pending = Some(first);
         while let Some(t) = pending.take().or_else(|| rx.try_recv().ok()) {
             match t {
@@ -134,9 +135,22 @@ pub async fn run(
                     force = true;
                     waiters.push(w);
                 }
+                Trigger::AdminBy(w, c) => {
+                    force = true;
+                    waiters.push(w);
+                    // Coalesced admin reloads: the record names the first caller.
+                    caller.get_or_insert(c);
+                }
             }
         }
-        let outcome = reload_config(&state, force, &mut last_refused, &mut last_inputs).await;
+        let outcome = reload_config(
+            &state,
+            force,
+            &mut last_refused,
+            &mut last_inputs,
+            caller.as_ref(),
+        )
+        .await;
         if let Some(w) = watcher.as_mut() {
             let snapshot = state.config.snapshot();
             if let Some(tls) = &snapshot.server.tls {
@@ -186,6 +200,7 @@ async fn reload_config(
     force: bool,
     last_refused: &mut Option<String>,
     last_inputs: &mut String,
+    caller: Option<&crate::state::reload::Caller>,
 ) -> Outcome {
     let Some(path) = state.config_path.clone() else {
         return Outcome::Unavailable;
@@ -224,8 +239,8 @@ async fn reload_config(
     })
     .await;
     let (hash, unchanged, key, compiled) = match loaded {
-        None => return refuse(state, vec!["the reload thread failed".into()]),
-        Some(Loaded::Unreadable(e)) => return refuse(state, vec![e]),
+        None => return refuse(state, vec!["the reload thread failed".into()], caller),
+        Some(Loaded::Unreadable(e)) => return refuse(state, vec![e], caller),
         Some(Loaded::Text {
             hash,
             unchanged,
@@ -249,7 +264,7 @@ async fn reload_config(
                 .and_then(|t| t.reload_conflict(next.audit.as_ref()))
             {
                 *last_refused = Some(key.clone());
-                return refuse(state, vec![conflict]);
+                return refuse(state, vec![conflict], caller);
             }
             *last_refused = None;
             warn_restart_needed(&current, &next);
@@ -259,14 +274,19 @@ async fn reload_config(
             *last_inputs = blocking(move || inputs_hash(&files))
                 .await
                 .unwrap_or_default();
+            state.admin.reloaded(state.live.clock().now_ms());
             state.metrics.reload_ok.inc();
             info!(policy.hash = %hash, "config reloaded");
-            audit_reload(state, Some(&current.hash), &hash, &[]);
+            audit_reload(state, Some(&current.hash), &hash, &[], caller);
             Outcome::Applied { hash }
         }
         Some(Err(e)) => {
             *last_refused = Some(key.clone());
-            refuse(state, e.to_string().lines().map(str::to_owned).collect())
+            refuse(
+                state,
+                e.to_string().lines().map(str::to_owned).collect(),
+                caller,
+            )
         }
     }
 }
@@ -299,16 +319,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-fn refuse(state: &AppState, errors: Vec<String>) -> Outcome {
+fn refuse(
+    state: &AppState,
+    errors: Vec<String>,
+    caller: Option<&crate::state::reload::Caller>,
+) -> Outcome {
     state.metrics.reload_error.inc();
+    state
+        .admin
+        .reload_refused(state.live.clock().now_ms(), &errors);
     error!(errors = %errors.join("; "), "config reload refused; the previous config stays active");
-    audit_reload(state, None, &state.config.snapshot().hash, &errors);
+    audit_reload(state, None, &state.config.snapshot().hash, &errors, caller);
     Outcome::Refused { errors }
 }
 
 /// Audits a reload (always, whatever `audit.include` says): `from` is the previous policy's
 /// hash when the reload was applied (`None`: refused, and `hash` is the policy that stays).
-fn audit_reload(state: &AppState, from: Option<&str>, hash: &str, errors: &[String]) {
+fn audit_reload(
+    state: &AppState,
+    from: Option<&str>,
+    hash: &str,
+    errors: &[String],
+    caller: Option<&crate::state::reload::Caller>,
+) {
     let Some(trail) = &state.audit else {
         return;
     };
@@ -319,6 +352,16 @@ fn audit_reload(state: &AppState, from: Option<&str>, hash: &str, errors: &[Stri
     r.decision = Some(if from.is_some() { "applied" } else { "refused" }.into());
     r.reason = from.is_none().then(|| "invalid_config".into());
     r.policy_version = Some(hash.to_owned());
+    // Through the admin API: who asked, and the admin request's ids.
+    if let Some(c) = caller {
+        r.subject = Some(c.subject.clone());
+        r.roles = Some(c.roles.clone());
+        r.request_id = Some(c.request_id.clone());
+        r.trace_id = Some(c.trace_id.clone());
+        r.client_ip = Some(c.client_ip.clone());
+        r.method = Some("POST".into());
+        r.path = Some("/admin/reload".into());
+    }
     r.detail = Some(serde_json::json!({
         "previous_version": from,
         "errors": errors,

@@ -468,8 +468,23 @@ async fn reloads_are_recorded_applied_or_refused_and_cannot_turn_the_trail_off()
     let dir = trail.path().join("audit");
     let audit = format!("dir: {}\ninclude: [denied]", dir.display());
     let fx = TestFortress::start(&yaml(up.addr, &audit)).await;
+    // Reloading through the admin API takes a token granting `admin:reload` (`ops`).
+    let ops = token_at(
+        jsonwebtoken::get_current_timestamp() * 1000,
+        "ops",
+        &["ops"],
+        None,
+    );
     let reload = || async {
-        raw(fx.admin(), b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await
+        raw(
+            fx.admin(),
+            format!(
+                "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ops}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
     };
     // Applied: `include` may change on reload.
     std::fs::write(

@@ -46,6 +46,7 @@ fn policy(up: SocketAddr, limit: &str) -> String {
         &format!(
             "authentication:\n  jwt:\n    issuer: throttle-test\n    audiences: [api]\n    algorithms: [HS256]\n    \
              secret: {{ value: \"{SECRET}\" }}\n{limit}\
+             roles:\n  ops: [\"admin:*\"]\n\
              routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n  \
              - name: health\n    match: {{ path: \"/health\" }}\n    public: true\n"
         ),
@@ -209,9 +210,21 @@ async fn ipv6_clients_are_counted_per_64_and_a_reload_keeps_the_count() {
         format!("{text}  - name: more\n    match: {{ path: \"/more\" }}\n    public: true\n"),
     )
     .expect("write");
+    // The admin API needs a token whose roles grant `admin:reload`.
+    let start = TestClock::START / 1000;
+    let admin_token = jsonwebtoken::encode(
+        &Header::default(),
+        &json!({"sub": "ops", "roles": ["ops"], "iss": "throttle-test", "aud": "api", "iat": start, "exp": start + 3600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
     let r = raw(
         admin,
-        b"POST /admin/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        format!(
+            "POST /admin/reload HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {admin_token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -178,6 +178,7 @@ impl Setup {
             .collect();
         let rest = format!(
             "authentication:\n  jwt:\n{jwt_lines}  claims: {claims_map}\n{auth_lines}\
+             roles:\n  fortress-admin: [\"admin:*\"]\n\
              routes:\n  - name: api\n    match: {{ path: \"/api/**\" }}\n  \
              - name: health\n    match: {{ path: /health }}\n    public: true\n{routes_extra}"
         );
@@ -1592,8 +1593,9 @@ const EXTRA_ROUTE: &str = "  - name: extra\n    match: { path: \"/extra/**\" }\n
 
 impl Setup {
     /// Rewrites the config file with `edit` applied (atomically), reloads through `POST
-    /// /admin/reload`, asserts the new config was applied (its hash is the active policy) and
-    /// returns it.
+    /// /admin/reload` (with a `fortress-admin` token signed by the RS256 key `k1`, which the
+    /// active policy's key set holds in every caller), asserts the new config was applied (its
+    /// hash is the active policy) and returns it.
     async fn reload_with(&self, edit: impl FnOnce(&str) -> String) -> String {
         let old = std::fs::read_to_string(&self.fx.config_path).expect("read config");
         let new = edit(&old);
@@ -1601,10 +1603,19 @@ impl Setup {
         let tmp = self.fx.config_path.with_file_name(".fortress.yaml.tmp");
         std::fs::write(&tmp, &new).expect("write temp");
         std::fs::rename(&tmp, &self.fx.config_path).expect("rename over");
+        let admin_token = sign_kid(
+            Algorithm::RS256,
+            "k1",
+            &claims_with(json!({"sub": "ops", "roles": ["fortress-admin"], "jti": null})),
+            &encoding_key(Algorithm::RS256),
+        );
         let r = raw(
             self.fx.admin(),
-            b"POST /admin/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\
-              Connection: close\r\n\r\n",
+            format!(
+                "POST /admin/reload HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {admin_token}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());

@@ -302,6 +302,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
          normalize  pass     /api/orgs/acme/reports/q3\n\
          ambiguity  pass     headers and query unambiguous\n\
          route      pass     org-reports (/api/orgs/{org_id}/reports/**)\n\
+         toggle     skip     no toggle\n\
          readiness  skip     no guard\n\
          cors       skip     no cors configured\n\
          ip_allow   skip     no allowlist\n\
@@ -350,6 +351,7 @@ fn explain_shows_each_stage_and_exits_by_decision() {
             ("normalize", "pass"),
             ("ambiguity", "pass"),
             ("route", "pass"),
+            ("toggle", "skip"),
             ("readiness", "skip"),
             ("cors", "skip"),
             ("ip_allow", "skip"),

@@ -82,6 +82,12 @@ pub fn compile(
     let failed_auth =
         super::traffic_guards::failed_auth(raw.failed_auth_limit.as_ref(), &mut errors);
     let mut routes = compile_routes(&raw, &server, &streams, &limits, &classes, &mut errors);
+    let toggles = super::toggles::toggles(&raw.toggles, &mut errors);
+    let admin = super::toggles::admin(raw.admin.as_ref(), &mut errors);
+    for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
+        route.access.requires_toggle =
+            super::toggles::route_toggle(r.requires_toggle.as_ref(), &toggles, &mut errors);
+    }
     for (route, r) in routes.routes.iter_mut().zip(&raw.routes) {
         route.edge = super::edge::compile_route(
             &edge,
@@ -199,6 +205,8 @@ pub fn compile(
             failed_auth,
             telemetry,
             readiness,
+            toggles,
+            admin,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

@@ -19,6 +19,7 @@ pub mod rbac;
 pub mod readiness;
 pub mod streams;
 pub mod telemetry;
+pub mod toggles;
 pub mod traffic_guards;
 pub mod yaml;
 

@@ -94,6 +94,13 @@ pub struct RawConfig {
     /// `jwks`); a route with `guard: NAME` answers 503 `not_ready` while one fails.
     #[serde(default)]
     pub readiness: std::collections::BTreeMap<String, super::readiness::RawGuard>,
+    /// Feature toggles, named: `{ default: BOOL }`, overridden at run time through the admin
+    /// API; routes with `requires_toggle: NAME` answer 503 `feature_disabled` while it is off.
+    #[serde(default)]
+    pub toggles: std::collections::BTreeMap<String, super::toggles::RawToggle>,
+    /// The admin API (on `server.admin`): the permission each endpoint group requires.
+    #[serde(default)]
+    pub admin: Option<super::toggles::RawAdmin>,
 }
 
 /// `audit:` settings.
@@ -365,6 +372,10 @@ pub struct RawRoute {
     /// the route answers 503 `not_ready`.
     #[serde(default)]
     pub guard: Option<Located<String>>,
+    /// A toggle (a name under `toggles:`) that must be on; while it is off the route
+    /// answers 503 `feature_disabled`.
+    #[serde(default)]
+    pub requires_toggle: Option<Located<String>>,
 }
 
 /// One NDJSON stream definition.

@@ -11,7 +11,7 @@ use strum::IntoStaticStr;
 use super::context::RequestContext;
 use super::{
     admission, ambiguity, auth_throttle, authn, authz, concurrency, cors, framing, host, ip_allow,
-    limits, normalize, readiness, route, tenant, transport,
+    limits, normalize, readiness, route, tenant, toggles, transport,
 };
 use crate::error::Rejection;
 
@@ -31,6 +31,8 @@ pub enum Stage {
     Ambiguity,
     /// Route match or the policy default.
     Route,
+    /// The route's `requires_toggle`: off → 503 `feature_disabled`.
+    Toggle,
     /// The route's readiness guard (`guard:`): 503 `not_ready` while a condition fails.
     Readiness,
     /// CORS: a preflight answered (or refused) here; an allowed origin remembered.
@@ -126,6 +128,9 @@ pub async fn decide<O: Observer>(
     // The route (or the default) decides what follows, including the route's dry-run mode.
     // 404/405 are never dry-run: there is no route whose mode could apply.
     stage!(Stage::Route, route::check(ctx, req));
+    // The route's toggle right after routing: a switched-off feature answers the same 503
+    // to everyone (preflights included), before any credential is read or state consumed.
+    stage!(Stage::Toggle, toggles::check(ctx, req));
     stage!(Stage::Readiness, readiness::check(ctx, req, obs.live()));
     // CORS right after routing and before authentication: browsers send no credentials on a
     // preflight, and the route that would serve the announced method decides its CORS. An

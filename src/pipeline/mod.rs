@@ -33,6 +33,7 @@ pub mod readiness;
 pub mod route;
 pub mod route_variants;
 pub mod tenant;
+pub mod toggles;
 pub mod trace;
 pub mod transport;
 pub mod upgrade;

@@ -21,6 +21,7 @@ pub mod readiness;
 pub mod route;
 pub mod stream;
 pub mod telemetry;
+pub mod toggles;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -77,6 +78,10 @@ pub struct Policy {
     pub telemetry: telemetry::TelemetrySettings,
     /// Readiness guards (`readiness:`) and the route each guards.
     pub readiness: readiness::Readiness,
+    /// Feature toggles (`toggles:`); routes refer to them by index (`requires_toggle`).
+    pub toggles: toggles::Toggles,
+    /// The admin API's permissions (`admin.permissions`).
+    pub admin: toggles::AdminPermissions,
 }
 
 /// `paths:` settings, compiled.

@@ -75,6 +75,8 @@ pub struct Access {
     pub allow_ips: Option<Arc<super::ip_allow::IpAllowList>>,
     /// The app's 401 answers count as failed authentications (`upstream_401_counts`).
     pub upstream_401_counts: bool,
+    /// The toggle that must be on (`requires_toggle`; index into `Policy::toggles`).
+    pub requires_toggle: Option<usize>,
 }
 
 /// Where a request names its tenant, and who may cross tenants.

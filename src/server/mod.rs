@@ -197,7 +197,7 @@ async fn serve_http<I>(
         async move {
             match kind {
                 Listener::Client => crate::pipeline::handle(state, info, req).await,
-                Listener::Admin => crate::admin::handle(state, req).await,
+                Listener::Admin => crate::admin::handle(state, info.peer, req).await,
             }
         }
     });

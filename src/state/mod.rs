@@ -40,6 +40,8 @@ pub struct State {
     pub audit: Option<Arc<crate::audit::Trail>>,
     /// The OTLP span exporter, when export is on (started once; restart to change it).
     pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
+    /// The admin API's state (persistence of its changes, reload history).
+    pub admin: crate::admin::control::AdminControl,
 }
 
 impl State {

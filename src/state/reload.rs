@@ -12,6 +12,24 @@ pub enum Trigger {
     Signal,
     /// `POST /admin/reload`; the outcome is sent back.
     Admin(oneshot::Sender<Outcome>),
+    /// `POST /admin/reload` by an authenticated caller (named in the reload's audit record);
+    /// the outcome is sent back.
+    AdminBy(oneshot::Sender<Outcome>, Caller),
+}
+
+/// Who asked for a reload through the admin API (for the audit record).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject.
+    pub subject: String,
+    /// The token's roles.
+    pub roles: Vec<String>,
+    /// The admin request's id.
+    pub request_id: String,
+    /// The admin request's trace id.
+    pub trace_id: String,
+    /// The TCP peer.
+    pub client_ip: String,
 }
 
 /// What a reload did.
@@ -51,11 +69,20 @@ impl ReloadHandle {
 
     /// Asks for a reload and waits for its outcome.
     pub async fn reload_now(&self) -> Outcome {
+        self.reload_now_by(None).await
+    }
+
+    /// Like [`ReloadHandle::reload_now`], naming the caller in the reload's audit record.
+    pub async fn reload_now_by(&self, caller: Option<Caller>) -> Outcome {
         let Some(tx) = &self.0 else {
             return Outcome::Unavailable;
         };
         let (done, outcome) = oneshot::channel();
-        if tx.send(Trigger::Admin(done)).await.is_err() {
+        let trigger = match caller {
+            Some(c) => Trigger::AdminBy(done, c),
+            None => Trigger::Admin(done),
+        };
+        if tx.send(trigger).await.is_err() {
             return Outcome::Unavailable;
         }
         outcome.await.unwrap_or(Outcome::Unavailable)

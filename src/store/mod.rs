@@ -114,6 +114,7 @@ pub mod gcra;
 pub mod live;
 pub mod memory;
 pub mod persist;
+pub mod persist_admin;
 
 use std::future::Future;
 use std::pin::Pin;

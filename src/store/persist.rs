@@ -108,20 +108,23 @@ pub fn save(dir: &Path, now: Millis, entries: Vec<BudgetEntry>) -> Result<(), Pe
         entries,
     };
     let bytes = serde_json::to_vec(&doc).map_err(|e| fail(e.to_string()))?;
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &file)?;
-        // The rename itself is durable once the directory is synced.
-        if let Ok(d) = std::fs::File::open(dir) {
-            d.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| fail(format!("cannot write the budget state: {e}")))
+    write_atomic(dir, FILE, &bytes).map_err(|e| fail(format!("cannot write the budget state: {e}")))
+}
+
+/// Writes `dir/name` atomically: a temp file beside it (`.NAME.tmp`), `fsync`, `rename`,
+/// then an `fsync` of the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    // The rename itself is durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Saves the store's budgets when they differ from `last` (what was written before).

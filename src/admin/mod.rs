@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /admin/reload`.
-//! Bound to 127.0.0.1 by default. `/metrics` and `/admin/*` answer only requests whose `Host`
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (unauthenticated), and the admin
+//! API under `/admin/` (`api.rs`: bearer token, permissions, loopback peers only; see
+//! `docs/admin-api.md`). Bound to 127.0.0.1 by default. `/metrics` and `/admin/*` answer only requests whose `Host`
 //! no outside party controls — `localhost`, an IP literal, a single-label name, a name under a
 //! special- or private-use TLD (`.test`, `.local`, `.internal`, …) — or a configured
 //! `server.admin_hosts` name (421 otherwise), so a page that rebinds its own domain to
@@ -8,7 +9,11 @@
 //! internals, and the reload errors the operator asked for name files without the config
 //! directory.
 
+pub mod api;
+pub mod control;
+
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,16 +29,18 @@ use crate::state::{AppState, Outcome};
 /// the admin listener is plain HTTP).
 pub async fn handle(
     state: AppState,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let security = state.config.snapshot().edge.security.clone();
-    let Ok(mut resp) = respond(state, req).await;
+    let Ok(mut resp) = respond(state, peer, req).await;
     crate::proxy::security::apply(resp.headers_mut(), &security, false);
     Ok(resp)
 }
 
 async fn respond(
     state: AppState,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // Probes (`/healthz`, `/readyz`) answer any Host (kubelet sends the pod IP or a name);
@@ -63,6 +70,9 @@ async fn respond(
             "-",
         )
         .map(ProxyBody::full));
+    }
+    if path.starts_with("/admin/") {
+        return Ok(api::serve(&state, peer, req).await);
     }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => {
@@ -98,8 +108,7 @@ async fn respond(
             );
             r
         }
-        (&Method::POST, "/admin/reload") => reload(&state).await,
-        (_, path @ ("/healthz" | "/readyz" | "/metrics" | "/admin/reload")) => {
+        (_, "/healthz" | "/readyz" | "/metrics") => {
             let mut r = json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -108,13 +117,8 @@ async fn respond(
             )
             .map(ProxyBody::full);
             // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
-            let allow = if path == "/admin/reload" {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
             r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             r
         }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-").map(ProxyBody::full),
@@ -168,8 +172,12 @@ async fn readyz_verbose(state: &AppState) -> Response<ProxyBody> {
     json(status, body.to_string())
 }
 
-async fn reload(state: &AppState) -> Response<ProxyBody> {
-    match state.reload.reload_now().await {
+/// Reloads the config file now (the caller has been authorized).
+async fn reload(
+    state: &AppState,
+    caller: Option<crate::state::reload::Caller>,
+) -> Response<ProxyBody> {
+    match state.reload.reload_now_by(caller).await {
         Outcome::Applied { hash } => json(
             StatusCode::OK,
             serde_json::json!({"result": "applied", "policy_hash": hash}).to_string(),
@@ -288,7 +296,7 @@ fn cross_site(headers: &HeaderMap, admin_hosts: &[String]) -> bool {
 /// Removes the config file's directory from `text` (`/etc/fortress/policy.yaml:3:1` →
 /// `policy.yaml:3:1`, and the same for key and secret files next to it): error bodies do not
 /// reveal where fortress runs from. Paths the policy itself spells out stay as written.
-fn scrub_paths(text: &str, config_dir: Option<&std::path::Path>) -> String {
+pub(crate) fn scrub_paths(text: &str, config_dir: Option<&std::path::Path>) -> String {
     let Some(dir) = config_dir
         .and_then(|d| d.to_str())
         .filter(|d| !d.is_empty())
