@@ -754,3 +754,63 @@ fn explain_judges_only_what_the_policy_knows() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_toggle_condition_opens_and_closes_a_guarded_route_at_once() {
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(
+        up.addr,
+        "",
+        "toggles:\n  training_enabled: { default: false }\n\
+         readiness:\n  training: { toggle: training_enabled }\n\
+         routes:\n  - name: train\n    match: { path: /train }\n    public: true\n    guard: training\n",
+    ))
+    .await;
+    let r = get(fx.addr(), "/train").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["reason"], "not_ready");
+    let verbose = get(fx.admin(), "/readyz?verbose").await;
+    assert_eq!(
+        verbose.json()["guards"]["training"]["failing"],
+        serde_json::json!(["toggle"]),
+        "{}",
+        verbose.text()
+    );
+    // The override the admin API writes (through the state store) opens the guard.
+    let store = fx.fx.state.store.clone();
+    store
+        .set_toggle("training_enabled", Some(true))
+        .await
+        .expect("override");
+    assert_eq!(get(fx.addr(), "/train").await.status, 200);
+    store
+        .set_toggle("training_enabled", Some(false))
+        .await
+        .expect("override");
+    assert_eq!(get(fx.addr(), "/train").await.status, 503);
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn a_toggle_condition_must_name_a_toggle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fortress.yaml");
+    std::fs::write(
+        &path,
+        config(
+            "127.0.0.1:9".parse().expect("addr"),
+            "",
+            "readiness:\n  training: { toggle: nope }\n\
+             routes:\n  - name: train\n    match: { path: /train }\n    public: true\n    guard: training\n",
+        ),
+    )
+    .expect("write");
+    let err = match fortress::config::load_file(&path) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`toggle: nope` names no toggle under `toggles:`"),
+        "{err}"
+    );
+}

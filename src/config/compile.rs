@@ -164,6 +164,7 @@ pub fn compile(
             .iter()
             .map(|r| r.stream.as_ref().is_some_and(|s| s.sql_guard.is_some()))
             .collect(),
+        &toggles,
         &mut errors,
     );
     let positions = routes.positions.clone();

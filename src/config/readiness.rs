@@ -27,9 +27,12 @@ pub struct RawGuard {
     /// Every JWKS key set is loaded.
     #[serde(default)]
     pub jwks: Option<Located<bool>>,
+    /// A toggle (a name under `toggles:`) is on.
+    #[serde(default)]
+    pub toggle: Option<Located<String>>,
 }
 
-fn conditions(g: &RawGuard) -> Vec<Condition> {
+fn conditions(g: &RawGuard, toggles: &crate::policy::toggles::Toggles) -> Vec<Condition> {
     let mut out = Vec::new();
     let on = |c: &Option<Located<bool>>| c.as_ref().is_some_and(|c| c.value);
     if on(&g.audit) {
@@ -41,6 +44,12 @@ fn conditions(g: &RawGuard) -> Vec<Condition> {
     if on(&g.jwks) {
         out.push(Condition::Jwks);
     }
+    // An unknown name is reported by `compile`; `usize::MAX` never resolves (fails closed).
+    if let Some(t) = &g.toggle {
+        out.push(Condition::Toggle(
+            toggles.index_of(&t.value).unwrap_or(usize::MAX),
+        ));
+    }
     out
 }
 
@@ -50,14 +59,23 @@ pub fn compile(
     guards: &BTreeMap<String, RawGuard>,
     route_guards: &[Option<&Located<String>>],
     sql_guarded: Vec<bool>,
+    toggles: &crate::policy::toggles::Toggles,
     errors: &mut Vec<ConfigError>,
 ) -> Readiness {
     let mut out = Readiness::default();
     for (name, g) in guards {
-        let conds = conditions(g);
+        if let Some(t) = &g.toggle
+            && toggles.index_of(&t.value).is_none()
+        {
+            errors.push(ConfigError::at(
+                t.pos,
+                format!("`toggle: {}` names no toggle under `toggles:`", t.value),
+            ));
+        }
+        let conds = conditions(g, toggles);
         if conds.is_empty() {
             errors.push(ConfigError::whole(format!(
-                "readiness guard `{name}` has no condition: set `audit`, `sql_guard` or `jwks` to true"
+                "readiness guard `{name}` has no condition: set `audit`, `sql_guard` or `jwks` to true, or name a `toggle`"
             )));
         }
         out.guards.push(Arc::new(Guard {
@@ -92,7 +110,7 @@ pub fn unsatisfiable(raw: &RawConfig) -> Vec<ConfigError> {
         let Some(g) = raw.readiness.get(&gname.value) else {
             continue;
         };
-        for c in conditions(g) {
+        for c in conditions(g, &crate::policy::toggles::Toggles::default()) {
             let never = match c {
                 Condition::Audit => raw.audit.is_none(),
                 Condition::SqlGuard => r
@@ -102,6 +120,8 @@ pub fn unsatisfiable(raw: &RawConfig) -> Vec<ConfigError> {
                     .is_none_or(|s| s.sql_guard.is_none()),
                 // Without a key set there is nothing to wait for: always open.
                 Condition::Jwks => false,
+                // An operator can always switch a toggle on (the admin API).
+                Condition::Toggle(_) => false,
             };
             if never {
                 out.push(ConfigError::at(
@@ -114,7 +134,7 @@ pub fn unsatisfiable(raw: &RawConfig) -> Vec<ConfigError> {
                         match c {
                             Condition::Audit => " (audit is disabled)",
                             Condition::SqlGuard => " (the route's stream has no `sql_guard`)",
-                            Condition::Jwks => " (no `jwks` key set is configured)",
+                            Condition::Jwks | Condition::Toggle(_) => "",
                         }
                     ),
                 ));

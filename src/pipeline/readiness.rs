@@ -80,6 +80,13 @@ pub fn failing(
                 .as_ref()
                 .and_then(|a| a.jwks.as_ref())
                 .is_none_or(|j| j.is_loaded()),
+            // Off (or an index that resolves to nothing: fail closed) → failing.
+            Condition::Toggle(i) => !snapshot
+                .policy
+                .toggles
+                .list
+                .get(*i)
+                .is_some_and(|t| snapshot.store.toggle(&t.name).unwrap_or(t.default)),
         })
         .collect()
 }

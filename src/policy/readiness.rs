@@ -13,8 +13,8 @@ pub enum Condition {
     SqlGuard,
     /// Every JWKS key set of the policy is loaded.
     Jwks,
-    // `toggle: NAME` joins here with the toggles (issue 12 item 2): a variant holding the
-    // toggle's index, evaluated in `pipeline/readiness.rs`.
+    /// A toggle (index into `Policy::toggles`) is on: its override, else its default.
+    Toggle(usize),
 }
 
 impl Condition {
@@ -24,6 +24,7 @@ impl Condition {
             Condition::Audit => "audit",
             Condition::SqlGuard => "sql_guard",
             Condition::Jwks => "jwks",
+            Condition::Toggle(_) => "toggle",
         }
     }
 }
