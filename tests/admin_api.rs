@@ -746,6 +746,8 @@ async fn policy_and_budget_reads_need_admin_read() {
     assert_eq!(v["source"], "fortress.yaml");
     assert_eq!(v["loaded_at"], "2026-01-01T00:00:00.000Z");
     assert_eq!(v["last_reload_error"], Value::Null);
+    // No readiness guard in this policy: an empty map (guards: tests/startup_guards.rs).
+    assert_eq!(v["readiness"], serde_json::json!({}));
     // A refused reload shows, without the config directory.
     std::fs::write(&fx.config_path, format!("{text}bogus_key: 1\n")).expect("write");
     let r = admin_call(fx.admin(), "POST", "/admin/reload", Some(&ops), None).await;

@@ -662,6 +662,7 @@ fn policy_info(state: &AppState, cx: &Cx) -> Response<ProxyBody> {
             "source": source,
             "last_reload_error": last_error,
             "toggles": cx.snapshot.policy.toggles.list.len(),
+            "readiness": crate::pipeline::readiness::states(&cx.snapshot, state.audit.as_deref()),
         })
         .to_string(),
     )

@@ -3,6 +3,7 @@
 //! A reload replaces only the [`Snapshot`] behind [`PolicyHandle`]; everything else here
 //! (metrics, the upstream pool, live state, the certificate) lives as long as the process.
 
+pub mod admin;
 pub mod reload;
 pub mod snapshot;
 
@@ -41,7 +42,7 @@ pub struct State {
     /// The OTLP span exporter, when export is on (started once; restart to change it).
     pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
     /// The admin API's state (persistence of its changes, reload history).
-    pub admin: crate::admin::control::AdminControl,
+    pub admin: admin::AdminControl,
 }
 
 impl State {
