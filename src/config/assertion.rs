@@ -9,6 +9,8 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use rustls::pki_types::pem::PemObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -123,8 +125,10 @@ pub fn compile(
 /// The signing key and the public JWKS document (`kid`: the first 16 hex digits of the
 /// public key's SHA-256).
 fn ed25519(pem: &str) -> Result<(EncodingKey, Option<(String, String)>), String> {
-    let der = pem_body(pem).ok_or("not a PEM private key (PKCS#8 `PRIVATE KEY`)")?;
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| "not a PEM private key (PKCS#8 `PRIVATE KEY`)")?;
+    let der = der.secret_pkcs8_der();
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
         .map_err(|_| "not an Ed25519 PKCS#8 private key")?;
     let public = pair.public_key().as_ref().to_vec();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &public);
@@ -137,18 +141,6 @@ fn ed25519(pem: &str) -> Result<(EncodingKey, Option<(String, String)>), String>
         "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
     })
     .to_string();
-    let encoding = EncodingKey::from_ed_der(&der);
+    let encoding = EncodingKey::from_ed_der(der);
     Ok((encoding, Some((kid, doc))))
-}
-
-/// The DER bytes of a `-----BEGIN PRIVATE KEY-----` block.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let start = pem.find("-----BEGIN PRIVATE KEY-----")? + "-----BEGIN PRIVATE KEY-----".len();
-    let end = pem.find("-----END PRIVATE KEY-----")?;
-    let b64: String = pem
-        .get(start..end)?
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }

@@ -59,23 +59,23 @@ pub fn compile(
         }
         other => other.as_ref().map(|d| d.value),
     };
-    let max_total_size = raw
-        .max_total_size
-        .as_ref()
-        .and_then(|s| match parse_size(&s.value) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                errors.push(ConfigError::at(
-                    s.pos,
-                    format!(
-                        "`{}` is not a size: expected a positive number of bytes with a unit \
-                     (B, KiB, MiB, GiB), e.g. 500MiB",
-                        s.value
-                    ),
-                ));
-                None
-            }
-        });
+    let max_total_size =
+        raw.max_total_size
+            .as_ref()
+            .and_then(|s| match super::edge::parse_size(&s.value) {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    errors.push(ConfigError::at(
+                        s.pos,
+                        format!(
+                            "`{}` is not a size: expected a positive number of bytes with a unit \
+                     (KiB, MiB, GiB) or plain bytes, e.g. 500MiB",
+                            s.value
+                        ),
+                    ));
+                    None
+                }
+            });
     let flush_interval = duration_or(&raw.flush_interval, Duration::from_secs(1), errors);
     let hmac_key = raw
         .hmac_key
@@ -108,39 +108,4 @@ pub fn compile(
         redact,
         redact_key,
     })
-}
-
-/// `500MiB`, `10GiB`, `64KiB`, `1000B`, or plain bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() {
-        return None;
-    }
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("500MiB"), Some(500 << 20));
-        assert_eq!(parse_size("10GiB"), Some(10 << 30));
-        assert_eq!(parse_size("1000"), Some(1000));
-        assert_eq!(parse_size("1000B"), Some(1000));
-        for bad in ["", "MiB", "1.5GiB", "10gb", "-1", "99999999999999999999GiB"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-    }
 }
