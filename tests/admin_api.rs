@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -120,24 +120,8 @@ async fn call(addr: SocketAddr, target: &str, tok: Option<&str>) -> RawResponse 
     get_with(addr, target, &headers).await
 }
 
-/// Every audit record so far (all files, in order).
 fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    audit_records(dir)
 }
 
 /// The records of `event`, waiting (bounded) until there are at least `n` (refusals are

@@ -87,24 +87,8 @@ async fn call(addr: SocketAddr, target: &str, tok: Option<&str>) -> RawResponse 
     get_with(addr, target, &headers).await
 }
 
-/// Every record in the trail, in order (all files, oldest first).
 fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("a record is JSON"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    audit_records(dir)
 }
 
 fn of_event<'a>(all: &'a [Value], event: &str) -> Vec<&'a Value> {

@@ -14,21 +14,7 @@ use support::*;
 const SECRET: &str = "audit-events-secret-0123456789abcdef-xyz";
 
 fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("json"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    audit_records(dir)
 }
 
 fn of_event<'a>(all: &'a [Value], event: &str) -> Vec<&'a Value> {

@@ -782,3 +782,23 @@ impl FortressProcess {
         }
     }
 }
+
+/// Every audit record in `dir` (all `audit-*.jsonl` files, oldest first, in order).
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a record is JSON"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
