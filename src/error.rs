@@ -451,6 +451,9 @@ pub enum Rejection {
     MissingTenant,
     /// The state store could not answer (limits fail closed).
     LimitsUnavailable,
+    /// The shared state store (Redis) could not answer within its timeout, or the local copy
+    /// of revocations and toggle overrides is older than `store.max_staleness` (fail closed).
+    StateUnavailable,
     /// The client IP is not in the policy's or the route's `allow_ips`.
     IpNotAllowed,
     /// The client IP failed authentication too often in the current window; the seconds to
@@ -623,6 +626,14 @@ impl Rejection {
                     "limits_unavailable",
                 )
             },
+            Rejection::StateUnavailable => Row {
+                retry_after: Some(1),
+                ..failure(
+                    S::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "state_unavailable",
+                )
+            },
             Rejection::IpNotAllowed => row(S::FORBIDDEN, "forbidden", "ip_not_allowed"),
             Rejection::TooManyFailedAuthentications(secs) => Row {
                 retry_after: Some(secs.max(1)),
@@ -726,6 +737,7 @@ impl Rejection {
             | Rejection::UnsupportedMediaType(_)
             | Rejection::CorsRefused(_)
             | Rejection::LimitsUnavailable
+            | Rejection::StateUnavailable
             | Rejection::AuditUnavailable
             | Rejection::NotReady => false,
             // A disabled feature is off in every mode: dry-run tries out policy, not switches.

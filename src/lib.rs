@@ -171,7 +171,14 @@ impl Fortress {
         let memory = Arc::new(store::memory::MemoryStore::new(
             store::memory::DEFAULT_MAX_ENTRIES,
         ));
-        let store: Arc<dyn StateStore> = memory.clone();
+        let store: Arc<dyn StateStore> = match &config.store.backend {
+            policy::store::Backend::Memory => memory.clone(),
+            policy::store::Backend::Redis(r) => {
+                let shared = start_redis(r, &config.store).await?;
+                metrics.attach_store(shared.health().clone());
+                shared as Arc<dyn StateStore>
+            }
+        };
         // Budgets survive restarts: loaded before serving (a corrupt file stops startup).
         let state_dir = config.server.state_dir.clone();
         let persisted = match &state_dir {
@@ -204,8 +211,9 @@ impl Fortress {
         metrics.attach_jwks(live.jwks_stats().clone());
         memory.import_budgets(live.clock().now_ms(), &persisted);
         // Toggle overrides and revocations made through the admin API survive restarts too
-        // (expired revocations are dropped, and the file rewritten without them).
-        if let Some(dir) = state_dir.clone() {
+        // (expired revocations are dropped, and the file rewritten without them). A shared
+        // store keeps them itself: a local file could only bring back stale overrides.
+        if let Some(dir) = state_dir.clone().filter(|_| !store.is_shared()) {
             let now = live.clock().now_ms();
             let admin_state = tokio::task::spawn_blocking(move || {
                 let s = store::persist_admin::load(&dir, now)?;
@@ -301,6 +309,7 @@ impl Fortress {
         ));
         let maintenance = tokio::spawn(maintain(
             memory.clone(),
+            state.store.clone(),
             state.live.clock().clone(),
             state_dir.clone(),
             stop.subscribe(),
@@ -371,6 +380,7 @@ impl Fortress {
 /// every [`store::persist::INTERVAL`] when they changed.
 async fn maintain(
     memory: Arc<store::memory::MemoryStore>,
+    store: Arc<dyn StateStore>,
     clock: Arc<clock::Clock>,
     state_dir: Option<PathBuf>,
     mut stop: watch::Receiver<bool>,
@@ -387,7 +397,7 @@ async fn maintain(
         let now = clock.now_ms();
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = std::time::Instant::now();
-            let m = memory.clone();
+            let m = store.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || m.sweep(now)).await {
                 tracing::error!(error = %e, "state sweep failed");
             }
@@ -407,6 +417,47 @@ async fn maintain(
         }
     }
 }
+
+/// Starts the Redis store of `settings` and waits (bounded) for its first mirror sync, so an
+/// instance whose Redis answers serves at once; one whose Redis does not starts anyway, reports
+/// not ready, and decides per `on_store_error` until Redis answers.
+async fn start_redis(
+    r: &policy::store::RedisSettings,
+    settings: &policy::store::StoreSettings,
+) -> Result<Arc<store::redis::RedisStore>, StartError> {
+    let ca_pem = match &r.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartError::Load(format!("{}: cannot read: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let shared = store::redis::RedisStore::start(store::redis::RedisConfig {
+        url: r.url.clone(),
+        ca_pem,
+        key_prefix: r.key_prefix.clone(),
+        timeout: r.timeout,
+        pool_size: r.pool_size,
+        resync: r.resync,
+        max_staleness: settings.max_staleness,
+        allow_local: settings.on_store_error == policy::store::OnStoreError::AllowLocal,
+        replicas: u64::from(settings.expected_replicas),
+    })
+    .map_err(|e| StartError::Load(format!("store.redis: {e}")))?;
+    let deadline = tokio::time::Instant::now() + FIRST_SYNC_WAIT;
+    while shared.is_stale() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if shared.is_stale() {
+        tracing::error!(redis = %r.url_redacted(), "state store not reachable at startup: not ready until it is");
+    } else {
+        info!(redis = %r.url_redacted(), prefix = %r.key_prefix, "shared state store connected");
+    }
+    Ok(shared)
+}
+
+/// Longest wait for the first sync with a shared store at startup.
+const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often expired limit state is swept.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

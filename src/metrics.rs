@@ -483,6 +483,11 @@ impl Metrics {
         let _already_attached = self.attached.audit.set(stats);
     }
 
+    /// Publishes the shared state store's health (read at scrape time). Once.
+    pub fn attach_store(&self, health: Arc<crate::store::redis::StoreHealth>) {
+        let _already_attached = self.attached.store.set(health);
+    }
+
     /// Publishes the JWKS fetch counters and key-set age (read at scrape time). Once.
     pub fn attach_jwks(&self, stats: Arc<crate::auth::jwks::JwksStats>) {
         let _already_attached = self.attached.jwks.set(stats);

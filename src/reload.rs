@@ -266,6 +266,16 @@ async fn reload_config(
                 *last_refused = Some(key.clone());
                 return refuse(state, vec![conflict], caller);
             }
+            if next.store != current.policy.store {
+                *last_refused = Some(key.clone());
+                return refuse(
+                    state,
+                    vec![
+                        "`store` changed: the state store is chosen at startup; restart to change it (the running instance keeps its store)".to_owned(),
+                    ],
+                    caller,
+                );
+            }
             *last_refused = None;
             warn_restart_needed(&current, &next);
             let hash = next.hash.clone();

@@ -220,6 +220,9 @@ fn refuse(
         Denied::Forbidden => Rejection::DenyPermission
             .to_response(cx.rid())
             .map(ProxyBody::full),
+        Denied::StateUnavailable => Rejection::StateUnavailable
+            .to_response(cx.rid())
+            .map(ProxyBody::full),
     };
     tracing::warn!(
         request.id = cx.rid(),
@@ -335,7 +338,13 @@ async fn current_state(cx: &Cx) -> AdminState {
 
 /// Writes `next` to the state directory (when there is one).
 async fn persist(state: &AppState, cx: &Cx, next: AdminState) -> Result<(), String> {
-    let Some(dir) = state.admin.state_dir.clone() else {
+    // A shared store (Redis) is the record of overrides and revocations: no local file.
+    let Some(dir) = state
+        .admin
+        .state_dir
+        .clone()
+        .filter(|_| !cx.snapshot.store.is_shared())
+    else {
         return Ok(());
     };
     let now = cx.now_ms;
@@ -381,6 +390,19 @@ async fn commit(
         ));
     }
     Ok(())
+}
+
+/// Records that a change recorded as applied did not reach the store after all (a shared
+/// store that failed after the record was written): the trail says so.
+fn not_applied(state: &AppState, cx: &Cx, event: Event, who: &SharedPrincipal, detail: Value) {
+    if let Some(trail) = &state.audit {
+        let mut r = cx.record(event, Some(who));
+        r.decision = Some("not_applied".into());
+        r.status = Some(503);
+        r.reason = Some("state_unavailable".into());
+        r.detail = Some(detail);
+        trail.event(r, cx.snapshot.policy.audit.as_ref());
+    }
 }
 
 /// One toggle as the API shows it.
@@ -455,6 +477,7 @@ async fn set_toggle(
     }
     if let Err(e) = store.set_toggle(&toggle.name, Some(body.enabled)).await {
         tracing::error!(error = %e, "toggle override not stored");
+        not_applied(state, cx, Event::ToggleChange, who, json!({ "toggle": toggle.name }));
         return cx.error(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
@@ -626,6 +649,7 @@ async fn revoke(
     }
     if let Err(e) = cx.snapshot.store.revoke(cx.now_ms, revocation).await {
         tracing::error!(error = %e, "revocation not stored");
+        not_applied(state, cx, Event::Revocation, who, shown);
         return cx.error(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",

@@ -27,6 +27,8 @@ pub enum Denied {
     Unauthenticated(AuthError),
     /// The token's roles do not grant the endpoint's permission (403 `missing_permission`).
     Forbidden,
+    /// The shared store's copy of the revocations is stale (503 `state_unavailable`).
+    StateUnavailable,
 }
 
 impl Denied {
@@ -37,6 +39,7 @@ impl Denied {
             Denied::NoAuthentication => "admin_requires_authentication",
             Denied::Unauthenticated(e) => e.code(),
             Denied::Forbidden => "missing_permission",
+            Denied::StateUnavailable => "state_unavailable",
         }
     }
 }
@@ -70,6 +73,9 @@ pub async fn authenticate(
         .verify(token, now / 1000)
         .await
         .map_err(Denied::Unauthenticated)?;
+    if snapshot.store.is_stale() {
+        return Err(Denied::StateUnavailable);
+    }
     if snapshot.store.is_revoked(
         now,
         principal.jti.as_deref(),

@@ -127,9 +127,10 @@ async fn respond(
 }
 
 /// Ready when a config is active (always, once started), every bound JWKS source has a key
-/// set, and the upstream accepts TCP.
+/// set, a shared state store's local copy is current (not older than `store.max_staleness`),
+/// and the upstream accepts TCP.
 async fn readyz(state: &AppState) -> Response<ProxyBody> {
-    if !state.live.jwks_ready() {
+    if !state.live.jwks_ready() || state.store.is_stale() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"not_ready"}"#.into(),

@@ -47,6 +47,13 @@ pub fn compile(
         .as_ref()
         .and_then(|a| super::audit::compile(a, base, server.environment, env, &mut errors));
     let telemetry = super::telemetry::compile(raw.telemetry.as_ref(), env, &mut errors);
+    let store = super::store::compile(
+        raw.store.as_ref(),
+        base,
+        server.environment,
+        env,
+        &mut errors,
+    );
     let assertion = raw
         .identity_assertion
         .as_ref()
@@ -208,6 +215,7 @@ pub fn compile(
             readiness,
             toggles,
             admin,
+            store,
         }),
         _ => {
             errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));

@@ -17,6 +17,7 @@ pub mod production;
 pub mod raw;
 pub mod rbac;
 pub mod readiness;
+pub mod store;
 pub mod streams;
 pub mod telemetry;
 pub mod toggles;

@@ -101,6 +101,11 @@ pub struct RawConfig {
     /// The admin API (on `server.admin`): the permission each endpoint group requires.
     #[serde(default)]
     pub admin: Option<super::toggles::RawAdmin>,
+    /// Where live state is kept: `memory` (default, per instance) or `redis` (shared by every
+    /// instance: rate limits, budgets, per-tenant concurrency, revocations, toggle overrides).
+    /// Restart to change.
+    #[serde(default)]
+    pub store: Option<super::store::RawStore>,
 }
 
 /// `audit:` settings.

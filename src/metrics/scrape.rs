@@ -19,6 +19,7 @@ pub struct Attached {
     pub audit: OnceLock<Arc<AuditStats>>,
     pub jwks: OnceLock<Arc<JwksStats>>,
     pub cert_expiry: OnceLock<Arc<AtomicI64>>,
+    pub store: OnceLock<Arc<crate::store::redis::StoreHealth>>,
 }
 
 /// Metric types of the text format.
@@ -60,6 +61,7 @@ impl Attached {
         let mut s = String::with_capacity(2048);
         self.render_audit(&mut s);
         self.render_jwks(&mut s);
+        self.render_store(&mut s);
         if let Some(t) = self.cert_expiry.get() {
             let not_after = t.load(Ordering::Relaxed);
             if not_after > 0 {
@@ -73,6 +75,39 @@ impl Attached {
             }
         }
         out.extend_from_slice(s.as_bytes());
+    }
+
+    fn render_store(&self, s: &mut String) {
+        let Some(h) = self.store.get() else { return };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        family(
+            s,
+            "fortress_store_up",
+            Kind::Gauge,
+            "1 while the shared state store (Redis) answers.",
+            if h.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
+        );
+        family(
+            s,
+            "fortress_store_errors_total",
+            Kind::Counter,
+            "Shared state store calls that failed or timed out.",
+            load(&h.errors),
+        );
+        family(
+            s,
+            "fortress_store_local_decisions_total",
+            Kind::Counter,
+            "Requests whose limits were decided locally because the shared store failed (on_store_error: allow_local).",
+            load(&h.local_decisions),
+        );
+        family(
+            s,
+            "fortress_store_sync_age_seconds",
+            Kind::Gauge,
+            "Seconds since the local copy of revocations and toggles last synced with the shared store (-1: never).",
+            h.sync_age_secs().unwrap_or(-1.0),
+        );
     }
 
     fn render_audit(&self, s: &mut String) {

@@ -105,6 +105,19 @@ fn periods(b: &TenantBudget) -> impl Iterator<Item = (Period, u64)> {
 enum What {
     Rate(Arc<RateLimit>),
     Budget(Period, u64),
+    /// A shared store: the class's per-tenant cap, as a lease (class name, cap).
+    Lease(Arc<str>, u32),
+}
+
+/// The route's class with a per-tenant cap, when the store is shared (then the cap is one
+/// more check of the same admission, a lease in the store, instead of a per-instance count).
+fn shared_tenant_cap(ctx: &RequestContext) -> Option<(Arc<str>, u32)> {
+    if !ctx.snapshot.store.is_shared() {
+        return None;
+    }
+    let class = ctx.route()?.access.class?;
+    let spec = ctx.snapshot.policy.classes.list.get(class)?;
+    Some((spec.name.clone(), spec.per_tenant_max_in_flight?))
 }
 
 /// The keys a request is counted under, in check order: `(description, key)`. Also used by
@@ -125,6 +138,9 @@ pub fn keys(ctx: &RequestContext, req: &Parts) -> Result<Vec<(String, String)>, 
                     l.key_spec()
                 ),
                 What::Budget(p, limit) => format!("budget {} {limit}", p.name()),
+                What::Lease(class, cap) => {
+                    format!("class `{class}` per-tenant {cap} in flight (shared lease)")
+                }
             };
             (d, k)
         })
@@ -161,6 +177,17 @@ fn build(ctx: &RequestContext, req: &Parts) -> Result<(Vec<What>, Vec<String>), 
             keys.push(p.key(tenant));
             whats.push(What::Budget(p, limit));
         }
+    }
+    if let Some((class, cap)) = shared_tenant_cap(ctx) {
+        let tenant = ctx
+            .principal
+            .as_ref()
+            .and_then(|p| p.tenant.as_deref())
+            .unwrap_or("");
+        let mut key = format!("class|{class}|{cap}|");
+        push_value(&mut key, "tenant:", tenant);
+        keys.push(key);
+        whats.push(What::Lease(class, cap));
     }
     Ok((whats, keys))
 }
@@ -247,7 +274,7 @@ fn secs_up(ms: u64) -> u32 {
 pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Rejection> {
     let snap = ctx.snapshot.clone();
     let route_limits = ctx.route().map(|r| &r.limits);
-    if !snap.limits.any(route_limits) {
+    if !snap.limits.any(route_limits) && shared_tenant_cap(ctx).is_none() {
         return Ok(Step::Skip("no rate limit or budget"));
     }
     let (whats, keys) = build(ctx, req)?;
@@ -277,19 +304,27 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
                         cost: 0,
                     },
                 },
+                What::Lease(_, cap) => LimitKind::Concurrency {
+                    limit: u64::from(*cap),
+                    lease_ms: u64::try_from(snap.policy.store.lease.as_millis())
+                        .unwrap_or(u64::MAX),
+                },
             },
         })
         .collect();
     let now = snap.clock.now_ms();
-    let admission = snap.store.admit(now, &checks).await.map_err(|e| {
-        tracing::error!(error = %e, "state store unavailable: request refused (limits fail closed)");
-        Rejection::LimitsUnavailable
-    })?;
+    // The store logs its own outage once (not per request); the request fails closed.
+    let admission = snap
+        .store
+        .admit(now, &checks)
+        .await
+        .map_err(|_| Rejection::StateUnavailable)?;
     let mut admitted = Admitted::default();
     let mut rate_retry: Option<u64> = None;
     let mut budget_retry: Option<u64> = None;
+    let mut lease_refused = false;
     let mut warnings = Vec::new();
-    for (w, st) in whats.into_iter().zip(admission.states) {
+    for ((w, st), key) in whats.into_iter().zip(admission.states).zip(&keys) {
         match w {
             What::Rate(l) => {
                 if !st.allowed {
@@ -306,6 +341,16 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
                     (&cost, snap.limits.tenant_budget.as_ref())
                 {
                     warnings.push((p, limit, st.used, *c, b.warn_at));
+                }
+            }
+            What::Lease(..) => {
+                if !st.allowed {
+                    lease_refused = true;
+                } else if admission.allowed {
+                    ctx.lease = Some(crate::store::classes::SharedLease::new(
+                        snap.store.clone(),
+                        key.clone(),
+                    ));
                 }
             }
         }
@@ -337,6 +382,9 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
     ctx.admission = Some(Box::new(admitted));
     if admission.allowed {
         return Ok(Step::Pass);
+    }
+    if lease_refused && rate_retry.is_none() && budget_retry.is_none() {
+        return Err(Rejection::Overloaded);
     }
     let refusal = match budget_retry {
         Some(ms) => Rejection::BudgetExhausted {

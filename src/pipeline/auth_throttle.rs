@@ -54,6 +54,17 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejec
         return Ok(Step::Pass);
     }
     let key = Key::new(&limit, ctx.client_ip);
+    // A shared store: failures are counted in it, and a client over the limit is blocked on
+    // every instance through the store's local mirror (no round trip before authentication).
+    if ctx.snapshot.store.is_shared() {
+        if ctx.snapshot.store.is_stale() {
+            return Err(Rejection::StateUnavailable);
+        }
+        return match ctx.snapshot.store.blocked(now, key.as_str()) {
+            Some(ms) => Err(Rejection::TooManyFailedAuthentications(ceil_secs(ms))),
+            None => Ok(Step::Pass),
+        };
+    }
     let checks = [LimitCheck {
         key: key.as_str(),
         kind: LimitKind::Budget {
@@ -75,7 +86,7 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejec
         // Fail closed: the throttle cannot be read, so the request is not judged at all.
         Err(e) => {
             tracing::warn!(error = %e, "failed-authentication throttle unavailable; refusing");
-            Err(Rejection::Overloaded)
+            Err(Rejection::StateUnavailable)
         }
     }
 }
@@ -109,6 +120,15 @@ async fn charge(ctx: &RequestContext) {
             .store
             .charge(now, key.as_str(), limit.max, window(&limit), 1)
             .await;
+        if let Ok(state) = &charged
+            && !state.allowed
+            && ctx.snapshot.store.is_shared()
+        {
+            let until = now.saturating_add(state.reset_after_ms);
+            if let Err(e) = ctx.snapshot.store.block(key.as_str(), until).await {
+                tracing::warn!(error = %e, "throttled client not shared with other instances");
+            }
+        }
         match charged {
             Ok(state) if !state.allowed && state.used == limit.max.saturating_add(1) => {
                 tracing::warn!(

@@ -24,6 +24,11 @@ pub async fn check(ctx: &mut RequestContext, req: &Parts) -> Result<Step, Reject
     if public {
         return Ok(Step::Skip("public route"));
     }
+    // A shared store's copy of the revocations that has not synced for `max_staleness` could
+    // honour a revoked token: refuse rather than judge with it.
+    if ctx.snapshot.store.is_stale() {
+        return Err(Rejection::StateUnavailable);
+    }
     let principal = authenticate(ctx, &req.headers)
         .await
         .map_err(Rejection::Unauthenticated)?;

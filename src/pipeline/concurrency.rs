@@ -28,8 +28,13 @@ pub async fn check(ctx: &mut RequestContext, _req: &Parts, live: bool) -> Result
         return Ok(Step::Pass);
     }
     let tenant = ctx.principal.as_ref().and_then(|p| p.tenant.as_deref());
-    match gate.acquire(tenant, !ctx.dry_run).await {
-        Ok(permit) => {
+    // A shared store counted the tenant's requests already (a lease taken by admission).
+    let shared = ctx.snapshot.store.is_shared();
+    match gate.acquire_counted(tenant, !ctx.dry_run, !shared).await {
+        Ok(mut permit) => {
+            if let Some(lease) = ctx.lease.take() {
+                permit.hold(lease);
+            }
             ctx.permits.push(permit);
             Ok(Step::Pass)
         }

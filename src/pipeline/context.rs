@@ -162,6 +162,9 @@ pub struct RequestContext {
     pub timings: Timings,
     /// Concurrency permits held until the response ends.
     pub permits: Vec<Permit>,
+    /// A per-tenant concurrency lease taken in a shared store by admission, until the
+    /// concurrency stage holds it with the class permit (dropped, it is given back).
+    pub lease: Option<crate::store::classes::SharedLease>,
     /// Budget charges made for this request.
     pub charges: Vec<Charge>,
     /// What the admission stage decided (rate-limit states, a metered charge to make).
@@ -227,6 +230,7 @@ impl RequestContext {
                 upstream: None,
             },
             permits: Vec::new(),
+            lease: None,
             charges: Vec::new(),
             admission: None,
             now,

@@ -17,6 +17,10 @@ pub fn check(ctx: &mut RequestContext, _req: &Parts) -> Result<Step, Rejection> 
     let Some(toggle) = ctx.snapshot.policy.toggles.list.get(index) else {
         return Err(Rejection::FeatureDisabled);
     };
+    // An override flipped on another instance may not have reached this one.
+    if ctx.snapshot.store.is_stale() {
+        return Err(Rejection::StateUnavailable);
+    }
     let on = ctx
         .snapshot
         .store

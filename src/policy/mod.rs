@@ -19,6 +19,7 @@ pub mod limits;
 pub mod rbac;
 pub mod readiness;
 pub mod route;
+pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod toggles;
@@ -82,6 +83,8 @@ pub struct Policy {
     pub toggles: toggles::Toggles,
     /// The admin API's permissions (`admin.permissions`).
     pub admin: toggles::AdminPermissions,
+    /// Where live state is kept (`store:`); read at startup only.
+    pub store: store::StoreSettings,
 }
 
 /// `paths:` settings, compiled.

@@ -108,8 +108,19 @@ impl ClassGate {
         tenant: Option<&str>,
         may_wait: bool,
     ) -> Result<ClassPermit, Shed> {
+        self.acquire_counted(tenant, may_wait, true).await
+    }
+
+    /// [`acquire`](Self::acquire); `count_tenant: false` leaves the per-tenant cap to a
+    /// shared store (the request's admission took a lease there).
+    pub async fn acquire_counted(
+        self: &Arc<Self>,
+        tenant: Option<&str>,
+        may_wait: bool,
+        count_tenant: bool,
+    ) -> Result<ClassPermit, Shed> {
         let tenant_slot = match (&self.tenants, self.spec.per_tenant_max_in_flight) {
-            (Some(counts), Some(cap)) => {
+            (Some(counts), Some(cap)) if count_tenant => {
                 counts.take(tenant.unwrap_or(""), cap)?;
                 // Given back when dropped: on every refusal below, or with the permit.
                 Some(TenantSlot {
@@ -128,6 +139,7 @@ impl ClassGate {
         Ok(ClassPermit {
             _permit: permit,
             _tenant: tenant_slot,
+            _lease: None,
             gate: self.clone(),
         })
     }
@@ -175,6 +187,7 @@ impl Drop for Queued<'_> {
 pub struct ClassPermit {
     _permit: OwnedSemaphorePermit,
     _tenant: Option<TenantSlot>,
+    _lease: Option<SharedLease>,
     gate: Arc<ClassGate>,
 }
 
@@ -182,6 +195,50 @@ impl ClassPermit {
     /// The class.
     pub fn class(&self) -> &ClassSpec {
         &self.gate.spec
+    }
+
+    /// Holds a shared store's per-tenant lease with the permit (given back with it).
+    pub fn hold(&mut self, lease: SharedLease) {
+        self._lease = Some(lease);
+    }
+}
+
+/// A per-tenant concurrency lease taken in a shared store by the request's admission
+/// (`StateStore::admit` with a `Concurrency` check), given back when dropped (a task releases
+/// it; should the release fail, the lease still expires after its `lease_ms`).
+pub struct SharedLease {
+    store: Arc<dyn super::StateStore>,
+    key: String,
+}
+
+impl SharedLease {
+    /// The lease of `key` in `store`.
+    pub fn new(store: Arc<dyn super::StateStore>, key: String) -> Self {
+        Self { store, key }
+    }
+}
+
+impl std::fmt::Debug for SharedLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLease").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for SharedLease {
+    fn drop(&mut self) {
+        let store = self.store.clone();
+        let key = std::mem::take(&mut self.key);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let keys = [key.as_str()];
+                if let Err(e) = store.release(now, &keys).await {
+                    tracing::debug!(error = %e, "lease not released; it expires on its own");
+                }
+            });
+        }
     }
 }
 

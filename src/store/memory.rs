@@ -86,6 +86,17 @@ impl MemoryStore {
         }
     }
 
+    /// Replaces every revocation and toggle override at once (a shared store's mirror, after a
+    /// sync): one atomic swap each, so readers see either the old or the new set.
+    pub fn replace_shared(&self, revocations: Vec<Revocation>, toggles: HashMap<String, bool>) {
+        let mut set = RevocationSet::default();
+        for r in revocations {
+            set.insert(r);
+        }
+        self.revocations.store(Arc::new(set));
+        self.toggles.store(Arc::new(toggles));
+    }
+
     /// The bound on keyed entries.
     pub fn max_entries(&self) -> usize {
         self.max_entries

@@ -115,6 +115,7 @@ pub mod live;
 pub mod memory;
 pub mod persist;
 pub mod persist_admin;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -349,6 +350,27 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// not shared.
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Whether the local copy of shared state (revocations, toggle overrides, throttled
+    /// clients) is too old to be trusted: a shared store that has not synced for its
+    /// `max_staleness`. Requests that depend on it are refused (503 `state_unavailable`). The
+    /// in-memory store is its own source of truth and never stale.
+    fn is_stale(&self) -> bool {
+        false
+    }
+
+    /// A shared store: milliseconds for which `key` (a client throttled for failed
+    /// authentication) stays blocked on every instance, from the local mirror (no I/O).
+    /// The in-memory store answers `None` (its callers read the counter itself).
+    fn blocked(&self, _now: Millis, _key: &str) -> Option<Millis> {
+        None
+    }
+
+    /// Blocks `key` until `until` (ms) on every instance sharing the store (a shared store
+    /// only; the in-memory store does nothing).
+    fn block<'a>(&'a self, _key: &'a str, _until: Millis) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
