@@ -445,7 +445,8 @@ async fn start_redis(
     })
     .map_err(|e| StartError::Load(format!("store.redis: {e}")))?;
     let deadline = tokio::time::Instant::now() + FIRST_SYNC_WAIT;
-    while shared.is_stale() && tokio::time::Instant::now() < deadline {
+    let up = |s: &store::redis::RedisStore| s.health().up.load(std::sync::atomic::Ordering::Acquire);
+    while !(up(&shared) && !shared.is_stale()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     if shared.is_stale() {

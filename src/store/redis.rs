@@ -275,23 +275,47 @@ impl RedisStore {
         &self,
         inv: &::redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        let r = self.call_quiet(inv).await;
+        // Only failures are reported here: the store is declared up again by the sync task,
+        // once every pooled connection answers (no flapping while they reconnect one by one).
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        r
+    }
+
+    /// [`call`](Self::call) without reporting failures.
+    async fn call_quiet<T: ::redis::FromRedisValue>(
+        &self,
+        inv: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn();
         match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.ok();
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                let e = unavailable(e);
-                self.failed(&e);
-                Err(e)
-            }
-            Err(_) => {
-                let e = unavailable(format!("no answer within {:?}", self.cfg.timeout));
-                self.failed(&e);
-                Err(e)
-            }
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.cfg.timeout
+            ))),
         }
+    }
+
+    /// Pings every pooled connection (each reconnects after an outage on its first use; this
+    /// makes that use the ping, not a request). `true` when all answered.
+    async fn warm_pool(&self) -> bool {
+        let pings = self.conns.iter().map(|c| {
+            let mut c = c.clone();
+            async move {
+                let cmd = ::redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut c);
+                matches!(tokio::time::timeout(self.cfg.timeout * 4, ping).await, Ok(Ok(_)))
+            }
+        });
+        let mut all = true;
+        for p in pings {
+            all &= p.await;
+        }
+        all
     }
 
     async fn admit_shared(
@@ -405,7 +429,7 @@ impl RedisStore {
             inv.key(k);
         }
         inv.arg(held.as_str());
-        let reply: ::redis::Value = self.call(&inv).await?;
+        let reply: ::redis::Value = self.call_quiet(&inv).await?;
         let ::redis::Value::Array(parts) = reply else {
             return Err(unavailable("unexpected sync reply"));
         };
@@ -459,8 +483,19 @@ async fn sync_task(store: std::sync::Weak<RedisStore>) {
             }
         }
         let Some(s) = store.upgrade() else { return };
-        if let Err(e) = s.sync_once(&mut held).await {
-            tracing::debug!(error = %e, "state store mirror sync failed");
+        match s.sync_once(&mut held).await {
+            // Reachable again (or for the first time): every pooled connection is brought
+            // back before the store reports itself up.
+            Ok(()) if !s.health.up.load(Ordering::Acquire) => {
+                if s.warm_pool().await {
+                    s.ok();
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "state store mirror sync failed");
+                s.failed(&e);
+            }
         }
         drop(s);
         match messages.as_mut() {

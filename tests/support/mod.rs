@@ -802,3 +802,6 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A real redis-server for the shared-state tests.
+pub mod redis;
