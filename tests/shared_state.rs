@@ -432,3 +432,70 @@ async fn a_killed_instances_leases_expire_after_the_lease_time() {
         assert!(ok);
     }
 }
+
+#[tokio::test]
+async fn a_client_throttled_on_one_instance_is_throttled_on_the_other() {
+    let redis = RedisServer::start();
+    let up = Upstream::echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = policy(up.addr, &redis, "t7:", "")
+        .replace("toggles:\n", "failed_auth_limit: { max: 2, per: 1m }\ntoggles:\n");
+    let (a, b) = (start(&yaml, &dir, "a.yaml"), start(&yaml, &dir, "b.yaml"));
+    let good = token("u1", &["user"], "acme", "j-good");
+    // Forged tokens (right shape, wrong signature) count as failures: two on A, one on B.
+    let forged = {
+        let mut t = good.clone();
+        t.pop();
+        t.push(if good.ends_with('A') { 'B' } else { 'A' });
+        t
+    };
+    for to in [a.addr, a.addr, b.addr] {
+        let r = call(to, "/api/x", &forged).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    // Three failures > 2 in the window: the instance that counted the third refuses this
+    // client at once, even with a valid token; the other within a second.
+    let r = call(b.addr, "/api/x", &good).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(reason(&r), "too_many_failed_authentications");
+    assert!(r.header("retry-after").is_some());
+    let throttled = eventually(Duration::from_secs(1), || async {
+        call(a.addr, "/api/x", &good).await.status == 429
+    })
+    .await;
+    assert!(throttled);
+    // Another client IP would not be affected; the block is in Redis under the prefix.
+    let blocked = redis.command(&["HKEYS", "t7:v1:blocked"]).expect("redis");
+    assert!(blocked.contains("127.0.0.1"), "{blocked:?}");
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_store_is_refused() {
+    let redis = RedisServer::start();
+    let up = Upstream::echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = policy(up.addr, &redis, "t8:", "");
+    let path = dir.path().join("a.yaml");
+    std::fs::write(&path, &yaml).expect("write");
+    let a = FortressProcess::spawn(&path);
+    let ops = token("alice", &["ops"], "acme", "j-ops8");
+    let tok = token("u1", &["user"], "acme", "j-u8");
+    std::fs::write(&path, yaml.replace("key_prefix: \"t8:\"", "key_prefix: \"other:\""))
+        .expect("rewrite");
+    let r = admin(a.admin, "POST", "/admin/reload", &ops, "").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["result"], "refused");
+    // Refused for the store (by this call, or already by the file watcher, whose refusal
+    // this call then repeats).
+    assert!(
+        a.logs()
+            .iter()
+            .any(|l| l.contains("config reload refused") && l.contains("`store` changed")),
+        "{:#?}",
+        a.logs()
+    );
+    // Still on the old store: counting goes on under t8:.
+    assert_eq!(call(a.addr, "/rl/x", &tok).await.status, 200);
+    let keys = redis.command(&["KEYS", "t8:v1:l:rl*"]).expect("redis");
+    assert!(keys.contains("sub:u1"), "{keys}");
+}

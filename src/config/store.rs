@@ -345,3 +345,112 @@ fn has_password(url: &str) -> bool {
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| !userinfo.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::policy::store::{Backend, OnStoreError};
+
+    struct Vars(HashMap<&'static str, &'static str>);
+
+    impl crate::config::Env for Vars {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+
+    fn load(environment: &str, store: &str) -> Result<crate::policy::Policy, String> {
+        let text = format!(
+            "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n  \
+             environment: {environment}\n{store}routes:\n  - name: all\n    match: {{ path: \"/**\" }}\n    \
+             public: true\n"
+        );
+        let env = Vars(HashMap::from([("REDIS_URL", "redis://:pw@redis.svc:6379/2")]));
+        crate::config::load_str_with_env(&text, Path::new("/nowhere/fortress.yaml"), &env)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn memory_by_default_and_defaults_per_environment() {
+        let p = load("local", "").expect("valid");
+        assert_eq!(p.store.backend, Backend::Memory);
+        assert_eq!(p.store.on_store_error, OnStoreError::AllowLocal);
+        let p = load("production", "").expect("valid");
+        assert_eq!(p.store.on_store_error, OnStoreError::Deny);
+        assert_eq!(p.store.max_staleness, Duration::from_secs(5));
+        assert_eq!(p.store.lease, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn redis_from_env_with_every_setting() {
+        let p = load(
+            "production",
+            "store:\n  backend: redis\n  redis: { url_env: REDIS_URL, key_prefix: \"app1:\", timeout: 20ms, pool_size: 4, resync: 500ms }\n  \
+             on_store_error: allow_local\n  expected_replicas: 3\n  max_staleness: 10s\n  lease: 1m\n",
+        )
+        .expect("valid");
+        let Backend::Redis(r) = &p.store.backend else {
+            panic!("redis expected")
+        };
+        assert_eq!(r.url, "redis://:pw@redis.svc:6379/2");
+        assert_eq!(r.key_prefix, "app1:");
+        assert_eq!(r.timeout, Duration::from_millis(20));
+        assert_eq!((r.pool_size, r.resync), (4, Duration::from_millis(500)));
+        assert_eq!(p.store.on_store_error, OnStoreError::AllowLocal);
+        assert_eq!(p.store.expected_replicas, 3);
+        assert_eq!(p.store.max_staleness, Duration::from_secs(10));
+        assert_eq!(p.store.lease, Duration::from_secs(60));
+        // The password never shows in debug output.
+        assert!(!format!("{:?}", p.store).contains("pw"));
+    }
+
+    #[test]
+    fn precise_errors() {
+        let cases = [
+            (
+                "store:\n  backend: redis\n",
+                "7:12: `backend: redis` needs `store.redis` with `url` or `url_env`",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"http://x\" }\n",
+                "8:17: `http://x` is not a Redis URL",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://u:secret@h:1\" }\n",
+                "8:17: a Redis URL with a password is only allowed inline with `environment: local`",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url_env: NOPE }\n",
+                "8:21: environment variable `NOPE` is not set",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://h:1\", timeout: 10s }\n",
+                "`timeout` must be between",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://h:1\", pool_size: 0 }\n",
+                "`pool_size` must be between 1 and 256",
+            ),
+            (
+                "store:\n  on_store_error: allow_local\n",
+                "`on_store_error` only applies to `backend: redis`",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://h:1\", key_prefix: \"a b\" }\n",
+                "`key_prefix` must be 1 to 64 printable ASCII characters",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://h:1\" }\n  bogus: 1\n",
+                "bogus",
+            ),
+        ];
+        for (store, want) in cases {
+            let e = load("production", store).expect_err(store);
+            assert!(e.contains(want), "{store}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+}

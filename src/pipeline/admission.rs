@@ -7,7 +7,8 @@
 //!   structured fields). Allowed responses carry both headers too, one item per limit.
 //! * Refused by the budget: 429 `budget_exhausted`, `Retry-After` to the period's reset. A
 //!   budget route whose token names no tenant: 403 `missing_tenant`.
-//! * The store could not answer: 503 `limits_unavailable` (fail closed).
+//! * The store could not answer: 503 `state_unavailable` (fail closed; a shared store logs the
+//!   outage once and, with `on_store_error: allow_local`, answers from the local share instead).
 //!
 //! A metered route (`budget: { cost_header: NAME }`) is admitted while the budget is below
 //! 100 % (checked as "used + 0 <= limit - 1", which writes nothing); the charge lands when the
@@ -803,13 +804,13 @@ mod tests {
         let std::task::Poll::Ready(Err(r)) = polled else {
             panic!("not refused: {polled:?}");
         };
-        assert_eq!(r, Rejection::LimitsUnavailable);
+        assert_eq!(r, Rejection::StateUnavailable);
         let resp = r.to_response("rid");
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "1");
         assert_eq!(
             resp.body().as_ref(),
-            br#"{"error":"service_unavailable","reason":"limits_unavailable","request_id":"rid"}"#
+            br#"{"error":"service_unavailable","reason":"state_unavailable","request_id":"rid"}"#
         );
     }
 
