@@ -190,7 +190,7 @@ impl Fortress {
             }
             None => Vec::new(),
         };
-        if config.limits.tenant_budget.is_some() && state_dir.is_none() {
+        if config.limits.tenant_budget.is_some() && state_dir.is_none() && !store.is_shared() {
             warn!(
                 "budgets live in memory only (no server.state_dir): a restart resets every tenant's usage"
             );
@@ -445,8 +445,9 @@ async fn start_redis(
     })
     .map_err(|e| StartError::Load(format!("store.redis: {e}")))?;
     let deadline = tokio::time::Instant::now() + FIRST_SYNC_WAIT;
-    let up = |s: &store::redis::RedisStore| s.health().up.load(std::sync::atomic::Ordering::Acquire);
-    while !(up(&shared) && !shared.is_stale()) && tokio::time::Instant::now() < deadline {
+    let up =
+        |s: &store::redis::RedisStore| s.health().up.load(std::sync::atomic::Ordering::Acquire);
+    while (shared.is_stale() || !up(&shared)) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     if shared.is_stale() {

@@ -113,7 +113,13 @@ async fn call(addr: SocketAddr, target: &str, tok: &str) -> RawResponse {
     get_with(addr, target, &[("Authorization", &bearer)]).await
 }
 
-async fn admin(admin: SocketAddr, method: &str, target: &str, tok: &str, body: &str) -> RawResponse {
+async fn admin(
+    admin: SocketAddr,
+    method: &str,
+    target: &str,
+    tok: &str,
+    body: &str,
+) -> RawResponse {
     let req = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Authorization: Bearer {tok}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -171,7 +177,9 @@ async fn two_instances_enforce_one_rate_limit_and_one_budget() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // The counters are in Redis under the versioned prefix.
-    let keys = redis.command(&["KEYS", "t1:v1:l:*"]).expect("redis answers");
+    let keys = redis
+        .command(&["KEYS", "t1:v1:l:*"])
+        .expect("redis answers");
     assert!(keys.contains("t1:v1:l:budget|day|acme@"), "{keys}");
     assert_eq!(metric(a.admin, "fortress_store_up").await, Some(1.0));
 }
@@ -202,7 +210,11 @@ async fn revocation_and_toggle_reach_the_other_instance_within_a_second() {
         call(b.addr, "/api/x", &user).await.status == 401
     })
     .await;
-    assert!(refused, "B still accepts the revoked token after {:?}", t0.elapsed());
+    assert!(
+        refused,
+        "B still accepts the revoked token after {:?}",
+        t0.elapsed()
+    );
     let r = call(b.addr, "/api/x", &user).await;
     assert_eq!(r.status, 401);
     assert_eq!(reason(&r), "invalid_token");
@@ -230,7 +242,9 @@ async fn revocation_and_toggle_reach_the_other_instance_within_a_second() {
     let r = get(b.addr, "/beta").await;
     assert_eq!(reason(&r), "feature_disabled");
     // The override lives in Redis, under the versioned prefix.
-    let v = redis.command(&["HGET", "t2:v1:toggles", "beta"]).expect("redis");
+    let v = redis
+        .command(&["HGET", "t2:v1:toggles", "beta"])
+        .expect("redis");
     assert!(v.contains("\r\n0\r\n"), "{v:?}");
 }
 
@@ -275,7 +289,10 @@ async fn a_killed_redis_denies_then_recovers() {
     })
     .await;
     assert!(stale);
-    assert_eq!(reason(&call(a.addr, "/api/x", &tok).await), "state_unavailable");
+    assert_eq!(
+        reason(&call(a.addr, "/api/x", &tok).await),
+        "state_unavailable"
+    );
     assert_eq!(get(a.admin, "/readyz").await.status, 503);
 
     // Redis back (empty): everything recovers by itself.
@@ -419,7 +436,11 @@ async fn a_killed_instances_leases_expire_after_the_lease_time() {
     .await;
     assert!(free, "the lease leaked");
     // ... and not longer than the lease time (plus polling slack).
-    assert!(killed.elapsed() < Duration::from_secs(4), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        killed.elapsed()
+    );
     gate.notify_waiters();
 
     // A request that ends gives its lease back (released right after the response): one
@@ -438,8 +459,10 @@ async fn a_client_throttled_on_one_instance_is_throttled_on_the_other() {
     let redis = RedisServer::start();
     let up = Upstream::echo().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = policy(up.addr, &redis, "t7:", "")
-        .replace("toggles:\n", "failed_auth_limit: { max: 2, per: 1m }\ntoggles:\n");
+    let yaml = policy(up.addr, &redis, "t7:", "").replace(
+        "toggles:\n",
+        "failed_auth_limit: { max: 2, per: 1m }\ntoggles:\n",
+    );
     let (a, b) = (start(&yaml, &dir, "a.yaml"), start(&yaml, &dir, "b.yaml"));
     let good = token("u1", &["user"], "acme", "j-good");
     // Forged tokens (right shape, wrong signature) count as failures: two on A, one on B.
@@ -480,8 +503,11 @@ async fn a_reload_that_changes_the_store_is_refused() {
     let a = FortressProcess::spawn(&path);
     let ops = token("alice", &["ops"], "acme", "j-ops8");
     let tok = token("u1", &["user"], "acme", "j-u8");
-    std::fs::write(&path, yaml.replace("key_prefix: \"t8:\"", "key_prefix: \"other:\""))
-        .expect("rewrite");
+    std::fs::write(
+        &path,
+        yaml.replace("key_prefix: \"t8:\"", "key_prefix: \"other:\""),
+    )
+    .expect("rewrite");
     let r = admin(a.admin, "POST", "/admin/reload", &ops, "").await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.json()["result"], "refused");

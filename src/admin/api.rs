@@ -477,7 +477,13 @@ async fn set_toggle(
     }
     if let Err(e) = store.set_toggle(&toggle.name, Some(body.enabled)).await {
         tracing::error!(error = %e, "toggle override not stored");
-        not_applied(state, cx, Event::ToggleChange, who, json!({ "toggle": toggle.name }));
+        not_applied(
+            state,
+            cx,
+            Event::ToggleChange,
+            who,
+            json!({ "toggle": toggle.name }),
+        );
         return cx.error(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",

@@ -79,7 +79,8 @@ pub fn compile(
         ),
         tenant_budget: super::limits::budgets(
             raw.budgets.as_ref(),
-            server.state_dir.is_some(),
+            // Budgets kept in a shared store survive restarts there.
+            server.state_dir.is_some() || super::store::is_redis(raw.store.as_ref()),
             server.environment == Environment::Local,
             &mut errors,
         ),

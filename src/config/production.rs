@@ -342,7 +342,7 @@ fn relaxations(raw: &RawConfig) -> Vec<String> {
             out.push(format!("{key} is written inline (`value:`)"));
         }
     }
-    if s.state_dir.is_none() {
+    if s.state_dir.is_none() && !super::store::is_redis(raw.store.as_ref()) {
         out.push(
             "no server.state_dir: budget counters (and admin state) live in memory only".to_owned(),
         );

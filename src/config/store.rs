@@ -104,10 +104,7 @@ fn duration(
         Some(_) => {
             errors.push(ConfigError::at(
                 v.pos,
-                format!(
-                    "`{name}` must be between {:?} and {:?}",
-                    range.0, range.1
-                ),
+                format!("`{name}` must be between {:?} and {:?}", range.0, range.1),
             ));
             default
         }
@@ -170,7 +167,11 @@ pub fn compile(
     let backend = match raw.backend.as_ref().map(|b| b.value) {
         None | Some(RawBackend::Memory) => {
             if let Some(r) = &raw.redis
-                && let Some(pos) = r.url.as_ref().map(|u| u.pos).or(r.url_env.as_ref().map(|u| u.pos))
+                && let Some(pos) = r
+                    .url
+                    .as_ref()
+                    .map(|u| u.pos)
+                    .or(r.url_env.as_ref().map(|u| u.pos))
             {
                 errors.push(ConfigError::at(
                     pos,
@@ -207,6 +208,13 @@ pub fn compile(
         max_staleness,
         lease,
     }
+}
+
+/// Whether `store:` selects Redis (budgets and admin state then live there, not in
+/// `server.state_dir`).
+pub fn is_redis(raw: Option<&RawStore>) -> bool {
+    raw.and_then(|s| s.backend.as_ref())
+        .is_some_and(|b| b.value == RawBackend::Redis)
 }
 
 fn default_on_error(environment: Environment) -> OnStoreError {
@@ -305,7 +313,10 @@ fn compile_redis(
     let pool_size = match &r.pool_size {
         Some(p) if (1..=256).contains(&p.value) => p.value,
         Some(p) => {
-            errors.push(ConfigError::at(p.pos, "`pool_size` must be between 1 and 256"));
+            errors.push(ConfigError::at(
+                p.pos,
+                "`pool_size` must be between 1 and 256",
+            ));
             DEFAULT_POOL
         }
         None => DEFAULT_POOL,
@@ -368,7 +379,10 @@ mod tests {
              environment: {environment}\n{store}routes:\n  - name: all\n    match: {{ path: \"/**\" }}\n    \
              public: true\n"
         );
-        let env = Vars(HashMap::from([("REDIS_URL", "redis://:pw@redis.svc:6379/2")]));
+        let env = Vars(HashMap::from([(
+            "REDIS_URL",
+            "redis://:pw@redis.svc:6379/2",
+        )]));
         crate::config::load_str_with_env(&text, Path::new("/nowhere/fortress.yaml"), &env)
             .map_err(|e| e.to_string())
     }

@@ -85,7 +85,11 @@ impl Attached {
             "fortress_store_up",
             Kind::Gauge,
             "1 while the shared state store (Redis) answers.",
-            if h.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
+            if h.up.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
         );
         family(
             s,

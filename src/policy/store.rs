@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
         assert_eq!(
             redact_url("rediss://app:s3cr@t@redis.svc:6380/1"),
             "rediss://app:***@redis.svc:6380/1"

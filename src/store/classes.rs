@@ -220,7 +220,9 @@ impl SharedLease {
 
 impl std::fmt::Debug for SharedLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedLease").field("key", &self.key).finish()
+        f.debug_struct("SharedLease")
+            .field("key", &self.key)
+            .finish()
     }
 }
 

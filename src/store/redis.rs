@@ -308,7 +308,10 @@ impl RedisStore {
             async move {
                 let cmd = ::redis::cmd("PING");
                 let ping = cmd.query_async::<String>(&mut c);
-                matches!(tokio::time::timeout(self.cfg.timeout * 4, ping).await, Ok(Ok(_)))
+                matches!(
+                    tokio::time::timeout(self.cfg.timeout * 4, ping).await,
+                    Ok(Ok(_))
+                )
             }
         });
         let mut all = true;
@@ -318,10 +321,7 @@ impl RedisStore {
         all
     }
 
-    async fn admit_shared(
-        &self,
-        checks: &[LimitCheck<'_>],
-    ) -> Result<Admission, StoreError> {
+    async fn admit_shared(&self, checks: &[LimitCheck<'_>]) -> Result<Admission, StoreError> {
         let mut inv = self.scripts.admit.prepare_invoke();
         for c in checks {
             inv.key(format!("{}{}", self.keys.limit, c.key));
