@@ -1,7 +1,8 @@
 //! The live state store: state of a running fortress instance that is not part of the policy and
 //! must survive policy reloads. Rate limits, budgets, concurrency slots, revocations and
 //! toggle overrides. [`MemoryStore`] keeps it in process; a Redis backend will share it between
-//! instances. This module imports nothing from the rest of the crate.
+//! instances ([`redis::RedisStore`], docs/shared-state.md). This module imports nothing from
+//! the rest of the crate.
 //!
 //! This documentation is the contract every backend implements.
 //!
@@ -94,8 +95,11 @@
 //!   relative-tick arithmetic described there, state stored as the two integers of
 //!   [`gcra::Tat`]), budgets keyed per window with window bounds computed by the caller in Rust
 //!   ([`Window::bounds`]) and passed in, leases as a sorted set of expiry times;
-//! * take the caller's `now` as a script argument (not Redis `TIME`), so that both backends agree
-//!   and are testable with the same clock;
+//! * read time from the Redis server (`TIME` in the script) for rate limits, leases and budget
+//!   periods, not from the caller's `now`: replicas with skewed clocks then share one schedule
+//!   (the drift of limiters that trust each client's clock). Its tests therefore run in real
+//!   time; the arithmetic is the same as here, and the in-memory tests pin it with a
+//!   controlled clock;
 //! * answer `admit` in **one round trip**: one `EVALSHA` of a script that receives all keys and
 //!   parameters, checks everything, then writes everything (a Redis script runs atomically, which
 //!   gives all-or-nothing). In Redis Cluster all keys of one admission must hash to one slot
@@ -107,7 +111,10 @@
 //!   Redis is unreachable the mirror keeps its last contents (revocations stay revoked until they
 //!   expire) and `sweep` prunes expired entries from it;
 //! * return [`StoreError::Unavailable`] instead of blocking a request when Redis does not answer
-//!   within the caller's deadline.
+//!   within its timeout (or, configured so, decide on a local share of each limit);
+//! * report a mirror that has not synced for its `max_staleness` as [`StateStore::is_stale`],
+//!   and share throttled clients ([`StateStore::block`], [`StateStore::blocked`]) so the
+//!   check before authentication needs no round trip.
 
 pub mod classes;
 pub mod gcra;
