@@ -317,8 +317,17 @@ async fn serve(
             fortress.state.reload.clone(),
         ));
     }
-    server::signals::terminate(term).await;
+    let mut term = term;
+    server::signals::terminate(&mut term).await;
     fortress.shutdown();
+    // A second SIGTERM/SIGINT during `shutdown_delay` drains at once.
+    if term.installed() {
+        let stopper = fortress.stopper();
+        tokio::spawn(async move {
+            server::signals::terminate(&mut term).await;
+            stopper.now();
+        });
+    }
     fortress.wait().await;
     ExitCode::SUCCESS
 }
