@@ -12,6 +12,7 @@ pub mod demo;
 pub mod env;
 pub mod error;
 pub mod explain;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
