@@ -19,16 +19,25 @@ fn spawn(up: &Upstream, delay: &str) -> (FortressProcess, tempfile::TempDir) {
     (FortressProcess::spawn(&path), dir)
 }
 
-fn probes_addr(fp: &FortressProcess) -> SocketAddr {
-    fp.logs()
-        .iter()
-        .find(|l| l.contains("fortress listening"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("probes="))
-                .and_then(|v| v.parse().ok())
-        })
-        .expect("probes= in the listening line")
+/// The `probes=` address of the "fortress listening" line (the reader thread may hand the
+/// line to `spawn` before it is in `logs()`: wait for it).
+async fn probes_addr(fp: &FortressProcess) -> SocketAddr {
+    let find = || {
+        fp.logs()
+            .iter()
+            .find(|l| l.contains("fortress listening"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("probes="))
+                    .and_then(|v| v.parse().ok())
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { find().is_some() }).await,
+        "{:?}",
+        fp.logs()
+    );
+    find().expect("probes= in the listening line")
 }
 
 async fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
@@ -57,7 +66,7 @@ async fn during_the_delay_readyz_is_503_and_requests_are_still_served() {
     let up = Upstream::echo().await;
     // Long enough that only the second SIGTERM can end it.
     let (mut fp, _dir) = spawn(&up, "5m");
-    let probes = probes_addr(&fp);
+    let probes = probes_addr(&fp).await;
     for addr in [fp.admin, probes] {
         let r = get(addr, "/readyz").await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -122,6 +131,12 @@ async fn after_the_delay_fortress_drains_and_exits() {
     fp.signal("TERM");
     let status = wait_exit(&mut fp.child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "{status:?} {:?}", fp.logs());
+    // The reader threads may still be behind the exited process: wait for the last line.
+    assert!(
+        log_appears(&fp, "all connections drained").await,
+        "{:?}",
+        fp.logs()
+    );
     let logs = fp.logs();
     let at = |needle: &str| {
         logs.iter()
@@ -146,6 +161,11 @@ async fn without_a_delay_sigterm_drains_at_once() {
     fp.signal("TERM");
     let status = wait_exit(&mut fp.child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "{status:?} {:?}", fp.logs());
+    assert!(
+        log_appears(&fp, "all connections drained").await,
+        "{:?}",
+        fp.logs()
+    );
     assert!(
         !fp.logs().iter().any(|l| l.contains("shutdown delay")),
         "{:?}",
