@@ -7,6 +7,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -254,4 +255,64 @@ async fn the_probe_listener_answers_readyz_503_when_the_app_is_down() {
     let up = Upstream::echo().await;
     let fx2 = TestFortress::start(&config(up.addr, "", CATCH_ALL)).await;
     assert_eq!(fx2.fx.probes_addr, None);
+}
+
+#[tokio::test]
+async fn the_probe_listener_caps_connections_and_frees_silent_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "probes: 127.0.0.1:0", CATCH_ALL)).await;
+    let probes = fx.fx.probes_addr.expect("probes");
+    // 64 silent connections hold every slot.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(
+            tokio::net::TcpStream::connect(probes)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Each is accepted and being served once fortress has read a byte of it: a request on
+    // one of them answers, so all 64 are past accept.
+    let last = held.last_mut().expect("one");
+    last.write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 12];
+    last.read_exact(&mut buf).await.expect("answer");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The 65th is closed without an answer.
+    let mut extra = tokio::net::TcpStream::connect(probes)
+        .await
+        .expect("connect");
+    let _ = extra
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), extra.read_to_end(&mut got))
+        .await
+        .expect("closed");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // A silent connection is closed by fortress (header-read timeout), freeing its slot.
+    let mut first = held.remove(0);
+    let n = tokio::time::timeout(Duration::from_secs(20), first.read(&mut buf))
+        .await
+        .expect("closed within 20s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held);
+    let freed = eventually(Duration::from_secs(20), || async move {
+        let Ok(mut c) = tokio::net::TcpStream::connect(probes).await else {
+            return false;
+        };
+        let req = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        if c.write_all(req).await.is_err() {
+            return false;
+        }
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+        got.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    assert!(freed);
 }

@@ -20,6 +20,10 @@ use crate::state::AppState;
 /// handful; the cap keeps a flood on the pod address from holding memory.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// The probe listener's header-read and idle timeouts at most (shorter when
+/// `server.timeouts` says so): a slot held by a silent client is freed within this.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves one probe-listener request, with the policy-wide security headers (no HSTS: plain
 /// HTTP).
 pub async fn handle(

@@ -195,6 +195,15 @@ async fn serve_http<I>(
         };
         (t.header_read, t.idle, limits)
     };
+    // The probe listener is on the pod address: short timeouts, so its few connection slots
+    // cannot be held by idle or slow clients (kubelet opens one connection per probe).
+    let (header_read, idle) = match kind {
+        Listener::Probes => (
+            header_read.min(crate::admin::probes::MAX_WAIT),
+            idle.min(crate::admin::probes::MAX_WAIT),
+        ),
+        _ => (header_read, idle),
+    };
     let svc_info = info.clone();
     let svc = service_fn(move |req| {
         let state = state.clone();
