@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `schema`, `explain`, `audit`, `demo`, `token`, `version`.
+//! The command line: `run`, `check`, `schema`, `explain`, `audit`, `demo`, `token`, `health`,
+//! `version`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -97,6 +98,14 @@ pub enum Command {
     /// Check (`verify`) or search (`query`) an audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cmd::AuditCommand),
+    /// GET a loopback URL (the image's HEALTHCHECK): exit 0 on 2xx within the timeout, else 1.
+    Health {
+        /// `http://127.0.0.1:PORT/PATH` (loopback only), e.g. http://127.0.0.1:9901/readyz.
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = crate::health::DEFAULT_TIMEOUT)]
+        timeout: String,
+    },
     /// Print the version.
     Version,
 }
@@ -154,6 +163,7 @@ pub fn run() -> ExitCode {
                 }
             }
         }
+        Command::Health { url, timeout } => crate::health::run(&url, &timeout),
         Command::Version => {
             println!("fortress {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -317,8 +327,17 @@ async fn serve(
             fortress.state.reload.clone(),
         ));
     }
-    server::signals::terminate(term).await;
+    let mut term = term;
+    server::signals::terminate(&mut term).await;
     fortress.shutdown();
+    // A second SIGTERM/SIGINT during `shutdown_delay` drains at once.
+    if term.installed() {
+        let stopper = fortress.stopper();
+        tokio::spawn(async move {
+            server::signals::terminate(&mut term).await;
+            stopper.now();
+        });
+    }
     fortress.wait().await;
     ExitCode::SUCCESS
 }

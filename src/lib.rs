@@ -12,6 +12,7 @@ pub mod demo;
 pub mod env;
 pub mod error;
 pub mod explain;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
@@ -87,6 +88,8 @@ pub struct Fortress {
     pub client_addr: SocketAddr,
     /// Bound admin listener address.
     pub admin_addr: SocketAddr,
+    /// Bound probe listener address (`server.probes`), if configured.
+    pub probes_addr: Option<SocketAddr>,
     /// Shared state (config handle, metrics).
     pub state: AppState,
     stop: watch::Sender<bool>,
@@ -152,6 +155,17 @@ impl Fortress {
             addr: config.server.admin,
             source: e,
         })?;
+        let probes = match config.server.probes {
+            Some(addr) => {
+                let l = bind(addr).await?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
+        let probes_addr = probes.as_ref().map(|(_, a)| *a);
         let (reload, reload_rx) = match &config_path {
             Some(_) => {
                 let (h, rx) = state::reload::channel();
@@ -290,6 +304,7 @@ impl Fortress {
             audit,
             telemetry,
             admin: admin_control,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let (stop, drain, alive) = server::drain_pair();
         if let Some(rx) = reload_rx {
@@ -301,6 +316,14 @@ impl Fortress {
             state.clone(),
             drain.clone(),
         ));
+        let probes_loop = probes.map(|(l, _)| {
+            tokio::spawn(server::accept_loop(
+                l,
+                Listener::Probes,
+                state.clone(),
+                drain.clone(),
+            ))
+        });
         let admin_loop = tokio::spawn(server::accept_loop(
             admin,
             Listener::Admin,
@@ -318,6 +341,9 @@ impl Fortress {
         let task = tokio::spawn(async move {
             let _ = client_loop.await;
             let _ = admin_loop.await;
+            if let Some(l) = probes_loop {
+                let _ = l.await;
+            }
             let grace = drain_state.config.snapshot().server.timeouts.shutdown_grace;
             let drained = server::wait_drained(alive, grace).await;
             // After the drain: every charge of a finished request is in, write them once more.
@@ -353,25 +379,74 @@ impl Fortress {
             }
             drained
         });
-        info!(client = %client_addr, admin = %admin_addr, "fortress listening");
+        let probes_shown = probes_addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        info!(client = %client_addr, admin = %admin_addr, probes = %probes_shown, "fortress listening");
         Ok(Self {
             client_addr,
             admin_addr,
+            probes_addr,
             state,
             stop,
             task,
         })
     }
 
-    /// Stops accepting and starts draining in-flight requests.
+    /// Starts the shutdown: `/readyz` answers 503 from now on; after
+    /// `server.timeouts.shutdown_delay` (at once by default, or on a second call) fortress
+    /// stops accepting and drains in-flight requests.
     pub fn shutdown(&self) {
-        self.stop.send_replace(true);
+        let first = !self
+            .state
+            .shutting_down
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        let delay = self.state.config.snapshot().server.timeouts.shutdown_delay;
+        if !first || delay.is_zero() {
+            self.stop.send_replace(true);
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "shutdown delay: not ready, still serving"
+                );
+                let stop = self.stop.clone();
+                let mut stopped = self.stop.subscribe();
+                rt.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => info!("shutdown delay over; draining"),
+                        // A second shutdown ended the delay.
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    stop.send_replace(true);
+                });
+            }
+            Err(_) => {
+                self.stop.send_replace(true);
+            }
+        }
+    }
+
+    /// A handle that ends the shutdown delay (drain now), for a second SIGTERM.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// Waits until every connection is closed or the grace period ran out. Returns whether
     /// the drain completed in time.
     pub async fn wait(self) -> bool {
         self.task.await.unwrap_or(false)
+    }
+}
+
+/// Ends the shutdown delay: stops accepting and starts the drain now.
+#[derive(Clone)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    /// Stops accepting; in-flight requests drain within `shutdown_grace`.
+    pub fn now(&self) {
+        self.0.send_replace(true);
     }
 }
 

@@ -425,6 +425,9 @@ fn warn_restart_needed(old: &Policy, new: &Policy) {
     if o.admin != n.admin {
         changed.push("server.admin");
     }
+    if o.probes != n.probes {
+        changed.push("server.probes");
+    }
     if o.tls.is_some() != n.tls.is_some() {
         changed.push("server.tls (on/off)");
     }

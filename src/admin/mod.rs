@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod control;
+pub mod probes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -75,7 +76,7 @@ async fn respond(
         return Ok(api::serve(&state, peer, req).await);
     }
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => {
+        (&Method::GET | &Method::HEAD, "/healthz" | "/livez") => {
             json(StatusCode::OK, r#"{"status":"ok"}"#.into())
         }
         // `?verbose` adds the readiness guards' states; like /metrics, only for expected hosts.
@@ -98,38 +99,54 @@ async fn respond(
                     .map(ProxyBody::full),
             }
         }
-        (&Method::GET | &Method::HEAD, "/metrics") => {
-            let mut body = state.metrics.render();
-            crate::telemetry::render_metrics(state.telemetry.as_deref(), &mut body);
-            let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
-        (_, "/healthz" | "/readyz" | "/metrics") => {
-            let mut r = json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method_not_allowed",
-                "-",
-            )
-            .map(ProxyBody::full);
-            // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
-        }
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics(&state),
+        (_, "/healthz" | "/livez" | "/readyz" | "/metrics") => method_not_allowed(),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no_route", "-").map(ProxyBody::full),
     };
     Ok(resp)
 }
 
+/// The Prometheus exposition (fortress's metrics and the span exporter's).
+pub(crate) fn metrics(state: &AppState) -> Response<ProxyBody> {
+    let mut body = state.metrics.render();
+    crate::telemetry::render_metrics(state.telemetry.as_deref(), &mut body);
+    let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// 405 for a probe or metrics path asked with another method than GET or HEAD.
+pub(crate) fn method_not_allowed() -> Response<ProxyBody> {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method_not_allowed",
+        "-",
+    )
+    .map(ProxyBody::full);
+    // RFC 9110 §15.5.6: a 405 lists the methods the target accepts.
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
 /// Ready when a config is active (always, once started), every bound JWKS source has a key
 /// set, a shared state store's local copy is current (not older than `store.max_staleness`),
 /// and the upstream accepts TCP.
-async fn readyz(state: &AppState) -> Response<ProxyBody> {
+pub(crate) async fn readyz(state: &AppState) -> Response<ProxyBody> {
+    // Shutting down (SIGTERM, during `shutdown_delay`): out of the endpoints, still serving.
+    if state
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"shutting_down"}"#.into(),
+        );
+    }
     if !state.live.jwks_ready() || state.store.is_stale() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -201,7 +218,7 @@ async fn reload(
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+pub(crate) fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -215,7 +232,7 @@ fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
 
 /// Whether the request's `Host` (exactly one) is `localhost`, an IP literal or a configured
 /// admin host name; the port is ignored.
-fn host_allowed(headers: &HeaderMap, admin_hosts: &[String]) -> bool {
+pub(crate) fn host_allowed(headers: &HeaderMap, admin_hosts: &[String]) -> bool {
     let mut values = headers.get_all(header::HOST).iter();
     let (Some(host), None) = (values.next(), values.next()) else {
         return false;

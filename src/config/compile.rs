@@ -241,6 +241,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
             "`server.admin` must differ from `server.listen`",
         ));
     }
+    let probes = super::lifecycle::probes(raw.probes.as_ref(), listen, admin, errors);
     let upstream = upstream(&raw.upstream, errors);
     let tls = raw.tls.as_ref().map(|t| TlsFiles {
         cert: resolve(base, &t.cert.value),
@@ -268,6 +269,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         upstream_connect: duration_or(&t.upstream_connect, Duration::from_secs(2), errors),
         upstream_response: duration_or(&t.upstream_response, Duration::from_secs(30), errors),
         shutdown_grace: duration_or(&t.shutdown_grace, Duration::from_secs(30), errors),
+        shutdown_delay: super::lifecycle::shutdown_delay(t.shutdown_delay.as_ref(), errors),
         websocket_idle: duration_or(&t.websocket_idle, Duration::from_secs(60), errors),
         body_read: duration_or(&t.body_read, Duration::from_secs(30), errors),
     };
@@ -334,6 +336,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         hosts,
         listen,
         admin,
+        probes,
         upstream,
         tls,
         environment,

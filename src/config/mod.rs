@@ -11,6 +11,7 @@ pub mod auth;
 pub mod compile;
 pub mod diag;
 pub mod edge;
+pub mod lifecycle;
 pub mod limits;
 pub mod lint;
 pub mod production;

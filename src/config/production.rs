@@ -122,9 +122,12 @@ impl Env for OfflineEnv {
         if crate::env::is_declared(name) {
             return None;
         }
-        Some("fortress-check-offline:q8Jz3vWt0pLx7Rk2mN5b".to_owned())
+        Some(OFFLINE_PLACEHOLDER.to_owned())
     }
 }
+
+/// What [`OfflineEnv`] reads for an operator-chosen variable.
+pub const OFFLINE_PLACEHOLDER: &str = "fortress-check-offline:q8Jz3vWt0pLx7Rk2mN5b";
 
 /// The outcome of a review.
 #[derive(Debug, Default)]

@@ -189,6 +189,12 @@ pub struct RawServer {
     /// Default `127.0.0.1:9901`. Changing it needs a restart.
     #[serde(default)]
     pub admin: Option<Located<String>>,
+    /// Probe listener, `IP:PORT` (optional): serves only `/livez`, `/healthz`, `/readyz` and
+    /// `/metrics`, never the admin API or tokens, so it may listen on the pod address in
+    /// production (kubelet probes, Prometheus) while `server.admin` stays on loopback.
+    /// Changing it needs a restart.
+    #[serde(default)]
+    pub probes: Option<Located<String>>,
     /// The application behind fortress, `http://HOST:PORT`.
     pub upstream: Located<String>,
     /// Serve TLS with this certificate chain and key (PEM). Absent: plain HTTP.
@@ -288,6 +294,11 @@ pub struct RawTimeouts {
     /// How long shutdown waits for in-flight requests to finish (default 30s).
     #[serde(default)]
     pub shutdown_grace: Option<Located<String>>,
+    /// After SIGTERM, keep accepting and serving for this long while `/readyz` answers 503
+    /// (so Kubernetes takes the pod out of its endpoints), then drain (default 0s: drain at
+    /// once). A second SIGTERM ends the delay.
+    #[serde(default)]
+    pub shutdown_delay: Option<Located<String>>,
     /// A WebSocket tunnel idle (no bytes either way) this long is closed (default 60s).
     #[serde(default)]
     pub websocket_idle: Option<Located<String>>,

@@ -244,6 +244,10 @@ fn compile_redis(
             (u.value.clone(), u.pos)
         }
         (None, Some(name)) => match env.var(&name.value) {
+            // `fortress check --offline`: the URL is unknown; any valid one stands in.
+            Some(v) if v == super::production::OFFLINE_PLACEHOLDER => {
+                ("redis://offline.invalid:6379".to_owned(), name.pos)
+            }
             Some(v) if !v.trim().is_empty() => (v.trim().to_owned(), name.pos),
             _ => {
                 errors.push(ConfigError::at(
@@ -419,6 +423,20 @@ mod tests {
         assert_eq!(p.store.lease, Duration::from_secs(60));
         // The password never shows in debug output.
         assert!(!format!("{:?}", p.store).contains("pw"));
+    }
+
+    #[test]
+    fn offline_check_accepts_a_url_from_the_environment() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n\
+                    store:\n  backend: redis\n  redis: { url_env: REDIS_URL }\nroutes:\n  \
+                    - name: all\n    match: { path: \"/**\" }\n    public: true\n";
+        let p = crate::config::load_str_with_env(
+            text,
+            Path::new("/nowhere/fortress.yaml"),
+            &crate::config::production::OfflineEnv,
+        )
+        .expect("valid offline");
+        assert!(matches!(p.store.backend, Backend::Redis(_)));
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Admin listener address.
     pub admin: SocketAddr,
+    /// Probe listener address (`/livez`, `/healthz`, `/readyz`, `/metrics` only), if any.
+    pub probes: Option<SocketAddr>,
     /// Upstream `host:port`.
     pub upstream: Authority,
     /// TLS files, if the client listener serves TLS.
@@ -199,6 +201,8 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Drain deadline at shutdown.
     pub shutdown_grace: Duration,
+    /// After SIGTERM: serve on with `/readyz` at 503 this long before the drain.
+    pub shutdown_delay: Duration,
     /// A WebSocket tunnel with no bytes either way for this long is closed (both sides).
     pub websocket_idle: Duration,
     /// The longest wait for the next chunk of a request body (408 past it).

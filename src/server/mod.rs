@@ -24,6 +24,8 @@ pub enum Listener {
     Client,
     /// `/healthz`, `/readyz`, `/metrics`, `/admin/*` (plain HTTP/1.1).
     Admin,
+    /// `server.probes`: `/livez`, `/healthz`, `/readyz`, `/metrics` only (plain HTTP/1.1).
+    Probes,
 }
 
 /// Tells connection tasks to finish; dropped senders mean "all connections are done".
@@ -50,9 +52,10 @@ pub fn drain_pair() -> (watch::Sender<bool>, Drain, mpsc::Receiver<()>) {
 /// Accepts connections until `drain.stop` turns true, then drops the listener (new
 /// connections are refused at once) and returns. Connection tasks keep `drain` alive.
 pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState, drain: Drain) {
-    let cap = Arc::new(Semaphore::new(
-        state.config.snapshot().server.max_connections,
-    ));
+    let cap = Arc::new(Semaphore::new(match kind {
+        Listener::Probes => crate::admin::probes::MAX_CONNECTIONS,
+        _ => state.config.snapshot().server.max_connections,
+    }));
     let mut stop = drain.stop.clone();
     loop {
         let accepted = tokio::select! {
@@ -69,17 +72,19 @@ pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState,
                 continue;
             }
         };
-        let permit = if kind == Listener::Client {
+        let permit = if kind == Listener::Admin {
+            None
+        } else {
             match cap.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    state.metrics.connections_rejected.inc();
+                    if kind == Listener::Client {
+                        state.metrics.connections_rejected.inc();
+                    }
                     drop(tcp);
                     continue;
                 }
             }
-        } else {
-            None
         };
         let _ = tcp.set_nodelay(true); // best effort: latency only, never a decision
         let state = state.clone();
@@ -88,7 +93,7 @@ pub async fn accept_loop(listener: TcpListener, kind: Listener, state: AppState,
             let _permit = permit;
             match kind {
                 Listener::Client => serve_client(tcp, peer, state, drain).await,
-                Listener::Admin => {
+                Listener::Admin | Listener::Probes => {
                     let info = Arc::new(ConnInfo::new(peer, false));
                     Box::pin(serve_http(
                         TokioIo::new(tcp),
@@ -190,6 +195,15 @@ async fn serve_http<I>(
         };
         (t.header_read, t.idle, limits)
     };
+    // The probe listener is on the pod address: short timeouts, so its few connection slots
+    // cannot be held by idle or slow clients (kubelet opens one connection per probe).
+    let (header_read, idle) = match kind {
+        Listener::Probes => (
+            header_read.min(crate::admin::probes::MAX_WAIT),
+            idle.min(crate::admin::probes::MAX_WAIT),
+        ),
+        _ => (header_read, idle),
+    };
     let svc_info = info.clone();
     let svc = service_fn(move |req| {
         let state = state.clone();
@@ -198,6 +212,7 @@ async fn serve_http<I>(
             match kind {
                 Listener::Client => crate::pipeline::handle(state, info, req).await,
                 Listener::Admin => crate::admin::handle(state, info.peer, req).await,
+                Listener::Probes => crate::admin::probes::handle(state, req).await,
             }
         }
     });

@@ -8,6 +8,13 @@ use crate::state::{ReloadHandle, Trigger};
 /// SIGTERM and SIGINT handlers, installed before readiness is announced.
 pub struct Terminate(Option<(Signal, Signal)>);
 
+impl Terminate {
+    /// Whether the handlers are installed (a second signal can be waited for).
+    pub fn installed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Installs the SIGTERM/SIGINT handlers. Call before the listeners announce readiness, so a
 /// supervisor that signals right away gets a drain rather than the default action (death).
 pub fn install_terminate() -> Terminate {
@@ -20,9 +27,10 @@ pub fn install_terminate() -> Terminate {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-pub async fn terminate(handlers: Terminate) {
-    let Some((mut term, mut int)) = handlers.0 else {
+/// Completes on the next SIGTERM or SIGINT (at once when the handlers could not be
+/// installed).
+pub async fn terminate(handlers: &mut Terminate) {
+    let Some((term, int)) = handlers.0.as_mut() else {
         error!("cannot install SIGTERM/SIGINT handlers; stopping");
         return;
     };

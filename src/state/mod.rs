@@ -43,6 +43,8 @@ pub struct State {
     pub telemetry: Option<Arc<crate::telemetry::Exporter>>,
     /// The admin API's state (persistence of its changes, reload history).
     pub admin: admin::AdminControl,
+    /// Set at SIGTERM: `/readyz` answers 503 from then on (`server.timeouts.shutdown_delay`).
+    pub shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl State {

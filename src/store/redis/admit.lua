@@ -54,7 +54,7 @@ for i = 1, n do
   elseif kind == 'b' then
     local limit, win, cost = a, b, tonumber(c)
     local start, stop = bounds(now, win)
-    local bkey = key .. '@' .. start
+    local bkey = key .. '@' .. string.format('%d', start)
     local w = work[bkey]
     if not w then w = { kind = 'b', used = tonumber(redis.call('GET', bkey) or '0') or 0 }; work[bkey] = w end
     local after = w.used + cost
@@ -96,9 +96,9 @@ if all then
     if w.dirty then
       if w.kind == 'r' then
         local exp = w.tat[1] + ceil_div(w.tat[2], w.limit)
-        redis.call('SET', k, w.tat[1] .. ' ' .. w.tat[2], 'PXAT', math.max(exp, now + 1))
+        redis.call('SET', k, string.format('%d %d', w.tat[1], w.tat[2]), 'PXAT', math.max(exp, now + 1))
       elseif w.kind == 'b' then
-        redis.call('SET', k, w.used, 'PXAT', w.stop)
+        redis.call('SET', k, string.format('%d', w.used), 'PXAT', w.stop)
       else
         for _, add in ipairs(w.adds) do
           redis.call('ZADD', k, add[1], add[2])

@@ -3,7 +3,7 @@
 local now = now_ms()
 local limit, win, units = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local start, stop = bounds(now, win)
-local bkey = KEYS[1] .. '@' .. start
+local bkey = KEYS[1] .. '@' .. string.format('%d', start)
 local used
 if units > 0 then
   used = redis.call('INCRBY', bkey, units)

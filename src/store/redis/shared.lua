@@ -23,7 +23,7 @@ elseif op == 'clear' then
   redis.call('HDEL', KEYS[2], ARGV[3])
 elseif op == 'block' then
   local cur = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0') or 0
-  redis.call('HSET', KEYS[3], ARGV[3], math.max(cur, tonumber(ARGV[4])))
+  redis.call('HSET', KEYS[3], ARGV[3], string.format('%d', math.max(cur, tonumber(ARGV[4]))))
 end
 local gen = redis.call('INCR', KEYS[4])
 redis.call('PUBLISH', channel, gen)
