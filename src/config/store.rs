@@ -193,6 +193,27 @@ pub fn compile(
             }
         },
     };
+    if let Backend::Redis(r) = &backend
+        && max_staleness <= r.resync * 2
+    {
+        let pos = raw
+            .max_staleness
+            .as_ref()
+            .map(|m| m.pos)
+            .or(raw
+                .redis
+                .as_ref()
+                .and_then(|r| r.resync.as_ref())
+                .map(|r| r.pos))
+            .unwrap_or_default();
+        errors.push(ConfigError::at(
+            pos,
+            format!(
+                "`max_staleness` ({max_staleness:?}) must be more than twice `store.redis.resync` ({:?}): otherwise the local copy is stale between two syncs",
+                r.resync
+            ),
+        ));
+    }
     if let (Backend::Memory, Some(o)) = (&backend, &raw.on_store_error)
         && o.value == OnStoreError::AllowLocal
     {
@@ -465,6 +486,10 @@ mod tests {
             (
                 "store:\n  backend: redis\n  redis: { url: \"redis://h:1\", pool_size: 0 }\n",
                 "`pool_size` must be between 1 and 256",
+            ),
+            (
+                "store:\n  backend: redis\n  redis: { url: \"redis://h:1\", resync: 5s }\n",
+                "`max_staleness` (5s) must be more than twice `store.redis.resync` (5s)",
             ),
             (
                 "store:\n  on_store_error: allow_local\n",
