@@ -509,6 +509,7 @@ async fn start_redis(
     };
     let shared = store::redis::RedisStore::start(store::redis::RedisConfig {
         url: r.url.clone(),
+        url_redacted: r.url_redacted(),
         ca_pem,
         key_prefix: r.key_prefix.clone(),
         timeout: r.timeout,
