@@ -94,6 +94,8 @@ pub enum Command {
         #[arg(long)]
         jti: Option<String>,
     },
+    /// Run decision tables (`*.tests.yaml`) against their policy, offline (docs/policy-testing.md).
+    Test(crate::policytest::TestArgs),
     /// Check (`verify`) or search (`query`) an audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cmd::AuditCommand),
@@ -121,6 +123,7 @@ pub fn run() -> ExitCode {
         }
         Command::Explain(req) => crate::explain::run(&req),
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
+        Command::Test(args) => crate::policytest::run(&args),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

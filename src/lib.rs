@@ -15,6 +15,7 @@ pub mod explain;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod server;
