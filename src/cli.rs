@@ -96,6 +96,9 @@ pub enum Command {
     },
     /// Run decision tables (`*.tests.yaml`) against their policy, offline (docs/policy-testing.md).
     Test(crate::policytest::TestArgs),
+    /// What changed between two policies: routes, permissions, roles, settings (exit 0: none,
+    /// 1: changes, 2: a file cannot be used).
+    Diff(crate::diff::DiffArgs),
     /// Check (`verify`) or search (`query`) an audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cmd::AuditCommand),
@@ -124,6 +127,7 @@ pub fn run() -> ExitCode {
         Command::Explain(req) => crate::explain::run(&req),
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
         Command::Test(args) => crate::policytest::run(&args),
+        Command::Diff(args) => crate::diff::run(&args),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod diff;
 pub mod env;
 pub mod error;
 pub mod explain;
