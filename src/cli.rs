@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `schema`, `explain`, `audit`, `demo`, `token`, `version`.
+//! The command line: `run`, `check`, `schema`, `explain`, `test`, `diff`, `replay`, `audit`,
+//! `demo`, `token`, `version`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -99,6 +100,9 @@ pub enum Command {
     /// What changed between two policies: routes, permissions, roles, settings (exit 0: none,
     /// 1: changes, 2: a file cannot be used).
     Diff(crate::diff::DiffArgs),
+    /// Re-decide the requests an audit trail recorded under a new policy and print the ones
+    /// whose decision would change (exit 0: none, 1: some, 2: bad input).
+    Replay(crate::replay::ReplayArgs),
     /// Check (`verify`) or search (`query`) an audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cmd::AuditCommand),
@@ -128,6 +132,7 @@ pub fn run() -> ExitCode {
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
         Command::Test(args) => crate::policytest::run(&args),
         Command::Diff(args) => crate::diff::run(&args),
+        Command::Replay(args) => crate::replay::run(&args),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod policytest;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -1,0 +1,395 @@
+//! `fortress replay`: real traffic through a real fortress with `audit.include: [all]`, then
+//! the policy changes and replay must report exactly the requests whose decision changes
+//! (and, under the unchanged policy, none).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use support::*;
+
+const SECRET: &str = "replay-test-secret-0123456789abcdef-xyz";
+
+const POLICY: &str = "
+authentication:
+  jwt:
+    issuer: iss
+    audiences: [aud]
+    algorithms: [HS256]
+    secret: { value: SECRET_VALUE }
+roles:
+  analyst: [\"reports:read\", \"ask:use\"]
+  support: [\"reports:read\", \"tenants:cross\"]
+  ops: [\"admin:*\"]
+routes:
+  - name: health
+    match: { methods: [GET], path: /health }
+    public: true
+  - name: org-reports
+    match: { methods: [GET], path: \"/api/orgs/{org_id}/reports/**\" }
+    require: [\"reports:read\"]
+    tenant: { path_param: org_id, cross_tenant_permission: \"tenants:cross\" }
+  - name: ask
+    match: { methods: [POST], path: /api/ask }
+    require: [\"ask:use\"]
+    tenant: { header: X-Org-Id }
+  - name: admin
+    match: { path: \"/api/admin/**\" }
+    require: [\"admin:*\"]
+  - name: docs
+    match: { methods: [GET], path: \"/docs/**\" }
+    public: true
+";
+
+fn policy(up: SocketAddr, audit_dir: &Path, body: &str) -> String {
+    config(
+        up,
+        "allow_insecure_local: true",
+        &format!(
+            "audit:\n  dir: {}\n  include: [all]\n  durability: strict\n  fsync: false\n{}",
+            audit_dir.display(),
+            body.replace("SECRET_VALUE", &format!("\"{SECRET}\""))
+        ),
+    )
+}
+
+fn token(sub: &str, roles: &[&str], tenant: &str, exp_offset: i64) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({
+        "sub": sub, "roles": roles, "tenant": tenant, "iss": "iss", "aud": "aud",
+        "iat": now.saturating_sub(7200), "exp": now.saturating_add_signed(exp_offset),
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Sends one request; returns (status, request id).
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    tok: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n");
+    if let Some(t) = tok {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    req.push_str("\r\n");
+    let r = raw(addr, req.as_bytes()).await;
+    let id = r.header("x-request-id").expect("x-request-id").to_owned();
+    (r.status, id)
+}
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run fortress replay")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reports_exactly_the_requests_whose_decision_changes() {
+    let up = Upstream::echo().await;
+    let audit_dir = tempfile::tempdir().expect("tempdir");
+    let fx = TestFortress::start(&policy(up.addr, audit_dir.path(), POLICY)).await;
+    let addr = fx.addr();
+    let analyst = token("u1", &["analyst"], "acme", 600);
+    let support = token("s1", &["support"], "acme", 600);
+    let ops = token("o1", &["ops"], "acme", 600);
+    let expired = token("u1", &["analyst"], "acme", -3600);
+    let mut ids = BTreeMap::new();
+    let mut sent = |name: &'static str, (status, id): (u16, String), want: u16| {
+        assert_eq!(status, want, "{name}");
+        ids.insert(name, id);
+    };
+    sent("health", send(addr, "GET", "/health", None, &[]).await, 200);
+    sent(
+        "own reports",
+        send(
+            addr,
+            "GET",
+            "/api/orgs/acme/reports/q1?year=2026",
+            Some(&analyst),
+            &[],
+        )
+        .await,
+        200,
+    );
+    sent(
+        "cross-tenant reports",
+        send(
+            addr,
+            "GET",
+            "/api/orgs/globex/reports/q1",
+            Some(&analyst),
+            &[],
+        )
+        .await,
+        403,
+    );
+    sent(
+        "support crosses",
+        send(
+            addr,
+            "GET",
+            "/api/orgs/globex/reports/q1",
+            Some(&support),
+            &[],
+        )
+        .await,
+        200,
+    );
+    sent(
+        "ask own tenant",
+        send(
+            addr,
+            "POST",
+            "/api/ask",
+            Some(&analyst),
+            &[("X-Org-Id", "acme")],
+        )
+        .await,
+        200,
+    );
+    sent(
+        "ask other tenant",
+        send(
+            addr,
+            "POST",
+            "/api/ask",
+            Some(&analyst),
+            &[("X-Org-Id", "globex")],
+        )
+        .await,
+        403,
+    );
+    sent(
+        "admin as analyst",
+        send(addr, "GET", "/api/admin/users", Some(&analyst), &[]).await,
+        403,
+    );
+    sent(
+        "admin as ops",
+        send(addr, "GET", "/api/admin/users", Some(&ops), &[]).await,
+        200,
+    );
+    sent(
+        "admin without token",
+        send(addr, "GET", "/api/admin/users", None, &[]).await,
+        401,
+    );
+    sent(
+        "expired token",
+        send(
+            addr,
+            "GET",
+            "/api/orgs/acme/reports/q1",
+            Some(&expired),
+            &[],
+        )
+        .await,
+        401,
+    );
+    sent(
+        "docs",
+        send(addr, "GET", "/docs/readme", None, &[]).await,
+        200,
+    );
+    assert_eq!(up.hits(), 6, "the upstream saw the allowed requests only");
+    let recorded: Vec<Value> = audit_records(audit_dir.path())
+        .into_iter()
+        .filter(|r| r["event"] == "request")
+        .collect();
+    assert_eq!(recorded.len(), 11);
+    // The tenant header is recorded (replay sends it again); the token never is.
+    let ask = recorded
+        .iter()
+        .find(|r| r["request_id"] == ids["ask other tenant"].as_str())
+        .expect("ask record");
+    assert_eq!(
+        ask["request_headers"],
+        json!({"host": "app.test", "content-length": "0", "x-org-id": "globex"})
+    );
+    assert!(!recorded.iter().any(|r| r.to_string().contains(&analyst)));
+    fx.fx.shutdown();
+    fx.fx.wait().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = audit_dir.path().to_str().expect("utf-8");
+    // Under the same policy, nothing changes: every recorded request is rebuilt faithfully
+    // (claims, tenant header, query, transport, the expired token's refusal).
+    let same = dir.path().join("same.yaml");
+    std::fs::write(&same, policy(up.addr, audit_dir.path(), POLICY)).expect("write");
+    let out = replay(&["--audit", audit, "--policy", same.to_str().expect("utf-8")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("\n0 of 11 replayed requests change decision\n"),
+        "{stdout}"
+    );
+
+    // The new policy: analysts lose reports:read, the docs need a token, admin is public.
+    let changed = POLICY
+        .replace(
+            "analyst: [\"reports:read\", \"ask:use\"]",
+            "analyst: [\"ask:use\"]\n  reader: [\"docs:read\"]",
+        )
+        .replace(
+            "    match: { methods: [GET], path: \"/docs/**\" }\n    public: true\n",
+            "    match: { methods: [GET], path: \"/docs/**\" }\n    require: [\"docs:read\"]\n",
+        )
+        .replace(
+            "    match: { path: \"/api/admin/**\" }\n    require: [\"admin:*\"]\n",
+            "    match: { path: \"/api/admin/**\" }\n    public: true\n",
+        );
+    assert_ne!(changed, POLICY);
+    let new = dir.path().join("new.yaml");
+    std::fs::write(&new, policy(up.addr, audit_dir.path(), &changed)).expect("write");
+    let new = new.to_str().expect("utf-8");
+    let out = replay(&["--audit", audit, "--policy", new, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["records"], 11);
+    assert_eq!(report["replayed"], 11);
+    assert_eq!(report["changed"], 5);
+    let changes: BTreeMap<String, (String, Value, Value)> = report["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            let name = ids
+                .iter()
+                .find(|(_, id)| c["request_id"] == id.as_str())
+                .map(|(n, _)| n.to_string())
+                .expect("a request we sent");
+            (
+                name,
+                (
+                    c["change"].as_str().expect("change").to_owned(),
+                    c["old"].clone(),
+                    c["new"].clone(),
+                ),
+            )
+        })
+        .collect();
+    let o = |d: &str, s: Option<u16>, r: Option<&str>, route: &str| json!({"decision": d, "status": s, "reason": r, "route": route});
+    let want: BTreeMap<String, (String, Value, Value)> = [
+        (
+            "own reports",
+            "allow → deny",
+            o("allow", Some(200), None, "org-reports"),
+            o("deny", Some(403), Some("missing_permission"), "org-reports"),
+        ),
+        (
+            "docs",
+            "allow → deny",
+            o("allow", Some(200), None, "docs"),
+            o("deny", Some(401), Some("missing_token"), "docs"),
+        ),
+        (
+            "admin as analyst",
+            "deny → allow",
+            o("deny", Some(403), Some("missing_permission"), "admin"),
+            o("allow", None, None, "admin"),
+        ),
+        (
+            "admin without token",
+            "deny → allow",
+            o("deny", Some(401), Some("missing_token"), "admin"),
+            o("allow", None, None, "admin"),
+        ),
+        (
+            "cross-tenant reports",
+            "deny: reason changed",
+            o("deny", Some(403), Some("tenant_mismatch"), "org-reports"),
+            o("deny", Some(403), Some("missing_permission"), "org-reports"),
+        ),
+    ]
+    .into_iter()
+    .map(|(n, k, a, b)| (n.to_string(), (k.to_string(), a, b)))
+    .collect();
+    assert_eq!(changes, want);
+    // Grouped by old → new decision and route, with counts.
+    let groups: Vec<(String, String, u64)> = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["change"].as_str().expect("change").to_owned(),
+                g["route"].as_str().expect("route").to_owned(),
+                g["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    let g = |c: &str, r: &str, n| (c.to_string(), r.to_string(), n);
+    assert_eq!(
+        groups,
+        vec![
+            g("allow → deny", "docs", 1),
+            g("allow → deny", "org-reports", 1),
+            g("deny → allow", "admin", 2),
+            g("deny: reason changed", "org-reports", 1),
+        ]
+    );
+
+    // The text report: the header says what replay judges by, then the groups.
+    let out = replay(&["--audit", audit, "--policy", new]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("fortress replay: 11 request records in "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("note: tokens are never recorded: each request is re-decided with its recorded subject, roles and tenant as verified claims"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "\n5 of 11 replayed requests change decision\n\nallow → deny: 2\n  route docs: 1\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!(
+        " GET /api/orgs/acme/reports/q1?year=2026 sub=u1 roles=[analyst] tenant=acme: allow → deny 403 missing_permission [request {}]\n",
+        ids["own reports"]
+    )), "{stdout}");
+    assert!(
+        stdout.contains("\ndeny → allow: 2\n  route admin: 2\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\ndeny: reason changed: 1\n  route org-reports: 1\n"),
+        "{stdout}"
+    );
+
+    // A window with no records replays nothing.
+    let out = replay(&["--audit", audit, "--policy", new, "--until", "2000-01-01"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("\n0 of 0 replayed requests change decision\n"));
+    // Bad input: exit 2.
+    let out = replay(&["--audit", audit, "--policy", new, "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "fortress replay: --since `yesterday` is not a time (2026-01-01, 2026-01-01T10:00:00Z)\n"
+    );
+}
