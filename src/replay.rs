@@ -249,7 +249,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(String, bool), String> {
     }
     let changed = !report.changes.is_empty();
     let out = if args.json {
-        json_report(&report, &args.audit, &policy)
+        json_report(&report, &args.audit, &policy, args.examples)
     } else {
         text_report(&report, &args.audit, &policy, args.examples)
     };
@@ -553,13 +553,13 @@ fn text_report(report: &Report, dir: &Path, policy: &TestPolicy, examples: usize
     out
 }
 
-fn json_report(report: &Report, dir: &Path, policy: &TestPolicy) -> String {
+fn json_report(report: &Report, dir: &Path, policy: &TestPolicy, examples: usize) -> String {
     let groups: Vec<Value> = groups(report)
         .into_iter()
         .map(|((kind, route), changes)| {
             json!({
                 "change": kind, "route": route, "count": changes.len(),
-                "examples": changes.iter().take(3).map(|c| c.json()).collect::<Vec<_>>(),
+                "examples": changes.iter().take(examples).map(|c| c.json()).collect::<Vec<_>>(),
             })
         })
         .collect();

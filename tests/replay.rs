@@ -393,3 +393,120 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
         "fortress replay: --since `yesterday` is not a time (2026-01-01, 2026-01-01T10:00:00Z)\n"
     );
 }
+
+/// One request record as the trail writes it (the chain fields are not read by replay).
+fn record(seq: u64, fields: Value) -> String {
+    let mut r = json!({
+        "type": "audit", "event": "request", "seq": seq, "ts": format!("2026-03-02T09:00:{:02}.000Z", seq),
+        "request_id": format!("req-{seq}"), "trace_id": null, "decision": "deny", "reason": null,
+        "status": null, "route": null, "method": "GET", "path": "/", "query": null,
+        "request_headers": {"host": "app.test"}, "subject": null, "tenant": null,
+        "requested_tenant": null, "roles": null, "client_ip": "127.0.0.1", "transport": "plain",
+        "latency_ms": 0.1, "policy_version": "x", "detail": null, "prev_hash": "0", "hash": "0",
+        "key_id": null,
+    });
+    for (k, v) in fields.as_object().expect("object") {
+        r[k] = v.clone();
+    }
+    r.to_string()
+}
+
+/// A trail of denials only (the default `include`): replay says it cannot see allowed traffic,
+/// skips what it cannot judge (and says why), and still finds refusals the new policy lifts.
+#[test]
+fn a_denials_only_trail_is_replayed_for_what_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit");
+    std::fs::create_dir(&audit).expect("mkdir");
+    let analyst = json!({"subject": "u1", "roles": ["analyst"], "tenant": "acme"});
+    let with = |base: &Value, more: Value| {
+        let mut v = base.clone();
+        for (k, x) in more.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let lines = [
+        json!({"type": "audit", "event": "startup", "seq": 0, "ts": "2026-03-02T09:00:00.000Z"})
+            .to_string(),
+        record(
+            1,
+            with(
+                &analyst,
+                json!({"reason": "missing_permission", "status": 403, "route": "admin", "path": "/api/admin/users"}),
+            ),
+        ),
+        record(
+            2,
+            with(
+                &analyst,
+                json!({"reason": "tenant_mismatch", "status": 403, "route": "org-reports", "path": "/api/orgs/globex/reports/q1", "requested_tenant": "globex"}),
+            ),
+        ),
+        record(
+            3,
+            with(
+                &analyst,
+                json!({"reason": "overloaded", "status": 503, "route": "ask", "method": "POST", "path": "/api/ask"}),
+            ),
+        ),
+        record(
+            4,
+            json!({"decision": "aborted", "route": "docs", "path": "/docs/a"}),
+        ),
+        record(
+            5,
+            with(
+                &analyst,
+                json!({"reason": "tenant_mismatch", "status": 403, "route": "org-reports", "path": "/api/orgs/x/reports/q1", "requested_tenant": "hmac-sha256:00112233445566778899aabbccddeeff"}),
+            ),
+        ),
+        record(
+            6,
+            json!({"reason": "no_route", "status": 404, "path": "/x…[truncated]"}),
+        ),
+        record(
+            7,
+            json!({"reason": "token_expired", "status": 401, "route": "admin", "path": "/api/admin/users"}),
+        ),
+    ];
+    std::fs::write(
+        audit.join("audit-2026-03-02.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("write");
+    let up: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let new = dir.path().join("new.yaml");
+    let public_admin = POLICY.replace(
+        "    match: { path: \"/api/admin/**\" }\n    require: [\"admin:*\"]\n",
+        "    match: { path: \"/api/admin/**\" }\n    public: true\n",
+    );
+    std::fs::write(&new, policy(up, &audit, &public_admin)).expect("write");
+    let out = replay(&[
+        "--audit",
+        audit.to_str().expect("utf-8"),
+        "--policy",
+        new.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    let body: Vec<&str> = stdout.lines().skip(2).collect();
+    assert_eq!(
+        body,
+        vec![
+            "note: the trail records no allowed request (audit.include has no `all`): only refusals can be re-judged, so changes to allow → deny cannot show",
+            "skipped: 1 aborted, 1 redacted tenant or client IP, 1 runtime refusal, 1 truncated target",
+            "2 of 3 replayed requests change decision",
+            "",
+            "deny → allow: 2",
+            "  route admin: 2",
+            "    2026-03-02T09:00:01.000Z GET /api/admin/users sub=u1 roles=[analyst] tenant=acme: deny 403 missing_permission → allow [request req-1]",
+            "    2026-03-02T09:00:07.000Z GET /api/admin/users no token: deny 401 token_expired → allow [request req-7]",
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.starts_with("fortress replay: 7 request records in "),
+        "{stdout}"
+    );
+}

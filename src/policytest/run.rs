@@ -255,7 +255,11 @@ fn build(
     };
     let mut target = r.path.value.clone();
     if !r.query.is_empty() {
-        let q: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let q: Vec<String> = r
+            .query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.value))
+            .collect();
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(&q.join("&"));
     }
@@ -268,9 +272,9 @@ fn build(
         .chain(&r.headers)
     {
         let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| here(r.path.pos, &format!("`{k}` is not a header name")))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|_| here(r.path.pos, &format!("`{v}` is not a header value")))?;
+            .map_err(|_| here(v.pos, &format!("`{k}` is not a header name")))?;
+        let value = HeaderValue::from_str(&v.value)
+            .map_err(|_| here(v.pos, &format!("`{}` is not a header value", v.value)))?;
         headers.append(name, value);
     }
     let time = r

@@ -35,7 +35,7 @@ pub struct RawTable {
 pub struct RawDefaults {
     /// Headers every request carries (a case's own headers win).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Located<String>>,
     /// The transport of every request (a case's own fields win).
     #[serde(default)]
     pub transport: Option<RawTransport>,
@@ -67,10 +67,10 @@ pub struct RawRequest {
     pub path: Located<String>,
     /// Query parameters, appended to the path's query (`key=value`, as written).
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
+    pub query: BTreeMap<String, Located<String>>,
     /// Request headers.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Located<String>>,
     /// The identity whose token the request carries (`Authorization: Bearer`).
     #[serde(default, rename = "as")]
     pub identity: Option<Located<String>>,
