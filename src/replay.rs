@@ -334,15 +334,18 @@ fn replay_one(
         return Ok(());
     };
     let mut headers = HeaderMap::new();
+    // A header sent more than once was recorded joined with `, `: sent again as it came.
     for (k, v) in record.request_headers.iter().flatten() {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.append(name, value);
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            continue;
+        };
+        for part in v.split(", ") {
+            if let Ok(value) = HeaderValue::from_str(part) {
+                headers.append(name.clone(), value);
+            }
         }
     }
-    // A record from before `headers` was recorded: the tenant it named, in every header the
+    // A record from before `request_headers` was recorded: the tenant it named, in every header the
     // new policy reads a tenant from.
     if let Some(t) = record
         .requested_tenant

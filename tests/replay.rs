@@ -215,12 +215,24 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
         send(addr, "GET", "/docs/readme", None, &[]).await,
         200,
     );
+    sent(
+        "ask two tenants",
+        send(
+            addr,
+            "POST",
+            "/api/ask",
+            Some(&analyst),
+            &[("X-Org-Id", "acme"), ("X-Org-Id", "globex")],
+        )
+        .await,
+        400,
+    );
     assert_eq!(up.hits(), 6, "the upstream saw the allowed requests only");
     let recorded: Vec<Value> = audit_records(audit_dir.path())
         .into_iter()
         .filter(|r| r["event"] == "request")
         .collect();
-    assert_eq!(recorded.len(), 11);
+    assert_eq!(recorded.len(), 12);
     // The tenant header is recorded (replay sends it again); the token never is.
     let ask = recorded
         .iter()
@@ -244,7 +256,7 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains("\n0 of 11 replayed requests change decision\n"),
+        stdout.contains("\n0 of 12 replayed requests change decision\n"),
         "{stdout}"
     );
 
@@ -269,8 +281,8 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
     let out = replay(&["--audit", audit, "--policy", new, "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(report["records"], 11);
-    assert_eq!(report["replayed"], 11);
+    assert_eq!(report["records"], 12);
+    assert_eq!(report["replayed"], 12);
     assert_eq!(report["changed"], 5);
     let changes: BTreeMap<String, (String, Value, Value)> = report["changes"]
         .as_array()
@@ -358,13 +370,13 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("fortress replay: 11 request records in "),
+        stdout.starts_with("fortress replay: 12 request records in "),
         "{stdout}"
     );
     assert!(stdout.contains("note: tokens are never recorded: each request is re-decided with its recorded subject, roles and tenant as verified claims"), "{stdout}");
     assert!(
         stdout.contains(
-            "\n5 of 11 replayed requests change decision\n\nallow → deny: 2\n  route docs: 1\n"
+            "\n5 of 12 replayed requests change decision\n\nallow → deny: 2\n  route docs: 1\n"
         ),
         "{stdout}"
     );

@@ -147,7 +147,7 @@ pub fn request_record(ctx: &RequestContext, target: Option<&PathAndQuery>) -> Re
         r.path = Some(bounded(&ctx.canonical_path(t.path())));
         r.query = t.query().map(bounded);
     }
-    r.request_headers = ctx.audit_headers.clone();
+    r.request_headers = recorded_headers(&ctx.audit_headers);
     let principal = ctx.principal.as_deref();
     let own = principal.and_then(|p| p.tenant.as_deref());
     r.subject = principal.map(|p| p.subject.clone());
@@ -186,21 +186,33 @@ pub fn request_record(ctx: &RequestContext, target: Option<&PathAndQuery>) -> Re
 /// The values of the headers the decision reads ([`crate::audit::record::DECISION_HEADERS`]
 /// and the policy's tenant headers), for the record (`fortress replay` sends them again).
 /// Repeated headers are joined with `, `; values that are not visible ASCII are left out.
+/// Kept per request as shared handles (no copy of a name or value); the record's map is built
+/// by [`recorded_headers`] only when a record is written.
 pub fn decision_headers(
     policy: &crate::policy::Policy,
     headers: &http::HeaderMap,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            crate::audit::record::DECISION_HEADERS.contains(&n)
+                || policy.headers.tenant_headers.contains(n)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// The record's `request_headers`: lower-case name → value, repeated headers joined with
+/// `, `, values that are not visible ASCII left out, each cut at [`MAX_HEADER`] bytes.
+fn recorded_headers(
+    kept: &[(http::HeaderName, http::HeaderValue)],
 ) -> Option<std::collections::BTreeMap<String, String>> {
     let mut out = std::collections::BTreeMap::<String, String>::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        if !crate::audit::record::DECISION_HEADERS.contains(&n)
-            && !policy.headers.tenant_headers.contains(n)
-        {
-            continue;
-        }
+    for (name, value) in kept {
         let Ok(v) = value.to_str() else { continue };
         let v = bounded_to(v, MAX_HEADER);
-        out.entry(n.to_owned())
+        out.entry(name.as_str().to_owned())
             .and_modify(|e| {
                 e.push_str(", ");
                 e.push_str(&v);
