@@ -11,6 +11,7 @@
 //! so rate limits and budgets count as they would have. Reference: docs/policy-testing.md.
 
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -208,12 +209,23 @@ pub fn replay(args: &ReplayArgs) -> Result<(String, bool), String> {
     let tenant_headers = tenant_headers(&bound);
     let mut report = Report::default();
     for (_, path, _) in files {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // A partial last line (a crash mid-write) was never acknowledged: not a record.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        for (i, line) in text[..complete].lines().enumerate() {
-            let v: Value = serde_json::from_str(line)
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Streamed: a day's file can be large.
+        let mut reader = std::io::BufReader::new(file);
+        let mut buf = Vec::new();
+        let mut line_no = 0usize;
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            // A partial last line (a crash mid-write) was never acknowledged: not a record.
+            if n == 0 || buf.last() != Some(&b'\n') {
+                break;
+            }
+            line_no += 1;
+            let i = line_no - 1;
+            let v: Value = serde_json::from_slice(&buf)
                 .map_err(|e| format!("{}:{}: not a record: {e}", path.display(), i + 1))?;
             if v.get("event").and_then(Value::as_str) != Some("request") {
                 continue;

@@ -263,7 +263,8 @@ cases:
         lines[1].starts_with(&format!("{t}:10:40: invalid type")),
         "{stderr}"
     );
-    // Once well-formed, an identity no one defined is an error at its position.
+    // Once well-formed: an identity no one defined, a case name used twice, a `repeat` out
+    // of bounds, each an error at its position.
     let table = write(
         dir.path(),
         "bad.tests.yaml",
@@ -272,13 +273,19 @@ cases:
   - name: two
     request: { path: /docs/1, as: nobody }
     expect: { decision: allow }
+  - name: two
+    request: { path: /docs/1, repeat: 0 }
+    expect: { decision: allow }
 ",
     );
     let out = fortress(&["test", table.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
-        format!("{t}:4:35: unknown identity `nobody`\n")
+        format!(
+            "{t}:4:35: unknown identity `nobody`\n{t}:6:11: case name `two` is used twice\n\
+             {t}:7:39: `repeat` must be between 1 and 10000\n"
+        )
     );
 }
 

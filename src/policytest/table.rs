@@ -160,6 +160,9 @@ pub enum ExpectDecision {
     Preflight,
 }
 
+/// Most times one case may send its request.
+pub const MAX_REPEAT: u32 = 10_000;
+
 /// A loaded tests file.
 #[derive(Debug)]
 pub struct Table {
@@ -184,8 +187,26 @@ impl Table {
             .map_err(|e| vec![located(path, None, &format!("cannot read file: {e}"))])?;
         let raw: RawTable = yaml::from_str(&text).map_err(|errors| render(path, &errors))?;
         let mut errors = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for case in &raw.cases {
+            let name = &case.value.name;
+            if !names.insert(name.value.as_str()) {
+                errors.push(located(
+                    path,
+                    Some(name.pos),
+                    &format!("case name `{}` is used twice", name.value),
+                ));
+            }
             let r = &case.value.request;
+            if let Some(n) = &r.repeat
+                && !(1..=MAX_REPEAT).contains(&n.value)
+            {
+                errors.push(located(
+                    path,
+                    Some(n.pos),
+                    &format!("`repeat` must be between 1 and {MAX_REPEAT}"),
+                ));
+            }
             if let Some(id) = &r.identity
                 && !raw.identities.contains_key(&id.value)
             {
