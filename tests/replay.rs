@@ -482,9 +482,10 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
             json!({"reason": "token_expired", "status": 401, "route": "admin", "path": "/api/admin/users"}),
         ),
     ];
+    // The last line was cut off by a crash (never acknowledged): not a record.
     std::fs::write(
         audit.join("audit-2026-03-02.jsonl"),
-        lines.join("\n") + "\n",
+        lines.join("\n") + "\n{\"type\":\"audit\",\"event\":\"requ",
     )
     .expect("write");
     let up: SocketAddr = "127.0.0.1:9".parse().expect("addr");
