@@ -28,7 +28,7 @@ use crate::store::{MemoryStore, StateStore};
 
 /// The name the test key is given to the compiler under. It is never read from the process
 /// environment: [`TestEnv`] answers it, and nothing else.
-const TEST_KEY_VAR: &str = "FORTRESS_POLICY_TEST_KEY";
+const TEST_KEY_VAR: &str = "fortress test key (not an environment variable)";
 
 /// The environment a policy is compiled in for tests: the test key and nothing else (so a
 /// result never depends on the machine's environment, and no secret is needed).
