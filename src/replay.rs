@@ -410,14 +410,17 @@ fn replay_one(
     let mut new = outcome(&verdict);
     // The token is not in the record: a request refused for its credentials, still asked for
     // credentials by the new policy, stays refused for the same reason.
+    // (A dry-run refusal for its token becomes the same enforced refusal.)
     if record.subject.is_none()
         && old.decision != "allow"
         && old.reason.as_deref().is_some_and(credential_refusal)
-        && new.decision == old.decision
+        && new.decision != "allow"
         && new.reason.as_deref().is_some_and(credential_refusal)
     {
         new.reason = old.reason.clone();
-        new.status = old.status;
+        if new.decision == old.decision {
+            new.status = old.status;
+        }
     }
     let same = old.decision == new.decision
         && (old.decision == "allow" || (old.reason == new.reason && old.status == new.status));

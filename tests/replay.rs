@@ -481,6 +481,11 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
             7,
             json!({"reason": "token_expired", "status": 401, "route": "admin", "path": "/api/admin/users"}),
         ),
+        // A dry-run refusal: under the enforcing policy, the same refusal, enforced.
+        record(
+            8,
+            json!({"decision": "dry_run_deny", "reason": "token_expired", "status": 200, "route": "org-reports", "path": "/api/orgs/acme/reports/q1"}),
+        ),
     ];
     // The last line was cut off by a crash (never acknowledged): not a record.
     std::fs::write(
@@ -509,17 +514,21 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
         vec![
             "note: the trail records no allowed request (audit.include has no `all`): only refusals can be re-judged, so changes to allow → deny cannot show",
             "skipped: 1 aborted, 1 redacted tenant or client IP, 1 runtime refusal, 1 truncated target",
-            "2 of 3 replayed requests change decision",
+            "3 of 4 replayed requests change decision",
             "",
             "deny → allow: 2",
             "  route admin: 2",
             "    2026-03-02T09:00:01.000Z GET /api/admin/users sub=u1 roles=[analyst] tenant=acme: deny 403 missing_permission → allow [request req-1]",
             "    2026-03-02T09:00:07.000Z GET /api/admin/users no token: deny 401 token_expired → allow [request req-7]",
+            "",
+            "dry_run_deny → deny: 1",
+            "  route org-reports: 1",
+            "    2026-03-02T09:00:08.000Z GET /api/orgs/acme/reports/q1 no token: dry_run_deny token_expired → deny 401 token_expired [request req-8]",
         ],
         "{stdout}"
     );
     assert!(
-        stdout.starts_with("fortress replay: 7 request records in "),
+        stdout.starts_with("fortress replay: 8 request records in "),
         "{stdout}"
     );
 }
