@@ -299,9 +299,14 @@ fn test_key_repeat_transport_and_coverage() {
         dir.path(),
         "p.tests.yaml",
         "policy: p.yaml
+defaults:
+  transport: { peer: 203.0.113.1 }
 identities:
   r: { sub: u1, roles: [reader] }
 cases:
+  - name: a client named without a peer is its own peer
+    request: { path: /office, transport: { client_ip: 198.51.100.9 } }
+    expect: { decision: allow, route: office }
   - name: readers read
     request: { path: /docs/1, as: r }
     expect: { decision: allow, route: docs }
@@ -327,7 +332,7 @@ cases:
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains(&format!("{t}: 6 passed, 0 failed (policy ")),
+        stdout.contains(&format!("{t}: 7 passed, 0 failed (policy ")),
         "{stdout}"
     );
     assert!(

@@ -357,9 +357,16 @@ fn build(
 fn merge(own: Option<&RawTransport>, default: Option<&RawTransport>) -> RawTransport {
     let own = own.cloned().unwrap_or_default();
     let default = default.cloned().unwrap_or_default();
+    // A case that names its client but not its peer is that client, whatever the default
+    // peer is.
+    let default_peer = if own.client_ip.is_some() {
+        None
+    } else {
+        default.peer
+    };
     RawTransport {
         tls: own.tls.or(default.tls),
-        peer: own.peer.or(default.peer),
+        peer: own.peer.or(default_peer),
         client_ip: own.client_ip.or(default.client_ip),
     }
 }
