@@ -161,6 +161,7 @@ struct Report {
     records: usize,
     replayed: usize,
     allowed_recorded: usize,
+    toggles: usize,
     skipped: BTreeMap<&'static str, usize>,
     first: Option<String>,
     last: Option<String>,
@@ -227,13 +228,23 @@ pub fn replay(args: &ReplayArgs) -> Result<(String, bool), String> {
             let i = line_no - 1;
             let v: Value = serde_json::from_slice(&buf)
                 .map_err(|e| format!("{}:{}: not a record: {e}", path.display(), i + 1))?;
-            if v.get("event").and_then(Value::as_str) != Some("request") {
-                continue;
-            }
             let Some(ts_ms) = v.get("ts").and_then(Value::as_str).and_then(parse_ts) else {
                 continue;
             };
-            if since.is_some_and(|s| ts_ms < s) || until.is_some_and(|u| ts_ms >= u) {
+            if until.is_some_and(|u| ts_ms >= u) {
+                continue;
+            }
+            match v.get("event").and_then(Value::as_str) {
+                Some("request") => {}
+                // The admin API's toggle overrides, applied when they were (before the
+                // window too: they were in force during it).
+                Some("toggle_change") => {
+                    toggle_change(&bound, &rt, &v, &mut report)?;
+                    continue;
+                }
+                _ => continue,
+            }
+            if since.is_some_and(|s| ts_ms < s) {
                 continue;
             }
             let record: Record = serde_json::from_value(v.clone())
@@ -266,6 +277,32 @@ pub fn replay(args: &ReplayArgs) -> Result<(String, bool), String> {
         text_report(&report, &args.audit, &policy, args.examples)
     };
     Ok((out, changed))
+}
+
+/// An applied `toggle_change` record: the override set in the replay's store, when the new
+/// policy has that toggle.
+fn toggle_change(
+    bound: &Bound,
+    rt: &tokio::runtime::Runtime,
+    v: &Value,
+    report: &mut Report,
+) -> Result<(), String> {
+    if v.get("decision").and_then(Value::as_str) != Some("applied") {
+        return Ok(());
+    }
+    let detail = v.get("detail");
+    let (Some(name), Some(on)) = (
+        detail.and_then(|d| d.get("toggle")).and_then(Value::as_str),
+        detail.and_then(|d| d.get("new")).and_then(Value::as_bool),
+    ) else {
+        return Ok(());
+    };
+    if bound.policy().toggles.list.iter().any(|t| t.name == name) {
+        rt.block_on(bound.store().set_toggle(name, Some(on)))
+            .map_err(|e| format!("toggle `{name}`: {e:?}"))?;
+        report.toggles += 1;
+    }
+    Ok(())
 }
 
 /// Every header the new policy reads a tenant from.
@@ -526,6 +563,13 @@ fn text_report(report: &Report, dir: &Path, policy: &TestPolicy, examples: usize
              refusals can be re-judged, so changes to allow → deny cannot show\n",
         );
     }
+    if report.toggles > 0 {
+        out.push_str(&format!(
+            "note: {} toggle change{} from the trail applied when made\n",
+            report.toggles,
+            if report.toggles == 1 { "" } else { "s" }
+        ));
+    }
     if !report.skipped.is_empty() {
         let s: Vec<String> = report
             .skipped
@@ -588,6 +632,7 @@ fn json_report(report: &Report, dir: &Path, policy: &TestPolicy, examples: usize
         "records": report.records,
         "replayed": report.replayed,
         "allowed_recorded": report.allowed_recorded,
+        "toggle_changes": report.toggles,
         "skipped": report.skipped,
         "from": report.first, "to": report.last,
         "note": NOTE,

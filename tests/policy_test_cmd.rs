@@ -225,6 +225,12 @@ routes:
   - name: other
     match: { path: /other }
     public: true
+  - name: beta
+    match: { path: /beta }
+    require: [\"docs:read\"]
+    requires_toggle: beta
+toggles:
+  beta: { default: false }
 ";
 
 #[test]
@@ -325,6 +331,15 @@ cases:
   - name: a token not yet valid
     request: { path: /docs/1, as: r, token: not_yet_valid }
     expect: { decision: deny, status: 401, reason: token_not_yet_valid }
+  - name: a revoked subject
+    request: { path: /docs/1, as: r, token: revoked }
+    expect: { decision: deny, status: 401, reason: token_revoked }
+  - name: beta is off by default
+    request: { path: /beta, as: r }
+    expect: { decision: deny, status: 503, reason: feature_disabled, route: beta }
+  - name: beta switched on
+    request: { path: /beta, as: r, toggles: { beta: true } }
+    expect: { decision: allow, route: beta }
 ",
     );
     let t = table.to_str().expect("utf-8");
@@ -332,11 +347,11 @@ cases:
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains(&format!("{t}: 7 passed, 0 failed (policy ")),
+        stdout.contains(&format!("{t}: 10 passed, 0 failed (policy ")),
         "{stdout}"
     );
     assert!(
-        stdout.contains("coverage: 2 of 3 routes reached; no case reaches: other\n"),
+        stdout.contains("coverage: 3 of 4 routes reached; no case reaches: other\n"),
         "{stdout}"
     );
     let out = fortress(&["test", "--require-coverage", t]);

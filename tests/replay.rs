@@ -486,6 +486,19 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
             8,
             json!({"decision": "dry_run_deny", "reason": "token_expired", "status": 200, "route": "org-reports", "path": "/api/orgs/acme/reports/q1"}),
         ),
+        // The toggle was off, then switched on through the admin API: each request is judged
+        // with the override in force when it came (no change either time).
+        record(
+            9,
+            json!({"reason": "feature_disabled", "status": 503, "route": "beta", "path": "/beta"}),
+        ),
+        json!({"type": "audit", "event": "toggle_change", "seq": 10, "ts": "2026-03-02T09:00:10.000Z",
+               "decision": "applied", "detail": {"toggle": "beta", "default": false, "old": false, "new": true}})
+            .to_string(),
+        record(
+            11,
+            json!({"reason": "missing_token", "status": 401, "route": "beta", "path": "/beta"}),
+        ),
     ];
     // The last line was cut off by a crash (never acknowledged): not a record.
     std::fs::write(
@@ -498,7 +511,7 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
     let public_admin = POLICY.replace(
         "    match: { path: \"/api/admin/**\" }\n    require: [\"admin:*\"]\n",
         "    match: { path: \"/api/admin/**\" }\n    public: true\n",
-    );
+    ) + "  - name: beta\n    match: { path: /beta }\n    require: [\"ask:use\"]\n    requires_toggle: beta\ntoggles:\n  beta: { default: false }\n";
     std::fs::write(&new, policy(up, &audit, &public_admin)).expect("write");
     let out = replay(&[
         "--audit",
@@ -513,8 +526,9 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
         body,
         vec![
             "note: the trail records no allowed request (audit.include has no `all`): only refusals can be re-judged, so changes to allow → deny cannot show",
+            "note: 1 toggle change from the trail applied when made",
             "skipped: 1 aborted, 1 redacted tenant or client IP, 1 runtime refusal, 1 truncated target",
-            "3 of 4 replayed requests change decision",
+            "3 of 6 replayed requests change decision",
             "",
             "deny → allow: 2",
             "  route admin: 2",
@@ -528,7 +542,7 @@ fn a_denials_only_trail_is_replayed_for_what_it_holds() {
         "{stdout}"
     );
     assert!(
-        stdout.starts_with("fortress replay: 8 request records in "),
+        stdout.starts_with("fortress replay: 10 request records in "),
         "{stdout}"
     );
 }

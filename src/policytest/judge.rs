@@ -234,6 +234,11 @@ impl Bound {
         &self.snapshot.policy
     }
 
+    /// The bound state store (toggle overrides, revocations).
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.snapshot.store
+    }
+
     /// Runs the proxy's decision on `input`.
     pub async fn decide(&self, input: &Input) -> Result<Verdict, String> {
         self.now.store(input.now_ms, Ordering::Relaxed);

@@ -139,6 +139,10 @@ fn run_case(
             return Ok((result, routes));
         }
     };
+    if let Err(e) = prepare(table, case, &bound, &input, rt) {
+        result.failure = Some(e);
+        return Ok((result, routes));
+    }
     let times = case.request.repeat.as_ref().map_or(1, |r| r.value.max(1));
     let mut verdict = None;
     for _ in 0..times {
@@ -155,6 +159,64 @@ fn run_case(
     result.route = verdict.route.clone();
     result.failure = compare(case, &verdict);
     Ok((result, routes))
+}
+
+/// The state a case asks for: toggle overrides, a revoked subject.
+fn prepare(
+    table: &Table,
+    case: &RawCase,
+    bound: &Bound,
+    input: &Input,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(), String> {
+    let r = &case.request;
+    let defaults = table.raw.defaults.as_ref().map(|d| &d.toggles);
+    let toggles = defaults
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !r.toggles.contains_key(*k))
+        .chain(&r.toggles);
+    for (name, on) in toggles {
+        if !bound.policy().toggles.list.iter().any(|t| t.name == *name) {
+            return Err(located(
+                &table.path,
+                Some(on.pos),
+                &format!("the policy has no toggle `{name}`"),
+            ));
+        }
+        rt.block_on(bound.store().set_toggle(name, Some(on.value)))
+            .map_err(|e| format!("toggle `{name}`: {e:?}"))?;
+    }
+    if r.token.as_ref().map(|t| t.value) == Some(TokenProblem::Revoked) {
+        let subject = r
+            .identity
+            .as_ref()
+            .and_then(|id| table.raw.identities.get(&id.value))
+            .and_then(|claims| {
+                let path = bound
+                    .policy()
+                    .auth
+                    .as_ref()
+                    .map_or("sub", |a| a.jwt.claims.subject.as_str());
+                let mut parts = path.split('.');
+                let first = claims.value.get(parts.next()?)?;
+                parts
+                    .try_fold(first, |v, p| v.get(p))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| "`token: revoked` needs an identity with a subject".to_string())?;
+        let now = input.now_ms / 1000;
+        let revocation = crate::store::Revocation::Subject {
+            subject,
+            before: now + 1,
+            expires_at: now + 86_400,
+            reason: "fortress test".into(),
+        };
+        rt.block_on(bound.store().revoke(input.now_ms, revocation))
+            .map_err(|e| format!("revocation: {e:?}"))?;
+    }
+    Ok(())
 }
 
 /// What a verdict looks like in a failure line.
@@ -413,7 +475,7 @@ fn mint(
             let payload = URL_SAFE_NO_PAD.encode(Value::Object(c).to_string());
             return Ok(format!("{header}.{payload}."));
         }
-        Some(TokenProblem::Missing | TokenProblem::Malformed) | None => {}
+        Some(TokenProblem::Missing | TokenProblem::Malformed | TokenProblem::Revoked) | None => {}
     }
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -42,6 +42,9 @@ pub struct RawDefaults {
     /// The time of every request (RFC 3339).
     #[serde(default)]
     pub time: Option<Located<String>>,
+    /// Toggle overrides of every case (a case's own win).
+    #[serde(default)]
+    pub toggles: BTreeMap<String, Located<bool>>,
 }
 
 /// One case.
@@ -86,6 +89,9 @@ pub struct RawRequest {
     /// Send the request this many times (rate limits, budgets); the last one is judged.
     #[serde(default)]
     pub repeat: Option<Located<u32>>,
+    /// Toggle overrides in force (as the admin API sets them): `{ NAME: true | false }`.
+    #[serde(default)]
+    pub toggles: BTreeMap<String, Located<bool>>,
 }
 
 /// `transport:`.
@@ -124,6 +130,8 @@ pub enum TokenProblem {
     Malformed,
     /// No token at all (even with `as`).
     Missing,
+    /// A valid token whose subject has been revoked (as `POST /admin/revocations` does).
+    Revoked,
 }
 
 /// `expect:`.
