@@ -278,9 +278,13 @@ fn leaves(
             }
         }
         (x, y) if x != y => {
-            let secret = path
+            // Where a key may be written inline (`value:`), the value is never printed; the
+            // name of a variable or file is.
+            let keyish = path
                 .split('.')
                 .any(|p| matches!(p, "secret" | "secrets" | "hmac_key" | "redact_key" | "key"));
+            let secret = keyish
+                && (path.ends_with(".value") || [x, y].into_iter().flatten().any(inline_value));
             let show = |v: Option<&Value>| match v {
                 None | Some(Value::Null) => "(none)".to_string(),
                 Some(_) if secret => "(set)".to_string(),
@@ -298,6 +302,15 @@ fn leaves(
             ));
         }
         _ => {}
+    }
+}
+
+/// Whether `v` holds a `value:` key at any depth (an inline secret).
+fn inline_value(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("value") || m.values().any(inline_value),
+        Value::Array(items) => items.iter().any(inline_value),
+        _ => false,
     }
 }
 

@@ -125,3 +125,38 @@ fn a_policy_that_does_not_compile_is_an_error_at_file_line_col() {
         text(&out.stderr)
     );
 }
+
+/// A policy whose secret comes from the environment is compared without it; the variable's
+/// name is shown (it is not the secret), a narrowed `require_any` is not a widening.
+#[test]
+fn secrets_from_the_environment_are_not_needed_and_their_names_are_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/easydata.yaml");
+    let old = std::fs::read_to_string(&path).expect("easydata.yaml");
+    let mut new = edit(
+        &old,
+        "secret: { env: JWT_SECRET_KEY }",
+        "secret: { env: JWT_SECRET_KEY_V2 }",
+    );
+    new = edit(
+        &new,
+        "require_any: [\"predictions:read\", \"reports:read\"]",
+        "require_any: [\"predictions:read\"]",
+    );
+    let (a, b) = (
+        write(dir.path(), "easydata.yaml", &old),
+        write(dir.path(), "next.yaml", &new),
+    );
+    let out = fortress(&["diff", &a, &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "\
+routes:
+  ~ predictions: require_any [predictions:read, reports:read] → [predictions:read] (-[reports:read])
+settings:
+  ~ authentication.jwt.secret.env: JWT_SECRET_KEY → JWT_SECRET_KEY_V2
+2 changes; 0 widen access (marked !)
+"
+    );
+}
