@@ -68,6 +68,7 @@ const UPSTREAM_REASONS: &[&str] = &[
 /// Refusals of a request's credentials (or of the client for failed credentials).
 fn credential_refusal(reason: &str) -> bool {
     reason == "too_many_failed_authentications"
+        || reason == "credentials_over_http"
         || <crate::error::AuthError as strum::IntoEnumIterator>::iter().any(|e| e.code() == reason)
 }
 
@@ -407,7 +408,15 @@ fn replay_one(
             }
         }
     }
+    // A recorded subject means the request carried a verified token: the transport rules see
+    // credentials (a stand-in: authentication reads the recorded claims, not this header).
     let claims = record.subject.as_ref().map(|s| claims(bound, s, &record));
+    if claims.is_some() {
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer fortress-replay-token-not-recorded"),
+        );
+    }
     let target = match &record.query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),

@@ -260,6 +260,61 @@ async fn replay_reports_exactly_the_requests_whose_decision_changes() {
         "{stdout}"
     );
 
+    // Tokens over plain HTTP no longer accepted (no `allow_insecure_local`): every request
+    // that carried one is refused for it; the others do not change.
+    let strict = dir.path().join("strict.yaml");
+    std::fs::write(
+        &strict,
+        config(
+            up.addr,
+            "",
+            &format!(
+                "audit:\n  dir: {}\n  include: [all]\n{}",
+                audit_dir.path().display(),
+                POLICY.replace("SECRET_VALUE", &format!("\"{SECRET}\""))
+            ),
+        ),
+    )
+    .expect("write");
+    let out = replay(&[
+        "--audit",
+        audit,
+        "--policy",
+        strict.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut changed: Vec<(String, String)> = report["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            let name = ids
+                .iter()
+                .find(|(_, id)| c["request_id"] == id.as_str())
+                .map(|(n, _)| n.to_string())
+                .expect("a request we sent");
+            assert_eq!(c["new"]["reason"], "credentials_over_http", "{c}");
+            (name, c["change"].as_str().expect("change").to_owned())
+        })
+        .collect();
+    changed.sort();
+    let pair = |n: &str, c: &str| (n.to_string(), c.to_string());
+    assert_eq!(
+        changed,
+        vec![
+            pair("admin as analyst", "deny: reason changed"),
+            pair("admin as ops", "allow → deny"),
+            pair("ask other tenant", "deny: reason changed"),
+            pair("ask own tenant", "allow → deny"),
+            pair("ask two tenants", "deny: reason changed"),
+            pair("cross-tenant reports", "deny: reason changed"),
+            pair("own reports", "allow → deny"),
+            pair("support crosses", "allow → deny"),
+        ]
+    );
+
     // The new policy: analysts lose reports:read, the docs need a token, admin is public.
     let changed = POLICY
         .replace(
