@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `schema`, `explain`, `audit`, `demo`, `token`, `health`,
-//! `version`.
+//! The command line: `run`, `check`, `schema`, `explain`, `test`, `diff`, `replay`, `audit`,
+//! `demo`, `token`, `health`, `version`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -95,6 +95,14 @@ pub enum Command {
         #[arg(long)]
         jti: Option<String>,
     },
+    /// Run decision tables (`*.tests.yaml`) against their policy, offline (docs/policy-testing.md).
+    Test(crate::policytest::TestArgs),
+    /// What changed between two policies: routes, permissions, roles, settings (exit 0: none,
+    /// 1: changes, 2: a file cannot be used).
+    Diff(crate::diff::DiffArgs),
+    /// Re-decide the requests an audit trail recorded under a new policy and print the ones
+    /// whose decision would change (exit 0: none, 1: some, 2: bad input).
+    Replay(crate::replay::ReplayArgs),
     /// Check (`verify`) or search (`query`) an audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cmd::AuditCommand),
@@ -130,6 +138,9 @@ pub fn run() -> ExitCode {
         }
         Command::Explain(req) => crate::explain::run(&req),
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
+        Command::Test(args) => crate::policytest::run(&args),
+        Command::Diff(args) => crate::diff::run(&args),
+        Command::Replay(args) => crate::replay::run(&args),
         Command::Schema => {
             println!("{}", config::json_schema());
             ExitCode::SUCCESS

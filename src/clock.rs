@@ -25,6 +25,9 @@ pub enum Clock {
     System,
     /// Milliseconds since the epoch, read from this file on every call (tests only).
     File(PathBuf),
+    /// Milliseconds since the epoch, set by its holder (`fortress test` and `fortress replay`
+    /// judge each request at its own time; never built from the environment).
+    Manual(std::sync::Arc<std::sync::atomic::AtomicU64>),
 }
 
 impl Clock {
@@ -38,7 +41,7 @@ impl Clock {
 
     /// Whether this is the test clock.
     pub fn is_test(&self) -> bool {
-        matches!(self, Clock::File(_))
+        matches!(self, Clock::File(_) | Clock::Manual(_))
     }
 
     /// Now, in milliseconds since the Unix epoch (UTC).
@@ -49,6 +52,7 @@ impl Clock {
                 .ok()
                 .and_then(|s| s.trim().parse::<Millis>().ok())
                 .unwrap_or_else(system_ms),
+            Clock::Manual(ms) => ms.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

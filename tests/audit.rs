@@ -127,6 +127,7 @@ const FIELDS: &[&str] = &[
     "method",
     "path",
     "query",
+    "request_headers",
     "subject",
     "tenant",
     "requested_tenant",

@@ -10,6 +10,17 @@ use serde_json::Value;
 
 use crate::store::{DAY_MS, civil_from_days};
 
+/// Headers whose values a request record keeps (besides the policy's tenant headers) because
+/// the decision reads them: `fortress replay` sends them again. Never credentials.
+pub const DECISION_HEADERS: [&str; 6] = [
+    "host",
+    "content-type",
+    "content-length",
+    "origin",
+    "access-control-request-method",
+    "access-control-request-headers",
+];
+
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +84,11 @@ pub struct Record {
     pub path: Option<String>,
     /// The query string as sent (what `fortress replay` needs to re-decide).
     pub query: Option<String>,
+    /// The request headers the decision reads, by lower-case name: those in
+    /// [`DECISION_HEADERS`] and the policy's tenant headers (never credentials).
+    /// (Named so that it does not sort between `hash` and `key_id`: the chain splices `hash`
+    /// in right before `key_id`.)
+    pub request_headers: Option<std::collections::BTreeMap<String, String>>,
     /// The token's subject.
     pub subject: Option<String>,
     /// The token's tenant claim.
@@ -315,6 +331,7 @@ mod tests {
             "method",
             "path",
             "query",
+            "request_headers",
             "subject",
             "tenant",
             "requested_tenant",

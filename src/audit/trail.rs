@@ -209,6 +209,12 @@ pub fn redact(record: &mut Record, settings: &AuditSettings) {
             Redact::Tenant => {
                 hide(&mut record.tenant);
                 hide(&mut record.requested_tenant);
+                // Every kept header outside the fixed list is a tenant header.
+                for (name, value) in record.request_headers.iter_mut().flatten() {
+                    if !super::record::DECISION_HEADERS.contains(&name.as_str()) {
+                        *value = keyed_hash(&key, value);
+                    }
+                }
             }
         }
     }
@@ -272,5 +278,23 @@ mod tests {
         assert_eq!(b.subject.as_deref(), Some("alice"));
         // Another key, another hash.
         assert_ne!(redacted_value("k2", "alice"), redacted_value("k", "alice"));
+    }
+
+    #[test]
+    fn tenant_redaction_hides_the_tenant_headers_kept_for_replay() {
+        let mut r = Record::new(Event::Request, 0);
+        r.request_headers = Some(
+            [("host", "app.test"), ("x-org-id", "globex")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+        let mut a = r.clone();
+        redact(&mut a, &settings(vec![Redact::Subject]));
+        assert_eq!(a.request_headers, r.request_headers);
+        redact(&mut a, &settings(vec![Redact::Tenant]));
+        let h = a.request_headers.unwrap_or_default();
+        assert_eq!(h["host"], "app.test");
+        assert_eq!(h["x-org-id"], redacted_value("k", "globex"));
     }
 }

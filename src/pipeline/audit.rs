@@ -147,6 +147,7 @@ pub fn request_record(ctx: &RequestContext, target: Option<&PathAndQuery>) -> Re
         r.path = Some(bounded(&ctx.canonical_path(t.path())));
         r.query = t.query().map(bounded);
     }
+    r.request_headers = recorded_headers(&ctx.audit_headers);
     let principal = ctx.principal.as_deref();
     let own = principal.and_then(|p| p.tenant.as_deref());
     r.subject = principal.map(|p| p.subject.clone());
@@ -182,12 +183,58 @@ pub fn request_record(ctx: &RequestContext, target: Option<&PathAndQuery>) -> Re
     r
 }
 
+/// The values of the headers the decision reads ([`crate::audit::record::DECISION_HEADERS`]
+/// and the policy's tenant headers), for the record (`fortress replay` sends them again).
+/// Repeated headers are joined with `, `; values that are not visible ASCII are left out.
+/// Kept per request as shared handles (no copy of a name or value); the record's map is built
+/// by [`recorded_headers`] only when a record is written.
+pub fn decision_headers(
+    policy: &crate::policy::Policy,
+    headers: &http::HeaderMap,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            crate::audit::record::DECISION_HEADERS.contains(&n)
+                || policy.headers.tenant_headers.contains(n)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// The record's `request_headers`: lower-case name → value, repeated headers joined with
+/// `, `, values that are not visible ASCII left out, each cut at [`MAX_HEADER`] bytes.
+fn recorded_headers(
+    kept: &[(http::HeaderName, http::HeaderValue)],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in kept {
+        let Ok(v) = value.to_str() else { continue };
+        let v = bounded_to(v, MAX_HEADER);
+        out.entry(name.as_str().to_owned())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Longest header value a record keeps.
+const MAX_HEADER: usize = 512;
+
 /// `s`, cut to [`MAX_TARGET`] bytes at a character boundary.
 fn bounded(s: &str) -> String {
-    if s.len() <= MAX_TARGET {
+    bounded_to(s, MAX_TARGET)
+}
+
+fn bounded_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = MAX_TARGET;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

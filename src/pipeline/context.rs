@@ -181,6 +181,10 @@ pub struct RequestContext {
     pub audit: Option<Arc<crate::audit::Trail>>,
     /// The request target as sent (kept only when the audit trail is on).
     pub target: Option<http::uri::PathAndQuery>,
+    /// The headers the decision reads (kept only when the audit trail is on; see
+    /// `pipeline/audit.rs` `decision_headers`): shared handles on the request's own bytes,
+    /// copied into the record only when one is written.
+    pub audit_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Span timing of a sampled request when OTLP export is on (`pipeline/trace.rs`).
     pub trace: super::trace::Recorder,
     first_dry_run_denial: Option<Rejection>,
@@ -239,6 +243,7 @@ impl RequestContext {
             cors: super::cors::CorsMatch::None,
             audit: None,
             target: None,
+            audit_headers: Vec::new(),
             trace: super::trace::Recorder::default(),
             first_dry_run_denial: None,
             stream_violation: None,

@@ -78,6 +78,7 @@ pub async fn handle(
     if let Some(trail) = &state.audit {
         ctx.audit = Some(trail.clone());
         ctx.target = req.uri().path_and_query().cloned();
+        ctx.audit_headers = audit::decision_headers(&ctx.snapshot.policy, req.headers());
     }
     let (mut resp, mut tunnel) = match decide_and_forward(&state, &mut ctx, req).await {
         Ok(forwarded) => forwarded,
