@@ -525,3 +525,39 @@ async fn a_reload_that_changes_the_store_is_refused() {
     let keys = redis.command(&["KEYS", "t8:v1:l:rl*"]).expect("redis");
     assert!(keys.contains("sub:u1"), "{keys}");
 }
+
+#[tokio::test]
+async fn rediss_with_a_ca_file_shares_limits_over_tls() {
+    let certs = TestCerts::new("redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("server.crt"), &certs.cert_pem).expect("cert");
+    std::fs::write(dir.path().join("server.key"), &certs.key_pem).expect("key");
+    std::fs::write(dir.path().join("ca.pem"), &certs.ca_pem).expect("ca");
+    let redis = RedisServer::start_tls(dir.path());
+    let up = Upstream::echo().await;
+    let ca = dir.path().join("ca.pem");
+    let yaml = policy(up.addr, &redis, "t9:", "").replace(
+        "resync: 200ms }",
+        &format!("resync: 200ms, ca_file: \"{}\" }}", ca.display()),
+    );
+    assert!(yaml.contains("rediss://localhost:"), "{yaml}");
+    let (a, b) = (start(&yaml, &dir, "a.yaml"), start(&yaml, &dir, "b.yaml"));
+    let tok = token("u1", &["user"], "acme", "j-tls");
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let to = if i % 2 == 0 { a.addr } else { b.addr };
+        statuses.push(call(to, "/rl/x", &tok).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    assert_eq!(metric(a.admin, "fortress_store_up").await, Some(1.0));
+    assert_eq!(get(b.admin, "/readyz").await.status, 200);
+
+    // Without the CA the server's certificate is not trusted: nothing is shared, and with
+    // `deny` the limited route fails closed.
+    let untrusted = policy(up.addr, &redis, "t9:", "on_store_error: deny");
+    let c = start(&untrusted, &dir, "c.yaml");
+    let r = call(c.addr, "/rl/x", &token("u5", &["user"], "acme", "j-tls5")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(reason(&r), "state_unavailable");
+    assert_eq!(get(c.admin, "/readyz").await.status, 503);
+}

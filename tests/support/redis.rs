@@ -13,6 +13,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// TLS only (`rediss://`): the directory with `server.crt`, `server.key`, `ca.pem`.
+    tls: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -26,16 +28,47 @@ impl RedisServer {
             port,
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
+            tls: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Like [`start`](Self::start), TLS only: `certs` holds `server.crt`, `server.key` and
+    /// `ca.pem` (no plain port; clients are not asked for certificates).
+    pub fn start_tls(certs: &std::path::Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut s = Self {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            tls: Some(certs.to_path_buf()),
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some(d) => cmd.args(["--port", "0", "--tls-port", &port]).args([
+                "--tls-cert-file".as_ref(),
+                d.join("server.crt").as_os_str(),
+                "--tls-key-file".as_ref(),
+                d.join("server.key").as_os_str(),
+                "--tls-ca-cert-file".as_ref(),
+                d.join("ca.pem").as_os_str(),
+                "--tls-auth-clients".as_ref(),
+                "no".as_ref(),
+            ]),
+        };
+        let child = cmd
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -59,10 +92,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self
-                .command(&["PING"])
-                .is_some_and(|r| r.starts_with("+PONG"))
-            {
+            if self.ping() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -70,9 +100,27 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://localhost:PORT` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://localhost:{}", self.port),
+        }
+    }
+
+    /// Whether the server answers `PING` (through `redis-cli --tls` for a TLS server).
+    fn ping(&self) -> bool {
+        match &self.tls {
+            None => self
+                .command(&["PING"])
+                .is_some_and(|r| r.starts_with("+PONG")),
+            Some(d) => Command::new("redis-cli")
+                .args(["--tls", "--cacert"])
+                .arg(d.join("ca.pem"))
+                .args(["-h", "localhost", "-p", &self.port.to_string(), "PING"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")),
+        }
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
