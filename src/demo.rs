@@ -79,6 +79,11 @@ pub fn banner(f: &Fortress, audit_dir: &Path) -> String {
     let p = f.client_addr;
     let a = f.admin_addr;
     let d = audit_dir.display();
+    // The binary as it was started (`target/release/fortress` after `cargo run`), so the
+    // commands below work without `fortress` on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "fortress".to_owned());
     let analyst = demo_token("alice", &["analyst"], "acme");
     let admin = demo_token("root", &["admin"], "ops");
     format!(
@@ -105,9 +110,9 @@ pub fn banner(f: &Fortress, audit_dir: &Path) -> String {
          A rate limit (3 searches a minute per user; the fourth gets 429 with Retry-After):\n\
          \x20 for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' -H \"Authorization: Bearer $TOKEN\" http://{p}/api/search; done; echo\n\n\
          The audit records of the denials and the violation above (hash-chained JSON lines):\n\
-         \x20 fortress audit query {d} --decision deny\n\
-         \x20 fortress audit query {d} --event stream_violation\n\
-         \x20 fortress audit verify {d}   # while the demo runs: exit 3 unsealed (sealed at Ctrl-C)\n\
+         \x20 {exe} audit query {d} --decision deny --table\n\
+         \x20 {exe} audit query {d} --event stream_violation\n\
+         \x20 {exe} audit verify {d}   # while the demo runs: exit 3 unsealed (sealed at Ctrl-C)\n\
          \x20 tail -n 1 {d}/audit-*.jsonl\n"
     )
 }
