@@ -366,3 +366,123 @@ async fn easydata_cuts_an_answer_whose_sql_the_guard_refuses() {
     assert_eq!(v["route"], "chat-stream");
     assert_eq!(v["subject"], "u1");
 }
+
+#[tokio::test]
+async fn jwks_keycloak_takes_rs256_tokens_and_realm_roles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    // The realm's key set, as Keycloak serves it (a file here: the test has no Keycloak).
+    let mut jwk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(keys.join("rsa.jwk.json")).expect("jwk"))
+            .expect("jwk JSON");
+    jwk["kid"] = "realm-key-1".into();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).expect("write");
+    let upstream = Upstream::echo().await;
+    let config = shipped(
+        "jwks-keycloak",
+        dir.path(),
+        &[
+            ("listen: 0.0.0.0:8080", "listen: 127.0.0.1:0".into()),
+            ("admin: 127.0.0.1:9901", "admin: 127.0.0.1:0".into()),
+            (
+                "upstream: http://127.0.0.1:8000",
+                format!("upstream: http://{}", upstream.addr),
+            ),
+            (
+                "trusted_proxies: [10.0.0.0/8]",
+                "trusted_proxies: [127.0.0.1/32]".into(),
+            ),
+            (
+                "url: https://keycloak.example.com/realms/acme/protocol/openid-connect/certs",
+                format!("file: {}", jwks.display()),
+            ),
+            (
+                "dir: /var/lib/fortress/audit",
+                format!("dir: {}", dir.path().join("audit").display()),
+            ),
+        ],
+    );
+    let fx =
+        FortressProcess::spawn_args_env(&["run", "--config", config.to_str().expect("utf-8")], &[]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = |roles: &[&str]| {
+        serde_json::json!({
+            "iss": "https://keycloak.example.com/realms/acme",
+            "aud": ["reports-api", "account"],
+            "sub": "3f1c0a52-0b7e-4d2f-9a41-7d7c1d0e9f10",
+            "preferred_username": "alice",
+            "tenant": "acme",
+            "iat": now,
+            "exp": now + 300,
+            "realm_access": { "roles": roles },
+            "resource_access": { "reports-api": { "roles": ["admin"] } },
+        })
+    };
+    let rs256 = |roles: &[&str]| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("realm-key-1".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(keys.join("rsa.pem")).expect("rsa.pem"),
+        )
+        .expect("rsa key");
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, &claims(roles), &key).expect("sign")
+        )
+    };
+    let get = |path: &'static str, auth: String| {
+        let fx_addr = fx.addr;
+        async move {
+            raw(
+                fx_addr,
+                &via_ingress("GET", path, &[("Authorization", auth.as_str())]),
+            )
+            .await
+        }
+    };
+
+    // A realm role under realm_access.roles grants the route; the app sees it.
+    let analyst = rs256(&["analyst", "offline_access", "default-roles-acme"]);
+    let r = get("/api/orgs/acme/reports/q1", analyst.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = upstream.requests();
+    let roles = seen[0]
+        .headers
+        .get("x-auth-roles")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(roles.split(',').any(|r| r.trim() == "analyst"), "{roles}");
+    // A client role named admin is not the admin realm role.
+    let r = get("/api/admin/users", analyst).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "missing_permission");
+    // Keycloak's default roles alone grant nothing.
+    let r = get(
+        "/api/orgs/acme/reports/q1",
+        rs256(&["offline_access", "uma_authorization"]),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // An HS256 token (signed with the RSA public key as an HMAC secret, the classic
+    // confusion) is refused: only RS256 is allowed.
+    let public = std::fs::read(keys.join("rsa.pub.pem")).expect("rsa.pub.pem");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("realm-key-1".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims(&["admin"]),
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .expect("sign");
+    let r = get("/api/admin/users", format!("Bearer {forged}")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "only the analyst's report read reaches the app"
+    );
+}
