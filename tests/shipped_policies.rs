@@ -51,9 +51,12 @@ fn token(sub: &str, roles: &[&str], tenant: Option<&str>, iss: &str, aud: &str) 
 /// A request as the ingress forwards it: plain HTTP, `X-Forwarded-Proto: https`.
 fn via_ingress(method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\
+        "{method} {target} HTTP/1.1\r\nConnection: close\r\n\
          X-Forwarded-Proto: https\r\nX-Forwarded-For: 198.51.100.7\r\n"
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: api.example.com\r\n");
+    }
     if method == "POST" {
         req.push_str("Content-Length: 0\r\n");
     }
@@ -484,5 +487,125 @@ async fn jwks_keycloak_takes_rs256_tokens_and_realm_roles() {
         upstream.hits(),
         1,
         "only the analyst's report read reaches the app"
+    );
+}
+
+/// A QuickTrust token: HS256, its tenant in `org`, and a `jti` (required: tokens are
+/// revocable).
+fn quicktrust_token(sub: &str, roles: &[&str], org: &str, jti: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://auth.quicktrust.example",
+        "aud": "quicktrust-portal",
+        "sub": sub,
+        "roles": roles,
+        "org": org,
+        "jti": jti,
+        "iat": now,
+        "exp": now + 600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+#[tokio::test]
+async fn quicktrust_revokes_a_users_tokens_through_the_admin_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = Upstream::echo().await;
+    let config = shipped(
+        "quicktrust",
+        dir.path(),
+        &[
+            ("listen: 0.0.0.0:8080", "listen: 127.0.0.1:0".into()),
+            ("admin: 127.0.0.1:9901", "admin: 127.0.0.1:0".into()),
+            (
+                "upstream: http://127.0.0.1:3000",
+                format!("upstream: http://{}", upstream.addr),
+            ),
+            (
+                "trusted_proxies: [10.0.0.0/8]",
+                "trusted_proxies: [127.0.0.1/32]".into(),
+            ),
+            (
+                "dir: /var/lib/fortress/audit",
+                format!("dir: {}", dir.path().join("audit").display()),
+            ),
+        ],
+    );
+    let fx = FortressProcess::spawn_args_env(
+        &["run", "--config", config.to_str().expect("utf-8")],
+        &[("JWT_SECRET_KEY", JWT_SECRET)],
+    );
+    let customer = format!(
+        "Bearer {}",
+        quicktrust_token("c1", &["customer"], "acme", "t-c1-laptop")
+    );
+    let admin = format!(
+        "Bearer {}",
+        quicktrust_token("root", &["admin"], "ops", "t-root")
+    );
+    let read = |auth: String| {
+        let addr = fx.addr;
+        async move {
+            raw(
+                addr,
+                &via_ingress(
+                    "GET",
+                    "/api/orgs/acme/search",
+                    &[
+                        ("Host", "trust.quicktrust.example"),
+                        ("Authorization", auth.as_str()),
+                    ],
+                ),
+            )
+            .await
+        }
+    };
+    // Before: the customer searches its organisation.
+    let before = read(customer.clone()).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    assert_eq!(before.text(), "upstream saw GET /api/orgs/acme/search");
+
+    // A customer may not revoke.
+    let body = r#"{"subject":"c1","reason":"lost laptop"}"#;
+    let revoke = |auth: String| {
+        let admin_addr = fx.admin;
+        async move {
+            raw(
+                admin_addr,
+                format!(
+                    "POST /admin/revocations HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                     Authorization: {auth}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+        }
+    };
+    let r = revoke(customer.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "missing_permission");
+    // The admin revokes every token of c1 issued up to now.
+    let r = revoke(admin).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["revocation"]["subject"], "c1");
+
+    // After: the same token is refused at authentication, as any invalid token.
+    let after = read(customer).await;
+    assert_eq!(after.status, 401, "{}", after.text());
+    assert_eq!(after.json()["reason"], "invalid_token");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "only the read before the revocation reaches the app"
     );
 }
