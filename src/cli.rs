@@ -61,6 +61,10 @@ pub enum Command {
         /// Admin listener.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Directory of the demo's audit trail (default: fortress-demo-audit in the system
+        /// temp directory).
+        #[arg(long)]
+        audit_dir: Option<PathBuf>,
     },
     /// Mint an HS256 token for local testing (refused when the config says production).
     Token {
@@ -207,13 +211,18 @@ pub fn run() -> ExitCode {
                 .await
             })
         }
-        Command::Demo { listen, admin } => {
+        Command::Demo {
+            listen,
+            admin,
+            audit_dir,
+        } => {
             init_logging(cli.log_format);
+            let audit_dir = audit_dir.unwrap_or_else(demo::default_audit_dir);
             block_on(None, async move {
                 let term = server::signals::install_terminate();
-                let started = demo::start(listen, admin).await;
+                let started = demo::start(listen, admin, &audit_dir).await;
                 if let Ok(f) = &started {
-                    println!("{}", demo::banner(f));
+                    println!("{}", demo::banner(f, &audit_dir));
                 }
                 serve(started, None, term).await
             })

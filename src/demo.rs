@@ -19,8 +19,17 @@ use crate::{Fortress, StartError, config};
 /// The demo policy, embedded so `fortress demo` works from any directory.
 pub const DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
 
-/// Starts the demo app and fortress in front of it.
-pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Fortress, StartError> {
+/// Where the demo writes its audit trail unless `--audit-dir` says otherwise.
+pub fn default_audit_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("fortress-demo-audit")
+}
+
+/// Starts the demo app and fortress in front of it, writing the audit trail to `audit_dir`.
+pub async fn start(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    audit_dir: &Path,
+) -> Result<Fortress, StartError> {
     let app = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| StartError::Bind {
@@ -37,6 +46,9 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Fortress, St
         .map_err(|e| StartError::Load(format!("demo upstream address: {e}")))?;
     config.server.listen = listen;
     config.server.admin = admin;
+    if let Some(audit) = config.audit.as_mut() {
+        audit.dir = Some(audit_dir.to_path_buf());
+    }
     Fortress::start_with(config, None).await
 }
 
@@ -63,14 +75,20 @@ pub fn demo_token(sub: &str, roles: &[&str], tenant: &str) -> String {
 }
 
 /// What the demo prints once it is listening.
-pub fn banner(f: &Fortress) -> String {
+pub fn banner(f: &Fortress, audit_dir: &Path) -> String {
     let p = f.client_addr;
     let a = f.admin_addr;
+    let d = audit_dir.display();
+    // The binary as it was started (`target/release/fortress` after `cargo run`), so the
+    // commands below work without `fortress` on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "fortress".to_owned());
     let analyst = demo_token("alice", &["analyst"], "acme");
     let admin = demo_token("root", &["admin"], "ops");
     format!(
         "fortress demo is running (Ctrl-C to stop)\n\
-         \n  proxy: http://{p}\n  admin: http://{a}\n\n\
+         \n  proxy: http://{p}\n  admin: http://{a}\n  audit: {d}\n\n\
          Dev tokens (HS256, 12 h):\n\
          \x20 export TOKEN={analyst}   # sub=alice roles=[analyst] tenant=acme\n\
          \x20 export ADMIN={admin}   # sub=root roles=[admin] tenant=ops\n\n\
@@ -80,12 +98,22 @@ pub fn banner(f: &Fortress) -> String {
          \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/orgs/acme/reports/q3\n\
          \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/orgs/globex/reports/q3   # 403 tenant\n\
          \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{p}/api/admin/users              # 403 permission\n\
-         \x20 curl -i -N -X POST -H \"Authorization: Bearer $TOKEN\" http://{p}/api/ask   # NDJSON stream\n\
+         \x20 curl -i -N -X POST -H \"Authorization: Bearer $TOKEN\" http://{p}/api/ask   # NDJSON stream, checked line by line\n\
          \x20 curl -i --path-as-is http://{p}/api/../../etc/passwd        # 400: escapes the root\n\
          \x20 curl -i http://{p}/api/a%2Fb                           # 400: encoded slash\n\
          \x20 curl -i http://{p}/nope                                # 404: default deny, app never called\n\
          \x20 curl -s http://{a}/metrics | grep fortress_requests_total\n\
-         \x20 curl -i http://{a}/readyz\n"
+         \x20 curl -i http://{a}/readyz\n\n\
+         A stream violation, cut: the app sends `data` before `technical_view`; fortress drops that\n\
+         line, ends the stream with an error line and closes the upstream:\n\
+         \x20 curl -i -N -X POST -H \"Authorization: Bearer $TOKEN\" 'http://{p}/api/ask?broken=1'\n\n\
+         A rate limit (3 searches a minute per user; the fourth gets 429 with Retry-After):\n\
+         \x20 for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' -H \"Authorization: Bearer $TOKEN\" http://{p}/api/search; done; echo\n\n\
+         The audit records of the denials and the violation above (hash-chained JSON lines):\n\
+         \x20 {exe} audit query {d} --decision deny --table\n\
+         \x20 {exe} audit query {d} --event stream_violation\n\
+         \x20 {exe} audit verify {d}   # while the demo runs: exit 3 unsealed (sealed at Ctrl-C)\n\
+         \x20 tail -n 1 {d}/audit-*.jsonl\n"
     )
 }
 
@@ -115,17 +143,33 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
             .to_owned()
     };
     if req.method() == Method::POST && path == "/api/ask" {
-        let trace = seen("x-request-id");
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-        tokio::spawn(async move {
-            for kind in [
+        // Every line carries the request's W3C trace id (the trace-id field of the
+        // `traceparent` fortress sends), as the demo policy's stream requires.
+        let trace = seen("traceparent")
+            .split('-')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        // `?broken=1`: an app bug the stream check catches (`data` before `technical_view`).
+        let broken = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "broken=1"));
+        let kinds: &'static [&'static str] = if broken {
+            &["thinking", "data", "technical_view", "business_view", "end"]
+        } else {
+            &[
                 "thinking",
                 "technical_view",
                 "data",
                 "data",
                 "business_view",
                 "end",
-            ] {
+            ]
+        };
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            for kind in kinds {
                 let line = format!("{{\"type\":\"{kind}\",\"trace_id\":\"{trace}\"}}\n");
                 if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
                     return;

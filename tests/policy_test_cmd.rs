@@ -115,11 +115,22 @@ fn a_removed_permission_fails_the_cases_that_relied_on_it() {
                  decision allow; got deny 403 missing_permission (route org-reports, stage authz)",
                 line("ml engineers inherit the analyst's reports:read")
             ),
+            format!(
+                "{t}:{}: case \"analysts search three times a minute\": expected decision \
+                 allow; got deny 403 missing_permission (route search, stage authz)",
+                line("analysts search three times a minute")
+            ),
+            format!(
+                "{t}:{}: case \"the fourth search in a minute is rate limited\": expected \
+                 status 429, reason rate_limited; got deny 403 missing_permission (route search, \
+                 stage authz)",
+                line("the fourth search in a minute is rate limited")
+            ),
         ]
     );
     assert!(
         stdout.contains(&format!(
-            "{t}: 13 passed, 3 failed (policy {}, hash ",
+            "{t}: 13 passed, 5 failed (policy {}, hash ",
             broken.display()
         )),
         "{stdout}"
@@ -164,10 +175,10 @@ fn a_route_made_public_fails_the_cases_that_expected_a_refusal_and_junit_says_so
         ]
     );
     let xml = std::fs::read_to_string(&junit).expect("junit written");
-    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"fortress test\" tests=\"16\" failures=\"2\">\n"), "{xml}");
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"fortress test\" tests=\"18\" failures=\"2\">\n"), "{xml}");
     assert!(
         xml.contains(&format!(
-            "<testsuite name=\"{t}\" tests=\"16\" failures=\"2\">"
+            "<testsuite name=\"{t}\" tests=\"18\" failures=\"2\">"
         )),
         "{xml}"
     );
@@ -185,7 +196,7 @@ fn a_route_made_public_fails_the_cases_that_expected_a_refusal_and_junit_says_so
         "{xml}"
     );
     assert_eq!(xml.matches("<failure ").count(), 2, "{xml}");
-    assert_eq!(xml.matches("<testcase ").count(), 16, "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 18, "{xml}");
 }
 
 /// Writes `name` in `dir` with `body`.
