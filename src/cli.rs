@@ -131,24 +131,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// Writes `text` to stdout. A reader that went away (`fortress schema | head`) is not an
+/// error: the output was not wanted any more (exit 0, no panic); any other write error is
+/// (exit 1).
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fortress: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses argv and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files, offline } => check(&files, offline),
-        Command::Env => {
-            print!("{}", crate::env::SCHEMA);
-            ExitCode::SUCCESS
-        }
+        Command::Env => print_out(crate::env::SCHEMA),
         Command::Explain(req) => crate::explain::run(&req),
         Command::Audit(cmd) => crate::audit::cmd::run(cmd),
         Command::Test(args) => crate::policytest::run(&args),
         Command::Diff(args) => crate::diff::run(&args),
         Command::Replay(args) => crate::replay::run(&args),
-        Command::Schema => {
-            println!("{}", config::json_schema());
-            ExitCode::SUCCESS
-        }
+        Command::Schema => print_out(&format!("{}\n", config::json_schema())),
         Command::Token {
             secret_env,
             secret_file,
