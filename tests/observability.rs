@@ -267,6 +267,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         "fortress_budget_warnings_total",
         "fortress_tls_cert_expiry_timestamp_seconds",
         "fortress_jwks_age_seconds",
+        "fortress_store_up",
         "process_resident_memory_bytes",
     ] {
         assert!(referenced.contains(name), "nothing references {name}");
@@ -433,6 +434,7 @@ fn the_alert_rules_are_well_formed() {
         "FortressCertExpiringSoon",
         "FortressDenialSpike",
         "FortressJwksStale",
+        "FortressStateStoreDown",
     ] {
         assert!(alerts.contains(a), "no alert {a}");
     }

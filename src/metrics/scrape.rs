@@ -78,13 +78,23 @@ impl Attached {
     }
 
     fn render_store(&self, s: &mut String) {
-        let Some(h) = self.store.get() else { return };
+        let Some(h) = self.store.get() else {
+            // The in-memory store always answers (alerts can watch one series everywhere).
+            family(
+                s,
+                "fortress_store_up",
+                Kind::Gauge,
+                "1 while the state store answers (always 1 for the in-memory store).",
+                1.0,
+            );
+            return;
+        };
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
         family(
             s,
             "fortress_store_up",
             Kind::Gauge,
-            "1 while the shared state store (Redis) answers.",
+            "1 while the state store answers (always 1 for the in-memory store).",
             if h.up.load(Ordering::Relaxed) {
                 1.0
             } else {
