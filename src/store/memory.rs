@@ -240,16 +240,7 @@ impl MemoryStore {
         if units > 0 {
             shard.put(now, key, Slot::Budget { start, used }, end);
         }
-        let allowed = used <= limit;
-        let reset_after_ms = end.saturating_sub(now);
-        LimitState {
-            allowed,
-            limit,
-            remaining: limit.saturating_sub(used),
-            reset_after_ms,
-            retry_after_ms: (!allowed).then_some(reset_after_ms.max(1)),
-            used,
-        }
+        LimitState::after_charge(limit, used, end.saturating_sub(now))
     }
 
     fn revoke_now(&self, now: Millis, r: Revocation) {

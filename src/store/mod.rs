@@ -257,6 +257,22 @@ pub struct LimitState {
     pub used: u64,
 }
 
+impl LimitState {
+    /// A budget's state after a [`StateStore::charge`] left `used` units in a window that ends
+    /// in `reset_after_ms` (every backend answers a charge the same way).
+    pub fn after_charge(limit: u64, used: u64, reset_after_ms: u64) -> Self {
+        let allowed = used <= limit;
+        Self {
+            allowed,
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_after_ms,
+            retry_after_ms: (!allowed).then_some(reset_after_ms.max(1)),
+            used,
+        }
+    }
+}
+
 /// The answer to [`StateStore::admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {

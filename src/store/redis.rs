@@ -585,15 +585,7 @@ impl StateStore for RedisStore {
                 Ok(v) => {
                     let used = v.first().copied().map_or(0, to_u64);
                     let reset_after_ms = v.get(1).copied().map_or(0, to_u64);
-                    let allowed = used <= limit;
-                    Ok(LimitState {
-                        allowed,
-                        limit,
-                        remaining: limit.saturating_sub(used),
-                        reset_after_ms,
-                        retry_after_ms: (!allowed).then_some(reset_after_ms.max(1)),
-                        used,
-                    })
+                    Ok(LimitState::after_charge(limit, used, reset_after_ms))
                 }
                 Err(_) if self.cfg.allow_local => {
                     self.health.local_decisions.fetch_add(1, Ordering::Relaxed);
