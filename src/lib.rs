@@ -185,6 +185,7 @@ impl Fortress {
             )
         });
         let forwarder = proxy::Forwarder::new(config.server.timeouts.upstream_connect);
+        metrics.attach_upstream_owned(forwarder.owned_connections());
         let memory = Arc::new(store::memory::MemoryStore::new(
             store::memory::DEFAULT_MAX_ENTRIES,
         ));

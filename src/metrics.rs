@@ -488,6 +488,18 @@ impl Metrics {
         let _already_attached = self.attached.store.set(health);
     }
 
+    /// Publishes the number of upstream connections owned by client connections and of those
+    /// parked (read at scrape time). Once.
+    pub fn attach_upstream_owned(
+        &self,
+        (owned, parked): (
+            Arc<std::sync::atomic::AtomicUsize>,
+            Arc<std::sync::atomic::AtomicUsize>,
+        ),
+    ) {
+        let _already_attached = self.attached.upstream_owned.set((owned, parked));
+    }
+
     /// Publishes the JWKS fetch counters and key-set age (read at scrape time). Once.
     pub fn attach_jwks(&self, stats: Arc<crate::auth::jwks::JwksStats>) {
         let _already_attached = self.attached.jwks.set(stats);

@@ -629,6 +629,58 @@ async fn a_stream_violation_takes_the_upstream_connection_out_of_the_pool() {
 }
 
 #[tokio::test]
+async fn a_stream_violation_drops_a_kept_client_connections_upstream_connection() {
+    // An HTTP/1.1 client connection sends on its own upstream connection: the violation is
+    // found at EOF of a complete response, and the next request on the same client
+    // connection goes out on a new upstream connection.
+    let up = pooled_upstream(|t| vec![line("thinking", t), line("data", t)]).await;
+    let fx = TestFortress::start(&config(up.addr, "", STREAMS)).await;
+    let mut c = h1(fx.addr()).await;
+    let send = |target: &'static str, method: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "a")
+            .body(full(""))
+            .expect("request")
+    };
+    let resp = c.send_request(send("/other/1", "GET")).await.expect("resp");
+    assert_eq!(resp.status(), 200);
+    body_bytes(resp).await;
+    c.ready().await.expect("ready");
+    let resp = c
+        .send_request(send("/api/ask", "POST"))
+        .await
+        .expect("resp");
+    assert_eq!(resp.status(), 200);
+    let body = String::from_utf8_lossy(&body_bytes(resp).await).into_owned();
+    assert!(
+        body.ends_with("\"reason\":\"missing_required\"}\n"),
+        "{body}"
+    );
+    for _ in 0..2 {
+        c.ready().await.expect("ready");
+        let resp = c.send_request(send("/other/2", "GET")).await.expect("resp");
+        assert_eq!(resp.status(), 200);
+        body_bytes(resp).await;
+    }
+    let conns: Vec<(String, usize)> = up
+        .requests()
+        .iter()
+        .map(|s| (s.target.clone(), s.conn))
+        .collect();
+    assert_eq!(
+        conns[0].1, conns[1].1,
+        "kept before the violation: {conns:?}"
+    );
+    assert_ne!(
+        conns[1].1, conns[2].1,
+        "dropped after the violation: {conns:?}"
+    );
+    assert_eq!(conns[2].1, conns[3].1, "the new one is kept: {conns:?}");
+}
+
+#[tokio::test]
 async fn a_clean_stream_leaves_its_connection_reusable() {
     // The control for the test above: without a violation the pool does reuse connections,
     // so "never reused" there is not an artefact of the setup.

@@ -20,6 +20,10 @@ pub struct Attached {
     pub jwks: OnceLock<Arc<JwksStats>>,
     pub cert_expiry: OnceLock<Arc<AtomicI64>>,
     pub store: OnceLock<Arc<crate::store::redis::StoreHealth>>,
+    pub upstream_owned: OnceLock<(
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    )>,
 }
 
 /// Metric types of the text format.
@@ -62,6 +66,22 @@ impl Attached {
         self.render_audit(&mut s);
         self.render_jwks(&mut s);
         self.render_store(&mut s);
+        if let Some((owned, parked)) = self.upstream_owned.get() {
+            family(
+                &mut s,
+                "fortress_upstream_owned_connections",
+                Kind::Gauge,
+                "Upstream connections owned by HTTP/1.1 client connections, parked ones included (connection affinity; the pool's are not counted).",
+                owned.load(Ordering::Relaxed) as f64,
+            );
+            family(
+                &mut s,
+                "fortress_upstream_parked_connections",
+                Kind::Gauge,
+                "Owned upstream connections parked between client connections (idle or closed clients).",
+                parked.load(Ordering::Relaxed) as f64,
+            );
+        }
         if let Some(t) = self.cert_expiry.get() {
             let not_after = t.load(Ordering::Relaxed);
             if not_after > 0 {

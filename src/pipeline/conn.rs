@@ -20,6 +20,9 @@ pub struct ConnInfo {
     _hold: Option<Box<dyn std::any::Any + Send + Sync>>,
     /// What the HTTP/1 guard found on this connection (`server::h1_guard`).
     pub h1: super::h1_verdict::H1Verdict,
+    /// This connection's own upstream connection (HTTP/1.1 client connections only;
+    /// `proxy/affinity.rs`). Dropped with the connection.
+    pub upstream: Option<crate::proxy::affinity::Slot>,
 }
 
 impl ConnInfo {
@@ -31,7 +34,15 @@ impl ConnInfo {
             activity: ConnActivity::new(),
             _hold: None,
             h1: super::h1_verdict::H1Verdict::default(),
+            upstream: None,
         }
+    }
+
+    /// The same connection, sending its requests on an upstream connection of its own (an
+    /// HTTP/1.1 client connection: one request at a time).
+    pub fn with_upstream_slot(mut self) -> Self {
+        self.upstream = Some(crate::proxy::affinity::Slot::default());
+        self
     }
 
     /// The same connection, keeping `hold` alive until the last user of this `ConnInfo` is

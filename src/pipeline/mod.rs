@@ -45,7 +45,6 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::capture_connection;
 
 use crate::error::Rejection;
 use crate::proxy::body::ProxyBody;
@@ -217,17 +216,21 @@ async fn decide_and_forward(
         upstream_req.headers_mut().insert(name, value);
     }
     // Stream routes: keep a handle on the upstream connection, so a stream violation can
-    // take it out of the pool.
-    let connection = ctx
-        .route()
-        .and_then(|r| r.stream.as_ref())
-        .map(|_| capture_connection(&mut upstream_req));
+    // take it out of use.
+    let stream_route = ctx.route().is_some_and(|r| r.stream.is_some());
+    // HTTP/1.1 clients send on their connection's own upstream connection, except a WebSocket
+    // handshake (the upstream connection is upgraded, not kept).
+    let slot = ctx.conn.upstream.as_ref().filter(|_| !websocket);
     let sent = Instant::now();
     ctx.trace.upstream_started(sent);
-    let mut resp = state
+    let (mut resp, went) = state
         .forwarder
         .send(
             upstream_req,
+            crate::proxy::Via {
+                slot,
+                capture: stream_route,
+            },
             &body_failure,
             ctx.upstream_timeout(),
             &state.metrics,
@@ -263,7 +266,7 @@ async fn decide_and_forward(
             route: &r.name,
             rules: rules.clone(),
             mode,
-            connection,
+            connection: went.into_poison(),
         })
     });
     Ok((

@@ -3,6 +3,7 @@
 //! type (`body.rs`) and the pooled client. Bodies stream both ways; nothing is buffered whole.
 //! This module knows nothing of the pipeline: it is told what was decided.
 
+pub mod affinity;
 pub mod body;
 pub mod client_body;
 pub mod credentials;
@@ -21,17 +22,77 @@ use hyper::body::Incoming;
 
 use client_body::{BodyFailure, ClientBody};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::warn;
 
 use crate::error::Rejection;
 use crate::metrics::Metrics;
 
-/// The upstream client, shared by all requests (and kept across reloads, so is its pool).
+/// The upstream client, shared by all requests (and kept across reloads, so is its pool):
+/// HTTP/1.1 client connections send on their own upstream connection (`affinity.rs`), the
+/// rest through the pool.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, ClientBody>,
+    owner: affinity::Owner,
+}
+
+/// Which upstream connection a request goes out on.
+#[derive(Debug, Clone, Copy)]
+pub struct Via<'a> {
+    /// The client connection's own upstream connection (HTTP/1.1 clients, not for a
+    /// WebSocket handshake); `None`: the pool.
+    pub slot: Option<&'a affinity::Slot>,
+    /// On the pool, keep a handle on the connection (stream routes, to poison it on a
+    /// violation).
+    pub capture: bool,
+}
+
+/// Where a request went out.
+pub enum Sent {
+    /// On the pool; the handle poisons the connection it used (stream routes only).
+    Pooled(Option<CaptureConnection>),
+    /// On the client connection's own upstream connection.
+    Owned(affinity::Poison),
+}
+
+impl Sent {
+    /// What poisons the connection the response came on (a stream violation).
+    pub fn into_poison(self) -> Option<crate::stream::PoisonConnection> {
+        match self {
+            Self::Pooled(None) => None,
+            Self::Pooled(Some(captured)) => Some(Box::new(move || {
+                if let Some(connected) = captured.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+            })),
+            Self::Owned(poison) => Some(Box::new(move || poison.poison())),
+        }
+    }
+}
+
+/// Why sending failed (before the response head).
+enum SendError {
+    Pool(hyper_util::client::legacy::Error),
+    Owned(affinity::Failure),
+}
+
+impl SendError {
+    fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(e) => e.is_connect(),
+            Self::Owned(f) => matches!(f, affinity::Failure::Connect(_)),
+        }
+    }
+
+    fn chain(&self) -> String {
+        match self {
+            Self::Pool(e) => error_chain(e),
+            Self::Owned(affinity::Failure::Connect(e)) => error_chain(e.as_ref()),
+            Self::Owned(affinity::Failure::Protocol(e)) => error_chain(e),
+        }
+    }
 }
 
 impl Forwarder {
@@ -49,8 +110,38 @@ impl Forwarder {
             // streaming large bodies): bodies stream through in chunks either way, and this
             // bounds memory per upstream connection. It also caps upstream response headers.
             .http1_max_buf_size(UPSTREAM_MAX_BUF)
-            .build(http);
-        Self { client }
+            .build(http.clone());
+        Self {
+            client,
+            owner: affinity::Owner::new(http, UPSTREAM_MAX_BUF),
+        }
+    }
+
+    /// The number of upstream connections owned by client connections and the number of
+    /// those parked between client connections (for the metrics).
+    pub fn owned_connections(&self) -> (affinity::Counter, affinity::Counter) {
+        self.owner.counters()
+    }
+
+    /// Sends on the slot's own connection when there is one to use, else on the pool.
+    async fn dispatch(
+        &self,
+        mut req: Request<ClientBody>,
+        slot: Option<&affinity::Slot>,
+        capture: bool,
+    ) -> Result<(Response<Incoming>, Sent), SendError> {
+        if let Some(slot) = slot {
+            match self.owner.send(slot, req).await {
+                Ok(affinity::Sent::Response(resp, poison)) => {
+                    return Ok((resp, Sent::Owned(poison)));
+                }
+                Ok(affinity::Sent::Full(unsent)) => req = *unsent,
+                Err(f) => return Err(SendError::Owned(f)),
+            }
+        }
+        let connection = capture.then(|| capture_connection(&mut req));
+        let resp = self.client.request(req).await.map_err(SendError::Pool)?;
+        Ok((resp, Sent::Pooled(connection)))
     }
 
     /// Sends a prepared request (absolute URI, cleaned headers) and waits for the response
@@ -61,16 +152,19 @@ impl Forwarder {
     /// failure while the client's body was being read (`body` says so) is the client's: 400
     /// `malformed_body` (413, 400 `method_override`, 408 for the body's own limits), counted in
     /// `fortress_client_body_errors_total` when malformed, never as an upstream error.
+    ///
+    /// `via`: which upstream connection to use.
     pub async fn send(
         &self,
         req: Request<ClientBody>,
+        via: Via<'_>,
         body: &BodyFailure,
         timeout: Duration,
         metrics: &Metrics,
         request_id: &str,
-    ) -> Result<Response<Incoming>, Rejection> {
+    ) -> Result<(Response<Incoming>, Sent), Rejection> {
         let started = Instant::now();
-        let response = self.client.request(req);
+        let response = self.dispatch(req, via.slot, via.capture);
         tokio::pin!(response);
         let mut frames = body.frames();
         let outcome = loop {
@@ -99,34 +193,34 @@ impl Forwarder {
                 Ok(resp)
             }
             Ok(Err(e)) if body.too_large() => {
-                warn!(request.id = %request_id, error = %error_chain(&e), "client body over max_body; upstream request aborted");
+                warn!(request.id = %request_id, error = %e.chain(), "client body over max_body; upstream request aborted");
                 Err(Rejection::PayloadTooLarge(
                     crate::error::LimitError::BodyTooLarge,
                 ))
             }
             Ok(Err(e)) if body.method_override() => {
-                warn!(request.id = %request_id, error = %error_chain(&e), "client form body names _method; upstream request aborted");
+                warn!(request.id = %request_id, error = %e.chain(), "client form body names _method; upstream request aborted");
                 Err(Rejection::RejectAmbiguous(
                     crate::error::AmbiguityError::MethodOverride,
                 ))
             }
             Ok(Err(e)) if body.timed_out() => {
-                warn!(request.id = %request_id, error = %error_chain(&e), "client body stalled past body_read; upstream request aborted");
+                warn!(request.id = %request_id, error = %e.chain(), "client body stalled past body_read; upstream request aborted");
                 Err(Rejection::BodyTimeout)
             }
             Ok(Err(e)) if body.failed() => {
                 metrics.client_body_errors.inc();
-                warn!(request.id = %request_id, error = %error_chain(&e), "client body malformed");
+                warn!(request.id = %request_id, error = %e.chain(), "client body malformed");
                 Err(Rejection::MalformedBody)
             }
             Ok(Err(e)) if e.is_connect() => {
                 metrics.upstream_error("connect");
-                warn!(request.id = %request_id, error = %error_chain(&e), "upstream connect failed");
+                warn!(request.id = %request_id, error = %e.chain(), "upstream connect failed");
                 Err(Rejection::UpstreamUnavailable)
             }
             Ok(Err(e)) => {
                 metrics.upstream_error("protocol");
-                warn!(request.id = %request_id, error = %error_chain(&e), "upstream request failed");
+                warn!(request.id = %request_id, error = %e.chain(), "upstream request failed");
                 Err(Rejection::UpstreamFailed)
             }
             Err(_) => {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use http::{Response, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::CaptureConnection;
 
 use super::body::ProxyBody;
 use super::headers::strip_hop_by_hop;
@@ -31,7 +30,7 @@ pub struct StreamCheck<'a> {
     /// Enforce (cut on a violation) or observe (dry-run).
     pub mode: Mode,
     /// The upstream connection the response came on (poisoned on a violation).
-    pub connection: Option<CaptureConnection>,
+    pub connection: Option<crate::stream::PoisonConnection>,
 }
 
 /// `scrub_errors` is on for this request.

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::pipeline::conn::ConnInfo;
+use crate::proxy::affinity::RELEASE_AFTER;
 use crate::state::AppState;
 
 /// Which service a listener serves.
@@ -120,7 +121,11 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
     let hold = (open.clone(), drain.clone());
     match state.tls.clone() {
         None => {
-            let info = Arc::new(ConnInfo::new(peer, false).holding(hold));
+            let info = Arc::new(
+                ConnInfo::new(peer, false)
+                    .holding(hold)
+                    .with_upstream_slot(),
+            );
             Box::pin(serve_http(
                 TokioIo::new(tcp),
                 false,
@@ -136,8 +141,10 @@ async fn serve_client(tcp: TcpStream, peer: std::net::SocketAddr, state: AppStat
             let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
             match tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await {
                 Ok(Ok(tls)) => {
-                    let info = Arc::new(ConnInfo::new(peer, true).holding(hold));
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let info = ConnInfo::new(peer, true).holding(hold);
+                    // HTTP/2 multiplexes requests: they share the pool.
+                    let info = Arc::new(if h2 { info } else { info.with_upstream_slot() });
                     Box::pin(serve_http(
                         TokioIo::new(tls),
                         h2,
@@ -225,6 +232,14 @@ async fn serve_http<I>(
             let mut conn = Box::pin($conn);
             loop {
                 let idle_check = tokio::time::sleep(idle_check_delay(&info, idle));
+                // A request put an upstream connection in the slot: the idle check moves
+                // to the (shorter) release delay.
+                let armed = async {
+                    match &info.upstream {
+                        Some(slot) if !slot.is_armed() => slot.armed().await,
+                        _ => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     res = conn.as_mut() => {
                         if let Err(e) = res {
@@ -237,11 +252,17 @@ async fn serve_http<I>(
                         conn.as_mut().graceful_shutdown();
                     }
                     () = idle_check, if !closing => {
-                        if info.activity.idle_for().is_some_and(|d| d >= idle) {
+                        let idle_for = info.activity.idle_for();
+                        if idle_for.is_some_and(|d| d >= idle) {
                             closing = true;
                             conn.as_mut().graceful_shutdown();
+                        } else if idle_for.is_some_and(|d| d >= RELEASE_AFTER)
+                            && let Some(slot) = &info.upstream
+                        {
+                            slot.release();
                         }
                     }
+                    () = armed, if !closing => {}
                 }
             }
         }};
@@ -316,12 +337,18 @@ pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// HTTP/2 streams reset by fortress for client errors, before GOAWAY.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// How long until the connection could first be idle for `idle`.
+/// How long until the connection could first be idle for `idle`, or, while it holds an
+/// upstream connection of its own, for [`RELEASE_AFTER`] (when that connection is parked).
 fn idle_check_delay(info: &ConnInfo, idle: Duration) -> Duration {
+    let until = if info.upstream.as_ref().is_some_and(|s| s.is_armed()) {
+        idle.min(RELEASE_AFTER)
+    } else {
+        idle
+    };
     match info.activity.idle_for() {
-        Some(d) if d < idle => idle - d + Duration::from_millis(5),
+        Some(d) if d < until => until - d + Duration::from_millis(5),
         Some(_) => Duration::from_millis(5),
-        None => idle,
+        None => until,
     }
 }
 

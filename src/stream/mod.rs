@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::CaptureConnection;
 use tracing::debug;
 
 use validator::{StreamRules, Validator, Violation, error_line};
@@ -32,8 +31,12 @@ pub struct NdjsonGuard {
     violation: Option<Violation>,
     reported: bool,
     mode: Mode,
-    connection: Option<CaptureConnection>,
+    connection: Option<PoisonConnection>,
 }
+
+/// Marks the upstream connection a stream came on so it is never used again (the pool's
+/// connection, or the client connection's own).
+pub type PoisonConnection = Box<dyn Fn() + Send + Sync>;
 
 /// Whether a violation cuts the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +63,7 @@ impl NdjsonGuard {
         rules: Arc<StreamRules>,
         request_trace_id: Arc<str>,
         mode: Mode,
-        connection: Option<CaptureConnection>,
+        connection: Option<PoisonConnection>,
     ) -> Self {
         Self {
             inner: Some(Box::pin(inner)),
@@ -96,13 +99,11 @@ impl NdjsonGuard {
         }
     }
 
-    /// Poisons the upstream connection: the pool drops it instead of reusing it, also when
-    /// the response had already been read to its end.
+    /// Poisons the upstream connection: it is dropped instead of reused, also when the
+    /// response had already been read to its end.
     fn poison(&self) {
-        if let Some(c) = &self.connection
-            && let Some(connected) = c.connection_metadata().as_ref()
-        {
-            connected.poison();
+        if let Some(poison) = &self.connection {
+            poison();
         }
     }
 
