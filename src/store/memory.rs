@@ -163,6 +163,21 @@ impl MemoryStore {
     }
 
     fn admit_now(&self, now: Millis, checks: &[LimitCheck<'_>]) -> Admission {
+        // One check (a route's one limit: the common case): one lock, no working copies; the
+        // same answer as the general path below.
+        if let [check] = checks {
+            let mut shard = lock(&self.shards[self.shard_of(check.key)]);
+            let (state, next) = evaluate(now, check.kind, shard.get(check.key), true);
+            if state.allowed
+                && let Some((slot, expires_at)) = next
+            {
+                shard.put(now, check.key, slot, expires_at);
+            }
+            return Admission {
+                allowed: state.allowed,
+                states: vec![state],
+            };
+        }
         let shard_ids: Vec<usize> = checks.iter().map(|c| self.shard_of(c.key)).collect();
         let mut order = shard_ids.clone();
         order.sort_unstable();
