@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Resident memory with N idle keep-alive client connections (default 10 000), fortress
+# Resident memory with N idle keep-alive client connections (default 10 000; measured 3 s after
+# the last one was opened), fortress
 # against a plain nginx reverse proxy in front of the same upstream, one worker each, on
 # 127.0.0.1 only. Each client connection sends one GET, reads the response and stays open.
 #
 # Usage: benches/idle-connections.sh PATH/TO/fortress [CONNECTIONS]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BIN=${1:?usage: idle-connections.sh PATH/TO/fortress [CONNECTIONS]}
 N=${2:-10000}
 W="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap - EXIT
 ulimit -n "$(ulimit -Hn)"
 P_UP=18580 P_NGX=18581 P_FX=18583 P_ADMIN=18593
 mkdir -p "$W/nginx"
@@ -34,27 +35,11 @@ http {
 CONF
 nginx -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
-cat >"$W/fortress.yaml" <<YAML
-server:
-  listen: 127.0.0.1:$P_FX
-  admin: 127.0.0.1:$P_ADMIN
-  upstream: http://127.0.0.1:$P_UP
-  environment: local
-  require_https: false
+start_fortress "$BIN" "$W" "127.0.0.1:$P_FX" "127.0.0.1:$P_ADMIN" "http://127.0.0.1:$P_UP" \
+  "  require_https: false
   max_connections: $((N + 100))
-  timeouts: { idle: 600s }
-routes:
-  - name: all
-    match: { path: "/**" }
-    public: true
-YAML
-TOKIO_WORKER_THREADS=1 "$BIN" run --config "$W/fortress.yaml" >"$W/fortress.log" 2>&1 &
-PIDS+=($!)
-FX_PID=$!
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$P_ADMIN/healthz" && curl -s -o /dev/null "http://127.0.0.1:$P_NGX/" && break
-  sleep 0.1
-done
+  timeouts: { idle: 600s }"
+wait_for "http://127.0.0.1:$P_ADMIN/healthz" "http://127.0.0.1:$P_NGX/"
 # The nginx proxy's worker (the master holds no connections).
 NGX_WORKER=$(pgrep -P "$(cat "$W/nginx.pid")" | head -1)
 # nginx serves both the upstream and the proxy server blocks in one worker: the upstream part
@@ -95,6 +80,8 @@ for target in fortress nginx; do
   holder=$!
   for _ in $(seq 1 600); do grep -q ready "$W/hold-$target.out" && break; sleep 0.1; done
   grep -q ready "$W/hold-$target.out" || { cat "$W/hold-$target.out"; exit 1; }
+  # Idle for real: past fortress's 2 s release of each client connection's upstream connection.
+  sleep 3
   after=$(rss "$pid")
   echo "$target: $N idle keep-alive connections: RSS $((before / 1024)) MiB before, $((after / 1024)) MiB with them ($(awk -v a="$after" -v b="$before" -v n="$N" 'BEGIN { printf "%.1f", (a - b) / n }') KiB per connection), peak $(($(hwm "$pid") / 1024)) MiB"
   kill "$holder"; wait "$holder" 2>/dev/null || true

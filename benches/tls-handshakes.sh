@@ -7,6 +7,7 @@
 #
 # Usage: benches/tls-handshakes.sh PATH/TO/fortress [DURATION_SECONDS]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BIN=${1:?usage: tls-handshakes.sh PATH/TO/fortress [SECONDS]}
 SECS=${2:-10}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,25 +44,9 @@ CONF
 nginx -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 NGX_PID=$!
-cat >"$W/fortress.yaml" <<YAML
-server:
-  listen: 127.0.0.1:$P_FX
-  admin: 127.0.0.1:$P_ADMIN
-  upstream: http://127.0.0.1:$P_UP
-  environment: local
-  tls: { cert: $W/certs/server-chain.crt, key: $W/certs/server.key }
-routes:
-  - name: all
-    match: { path: "/**" }
-    public: true
-YAML
-TOKIO_WORKER_THREADS=1 "$BIN" run --config "$W/fortress.yaml" >"$W/fortress.log" 2>&1 &
-PIDS+=($!)
-FX_PID=$!
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$P_ADMIN/healthz" && curl -sk -o /dev/null "https://127.0.0.1:$P_NGX/" && break
-  sleep 0.1
-done
+start_fortress "$BIN" "$W" "127.0.0.1:$P_FX" "127.0.0.1:$P_ADMIN" "http://127.0.0.1:$P_UP" \
+  "  tls: { cert: $W/certs/server-chain.crt, key: $W/certs/server.key }"
+wait_for "http://127.0.0.1:$P_ADMIN/healthz" "https://127.0.0.1:$P_NGX/"
 
 cpu_ticks() { # user + system clock ticks of a process tree's root and its children
   local total=0 p
