@@ -41,5 +41,9 @@ stamp="${date_line:+${date_line}T00:00:00Z}"
   GIT_AUTHOR_DATE="${stamp:-now}" GIT_COMMITTER_DATE="${stamp:-now}" \
     git -c user.name=ci -c user.email=ci@localhost -c commit.gpgsign=false commit -q -m "RustSec snapshot ${date_line:-}"
 )
+# cargo-deny reads `cargo metadata` offline, which needs every locked crate in the local
+# registry, also those only built for other platforms (Windows console crates, …): a fresh
+# machine has only the ones its own builds downloaded. `cargo fetch` (crates.io) gets them.
+cargo fetch --locked --quiet
 echo "deny: advisory snapshot of ${date_line:-unknown date}, $(find "$db/crates" -name '*.md' | wc -l) advisories"
 DENY_ADVISORY_DB_ROOT="$root" CARGO_NET_OFFLINE=true "$deny" deny --offline --locked ${DENY_LOG:+-L "$DENY_LOG"} check --show-stats --hide-inclusion-graph

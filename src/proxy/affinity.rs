@@ -25,6 +25,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Uri};
@@ -252,13 +253,29 @@ impl Owner {
                     None => return Ok(Sent::Full(Box::new(absolute_again(req, authority)))),
                 },
             };
-            if conn.sender.ready().await.is_err() {
-                if reused {
-                    continue;
+            let ready = if reused {
+                // A kept connection is ready at once (its last response was read to the end
+                // before this request could be read), or after one turn of its task. One
+                // that is still busy (say, still sending a body the upstream stopped
+                // reading) is let go to finish on its own: this request never waits on it.
+                match poll_ready(&mut conn.sender).await {
+                    Poll::Pending => {
+                        tokio::task::yield_now().await;
+                        poll_ready(&mut conn.sender).await
+                    }
+                    done => done,
                 }
-                return Err(Failure::Connect(
-                    "upstream closed the new connection".into(),
-                ));
+            } else {
+                Poll::Ready(conn.sender.ready().await)
+            };
+            match ready {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) | Poll::Pending if reused => continue,
+                _ => {
+                    return Err(Failure::Connect(
+                        "upstream closed the new connection".into(),
+                    ));
+                }
             }
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -320,6 +337,11 @@ impl Owner {
 
 /// A count published to the metrics.
 pub type Counter = Arc<AtomicUsize>;
+
+/// Polls the connection's readiness once, without waiting.
+async fn poll_ready(sender: &mut http1::SendRequest<ClientBody>) -> Poll<hyper::Result<()>> {
+    std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await
+}
 
 /// Drops one from the owned-connection count.
 struct Counted(Arc<AtomicUsize>);
