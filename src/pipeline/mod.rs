@@ -108,10 +108,13 @@ pub async fn handle(
     }
     crate::metrics::observe_ttfb(ctx.snapshot.route_metrics(ctx.route), ctx.timings.start);
     if let Ok(v) = HeaderValue::from_str(ctx.ids.request_id()) {
-        resp.headers_mut().insert(ids::X_REQUEST_ID, v);
+        // A static name: inserting by `&str` copies a custom name into a new allocation.
+        resp.headers_mut()
+            .insert(http::HeaderName::from_static(ids::X_REQUEST_ID), v);
     }
     if let Ok(v) = HeaderValue::from_bytes(&ctx.ids.traceresponse()) {
-        resp.headers_mut().insert(ids::TRACERESPONSE, v);
+        resp.headers_mut()
+            .insert(http::HeaderName::from_static(ids::TRACERESPONSE), v);
     }
     // Every response, forwarded or fortress's own: security headers, then CORS.
     crate::proxy::security::apply(resp.headers_mut(), &limits::rules(&ctx).security, ctx.https);

@@ -12,6 +12,12 @@ const X_REQUEST_ID: &str = "x-request-id";
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus common legacy ones) and
 /// every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present (a handful, most often none of these) instead of a
+    // hashed removal per hop-by-hop name; `Connection` is one of them, so a message without
+    // any has nothing it could name either.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -135,7 +135,9 @@ pub fn prepare<B>(
     }
     // Trace context: the request's trace id with this hop's span; untrusted tracestate goes.
     if let Ok(v) = HeaderValue::from_str(f.traceparent) {
-        parts.headers.insert(TRACEPARENT, v);
+        parts
+            .headers
+            .insert(HeaderName::from_static(TRACEPARENT), v);
     }
     if !f.trusted {
         parts.headers.remove("tracestate");
