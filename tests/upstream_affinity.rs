@@ -277,3 +277,24 @@ async fn an_idle_client_connection_parks_its_upstream_connection() {
     assert_ne!(conns_of(&up, "/a/2"), conns_of(&up, "/a/1"));
     assert_eq!(owned(fx.admin()).await, Some(2.0));
 }
+
+#[tokio::test]
+async fn upstream_affinity_false_sends_everything_through_the_pool() {
+    let up = Upstream::echo().await;
+    let fx = TestFortress::start(&config(up.addr, "upstream_affinity: false", CATCH_ALL)).await;
+    let mut a = h1(fx.addr()).await;
+    let mut b = h1(fx.addr()).await;
+    assert_eq!(
+        send(&mut a, "/a/1").await,
+        (200, "upstream saw GET /a/1".into())
+    );
+    assert_eq!(
+        send(&mut b, "/b/1").await,
+        (200, "upstream saw GET /b/1".into())
+    );
+    assert_eq!(send(&mut a, "/a/2").await.0, 200);
+    // Sequential requests from two client connections share the pool's one connection.
+    let conns: Vec<usize> = up.requests().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, vec![0, 0, 0]);
+    assert_eq!(owned(fx.admin()).await, Some(0.0));
+}

@@ -345,6 +345,7 @@ fn compile_server(raw: &RawServer, base: &Path, errors: &mut Vec<ConfigError>) -
         allow_insecure_local,
         timeouts,
         max_connections,
+        upstream_affinity: raw.upstream_affinity.unwrap_or(true),
         admin_hosts: admin_hosts(&raw.admin_hosts, errors),
         state_dir: raw.state_dir.as_ref().map(|d| resolve(base, &d.value)),
         max_header_bytes,

@@ -219,6 +219,12 @@ pub struct RawServer {
     /// Most client connections open at once on the client listener (default 10000).
     #[serde(default)]
     pub max_connections: Option<Located<u32>>,
+    /// Each HTTP/1.1 client connection sends its requests on an upstream connection of its
+    /// own, released to a small shared list after 2 s idle (default true); false: every
+    /// request goes through the shared pool (fewer upstream connections, for an upstream
+    /// that can hold only a few).
+    #[serde(default)]
+    pub upstream_affinity: Option<bool>,
     /// Largest request head in bytes (request line and header fields; also a chunked body's
     /// trailer section), 1024 to 1048576 (default 98304, 96 KiB: room for a 64 KiB bearer
     /// token, which the token size check refuses with a proper 401). Beyond it: 431. On

@@ -223,7 +223,12 @@ async fn decide_and_forward(
     let stream_route = ctx.route().is_some_and(|r| r.stream.is_some());
     // HTTP/1.1 clients send on their connection's own upstream connection, except a WebSocket
     // handshake (the upstream connection is upgraded, not kept).
-    let slot = ctx.conn.upstream.as_ref().filter(|_| !websocket);
+    // `server.upstream_affinity: false` sends everything through the pool.
+    let slot = ctx
+        .conn
+        .upstream
+        .as_ref()
+        .filter(|_| !websocket && ctx.snapshot.server.upstream_affinity);
     let sent = Instant::now();
     ctx.trace.upstream_started(sent);
     let (mut resp, went) = state

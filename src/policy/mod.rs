@@ -158,6 +158,9 @@ pub struct ServerSettings {
     pub timeouts: Timeouts,
     /// Connection cap on the client listener.
     pub max_connections: usize,
+    /// HTTP/1.1 client connections keep an upstream connection of their own
+    /// (`proxy/affinity.rs`); false: the shared pool only.
+    pub upstream_affinity: bool,
     /// Extra host names the admin listener answers to (lower case).
     pub admin_hosts: Vec<String>,
     /// `server.hosts`: the hosts this listener serves (others get 421); `None`: any host.

@@ -22,9 +22,9 @@
 //! never started to send (closed between two requests) is sent once more on a new
 //! connection, as the pool does.
 
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -96,8 +96,9 @@ impl Slot {
     /// connection open.
     pub fn release(&self) {
         self.armed.store(false, Ordering::Release);
-        if let Some(owned) = self.take() {
-            let idle = owned.idle.clone();
+        if let Some(owned) = self.take()
+            && let Some(idle) = owned.idle.upgrade()
+        {
             idle.park(owned);
         }
     }
@@ -106,8 +107,9 @@ impl Slot {
 impl Drop for Slot {
     /// The client connection is gone: its upstream connection goes to the idle list.
     fn drop(&mut self) {
-        if let Some(owned) = self.conn.get_mut().ok().and_then(Option::take) {
-            let idle = owned.idle.clone();
+        if let Some(owned) = self.conn.get_mut().ok().and_then(Option::take)
+            && let Some(idle) = owned.idle.upgrade()
+        {
             idle.park(owned);
         }
     }
@@ -137,19 +139,26 @@ impl Idle {
         }
     }
 
-    /// The newest parked connection to `authority` that is still open.
+    /// The newest parked connection to `authority` that is open and ready (one still
+    /// finishing its last exchange stays parked); expired and closed ones are dropped.
     fn unpark(&self, authority: &Authority) -> Option<Owned> {
         let mut parked = self.parked.lock().ok()?;
-        let mut found = None;
-        while let Some((owned, at)) = parked.pop() {
-            if at.elapsed() < IDLE_FOR && !owned.sender.is_closed() && owned.authority == *authority
-            {
-                found = Some(owned);
-                break;
-            }
-        }
+        parked.retain(|(o, at)| at.elapsed() < IDLE_FOR && !o.sender.is_closed());
+        let found = parked
+            .iter()
+            .rposition(|(o, _)| o.authority == *authority && o.sender.is_ready())
+            .map(|i| parked.remove(i).0);
         self.count.store(parked.len(), Ordering::Release);
         found
+    }
+
+    /// Drops parked connections past [`IDLE_FOR`] or closed by the upstream (also when no
+    /// traffic parks or takes one).
+    fn sweep(&self) {
+        if let Ok(mut parked) = self.parked.lock() {
+            parked.retain(|(o, at)| at.elapsed() < IDLE_FOR && !o.sender.is_closed());
+            self.count.store(parked.len(), Ordering::Release);
+        }
     }
 }
 
@@ -160,8 +169,8 @@ struct Owned {
     /// The upstream it goes to (a reload may change the policy's upstream).
     authority: Authority,
     poison: Poison,
-    /// Where it goes when its client connection ends.
-    idle: Arc<Idle>,
+    /// Where it goes when its client connection ends (weak: the list holds connections).
+    idle: Weak<Idle>,
 }
 
 /// Marks an owned upstream connection as not to be used again (a stream violation found
@@ -210,10 +219,26 @@ impl Owner {
     /// An owner connecting with `connector` (its connect timeout and `TCP_NODELAY`), capping
     /// each connection's read buffer (and so the upstream's response head) at `max_buf`.
     pub fn new(connector: HttpConnector, max_buf: usize) -> Self {
+        let idle: Arc<Idle> = Arc::default();
+        // Parked connections expire even when no traffic parks or takes one; the task ends
+        // with the owner.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&idle);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_FOR / 4);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(idle) => idle.sweep(),
+                        None => break,
+                    }
+                }
+            });
+        }
         Self {
             connector,
             owned: Arc::new(AtomicUsize::new(0)),
-            idle: Arc::default(),
+            idle,
             max_buf,
         }
     }
@@ -288,7 +313,10 @@ impl Owner {
                         debug!(error = %e.error(), "kept upstream connection closed; reconnecting");
                         req = unsent;
                     }
-                    _ => return Err(Failure::Protocol(e.into_error())),
+                    // A new connection that closed before taking the request: unavailable,
+                    // as when it closes before it is ready.
+                    Some(_) => return Err(Failure::Connect(Box::new(e.into_error()))),
+                    None => return Err(Failure::Protocol(e.into_error())),
                 },
             }
         }
@@ -330,7 +358,7 @@ impl Owner {
             sender,
             authority: authority.clone(),
             poison: Poison::default(),
-            idle: self.idle.clone(),
+            idle: Arc::downgrade(&self.idle),
         }))
     }
 }

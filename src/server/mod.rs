@@ -231,12 +231,15 @@ async fn serve_http<I>(
             // Boxed: the task holds a pointer, and the heap holds only the protocol in use.
             let mut conn = Box::pin($conn);
             loop {
-                let idle_check = tokio::time::sleep(idle_check_delay(&info, idle));
+                // Read once per pass, for both the delay and the wake-up: a slot armed
+                // after this read wakes the loop (the notification is kept as a permit).
+                let armed_now = info.upstream.as_ref().is_some_and(|s| s.is_armed());
+                let idle_check = tokio::time::sleep(idle_check_delay(&info, idle, armed_now));
                 // A request put an upstream connection in the slot: the idle check moves
                 // to the (shorter) release delay.
                 let armed = async {
                     match &info.upstream {
-                        Some(slot) if !slot.is_armed() => slot.armed().await,
+                        Some(slot) if !armed_now => slot.armed().await,
                         _ => std::future::pending().await,
                     }
                 };
@@ -339,12 +342,8 @@ pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// How long until the connection could first be idle for `idle`, or, while it holds an
 /// upstream connection of its own, for [`RELEASE_AFTER`] (when that connection is parked).
-fn idle_check_delay(info: &ConnInfo, idle: Duration) -> Duration {
-    let until = if info.upstream.as_ref().is_some_and(|s| s.is_armed()) {
-        idle.min(RELEASE_AFTER)
-    } else {
-        idle
-    };
+fn idle_check_delay(info: &ConnInfo, idle: Duration, armed: bool) -> Duration {
+    let until = if armed { idle.min(RELEASE_AFTER) } else { idle };
     match info.activity.idle_for() {
         Some(d) if d < until => until - d + Duration::from_millis(5),
         Some(_) => Duration::from_millis(5),
