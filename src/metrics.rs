@@ -490,14 +490,8 @@ impl Metrics {
 
     /// Publishes the number of upstream connections owned by client connections and of those
     /// parked (read at scrape time). Once.
-    pub fn attach_upstream_owned(
-        &self,
-        (owned, parked): (
-            Arc<std::sync::atomic::AtomicUsize>,
-            Arc<std::sync::atomic::AtomicUsize>,
-        ),
-    ) {
-        let _already_attached = self.attached.upstream_owned.set((owned, parked));
+    pub fn attach_upstream_owned(&self, counts: scrape::UpstreamCounts) {
+        let _already_attached = self.attached.upstream_owned.set(counts);
     }
 
     /// Publishes the JWKS fetch counters and key-set age (read at scrape time). Once.

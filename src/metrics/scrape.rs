@@ -20,11 +20,14 @@ pub struct Attached {
     pub jwks: OnceLock<Arc<JwksStats>>,
     pub cert_expiry: OnceLock<Arc<AtomicI64>>,
     pub store: OnceLock<Arc<crate::store::redis::StoreHealth>>,
-    pub upstream_owned: OnceLock<(
-        Arc<std::sync::atomic::AtomicUsize>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    )>,
+    pub upstream_owned: OnceLock<UpstreamCounts>,
 }
+
+/// Upstream connections owned by client connections, and those of them parked.
+pub type UpstreamCounts = (
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 /// Metric types of the text format.
 #[derive(Clone, Copy)]

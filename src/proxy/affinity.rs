@@ -4,8 +4,9 @@
 //!
 //! HTTP/1.1 requests on one client connection are sequential (hyper reads the next request
 //! only once the previous response was written to its end), so the connection is put back in
-//! its slot as soon as the response head arrives; the next request waits in `ready()` until
-//! the previous response body was read (it has been, by then). What does not fit falls back
+//! its slot as soon as the response head arrives; by the next request its previous exchange
+//! is over. One still busy then (an upload the upstream stopped reading) is never waited on:
+//! it is left to finish and a new connection is made. What does not fit falls back
 //! to the shared pool: HTTP/2 clients (many streams on one connection), WebSocket handshakes
 //! (the connection is upgraded, not kept), and connections beyond [`MAX_OWNED`].
 //!
@@ -88,9 +89,7 @@ impl Slot {
     pub async fn armed(&self) {
         self.held.notified().await;
     }
-}
 
-impl Slot {
     /// Parks the slot's upstream connection in the idle list (the client connection has been
     /// idle for [`RELEASE_AFTER`]): idle keep-alive clients do not each hold an upstream
     /// connection open.
@@ -107,11 +106,7 @@ impl Slot {
 impl Drop for Slot {
     /// The client connection is gone: its upstream connection goes to the idle list.
     fn drop(&mut self) {
-        if let Some(owned) = self.conn.get_mut().ok().and_then(Option::take)
-            && let Some(idle) = owned.idle.upgrade()
-        {
-            idle.park(owned);
-        }
+        self.release();
     }
 }
 
@@ -123,18 +118,22 @@ struct Idle {
     count: Arc<AtomicUsize>,
 }
 
+/// Drops parked connections past [`IDLE_FOR`] or closed by the upstream.
+fn prune(parked: &mut Vec<(Owned, Instant)>) {
+    parked.retain(|(o, at)| at.elapsed() < IDLE_FOR && !o.sender.is_closed());
+}
+
 impl Idle {
     fn park(&self, owned: Owned) {
         if owned.poison.is_poisoned() || owned.sender.is_closed() {
             return;
         }
         if let Ok(mut parked) = self.parked.lock() {
-            let now = Instant::now();
-            parked.retain(|(o, at)| now.duration_since(*at) < IDLE_FOR && !o.sender.is_closed());
+            prune(&mut parked);
             if parked.len() >= MAX_IDLE {
                 parked.remove(0);
             }
-            parked.push((owned, now));
+            parked.push((owned, Instant::now()));
             self.count.store(parked.len(), Ordering::Release);
         }
     }
@@ -143,7 +142,7 @@ impl Idle {
     /// finishing its last exchange stays parked); expired and closed ones are dropped.
     fn unpark(&self, authority: &Authority) -> Option<Owned> {
         let mut parked = self.parked.lock().ok()?;
-        parked.retain(|(o, at)| at.elapsed() < IDLE_FOR && !o.sender.is_closed());
+        prune(&mut parked);
         let found = parked
             .iter()
             .rposition(|(o, _)| o.authority == *authority && o.sender.is_ready())
@@ -152,11 +151,10 @@ impl Idle {
         found
     }
 
-    /// Drops parked connections past [`IDLE_FOR`] or closed by the upstream (also when no
-    /// traffic parks or takes one).
+    /// [`prune`], also when no traffic parks or takes a connection.
     fn sweep(&self) {
         if let Ok(mut parked) = self.parked.lock() {
-            parked.retain(|(o, at)| at.elapsed() < IDLE_FOR && !o.sender.is_closed());
+            prune(&mut parked);
             self.count.store(parked.len(), Ordering::Release);
         }
     }
